@@ -1,0 +1,491 @@
+//! Configuration: every setting read once at start from the environment, typed, range-checked.
+//!
+//! [`SETTINGS`] is the one list of variables with their defaults and meaning; the README table
+//! is written from it (a test checks that they agree). A bad value stops the program with one
+//! line naming the variable, the value and what is allowed. AWS endpoint, region and
+//! credentials are not here: the SDK reads its own standard variables (`AWS_ENDPOINT_URL`,
+//! `AWS_REGION`, `AWS_ACCESS_KEY_ID`, ...).
+
+use std::collections::HashMap;
+use std::fmt::Display;
+use std::str::FromStr;
+use std::time::Duration;
+
+use chrono::{NaiveDateTime, TimeDelta};
+
+use crate::event::PartitionKey;
+use crate::submission::TimeBounds;
+
+/// One environment variable the collector reads.
+#[derive(Debug, Clone, Copy)]
+pub struct Setting {
+    pub name: &'static str,
+    pub default: &'static str,
+    pub allowed: &'static str,
+    pub about: &'static str,
+}
+
+const fn setting(name: &'static str, default: &'static str, allowed: &'static str, about: &'static str) -> Setting {
+    Setting {
+        name,
+        default,
+        allowed,
+        about,
+    }
+}
+
+pub const SUBMISSIONS_QUEUE_NAME: Setting = setting(
+    "SUBMISSIONS_QUEUE_NAME",
+    "submissions",
+    "an SQS queue name",
+    "Queue to consume; resolved to its URL with GetQueueUrl.",
+);
+pub const SUBMISSIONS_QUEUE_URL: Setting = setting(
+    "SUBMISSIONS_QUEUE_URL",
+    "",
+    "a queue URL",
+    "Queue URL; when set, used as is instead of SUBMISSIONS_QUEUE_NAME.",
+);
+pub const EVENTS_DATA_STREAM_NAME: Setting = setting(
+    "EVENTS_DATA_STREAM_NAME",
+    "events",
+    "a Kinesis stream name",
+    "Stream that receives one record per event.",
+);
+pub const DATA_STREAM_PARTITION_KEY: Setting = setting(
+    "DATA_STREAM_PARTITION_KEY",
+    "submission_id",
+    "`submission_id` or `device_id`",
+    "Which id is the partition key; either keeps a submission's events on one shard.",
+);
+pub const QUEUE_WAIT_TIME_SEC: Setting = setting(
+    "QUEUE_WAIT_TIME_SEC",
+    "20",
+    "0-20",
+    "Long-poll wait of each ReceiveMessage call.",
+);
+pub const QUEUE_MAX_NUMBER_OF_MESSAGE_PER_REQUEST: Setting = setting(
+    "QUEUE_MAX_NUMBER_OF_MESSAGE_PER_REQUEST",
+    "10",
+    "1-10",
+    "Messages asked for per ReceiveMessage call.",
+);
+pub const QUEUE_VISIBILITY_TIMEOUT_SEC: Setting = setting(
+    "QUEUE_VISIBILITY_TIMEOUT_SEC",
+    "60",
+    "1-43200, above both flush and delete intervals",
+    "Visibility timeout set on receive: how long a message stays hidden while its events are published.",
+);
+pub const QUEUE_RECEIVERS: Setting = setting("QUEUE_RECEIVERS", "2", "1-64", "Concurrent long-poll loops.");
+pub const QUEUE_RECEIPTS_TO_DELETE_INTERVAL_SEC: Setting = setting(
+    "QUEUE_RECEIPTS_TO_DELETE_INTERVAL_SEC",
+    "1",
+    "0.01-300 (decimals allowed)",
+    "Longest a confirmed receipt waits before a DeleteMessageBatch call.",
+);
+pub const QUEUE_MAX_RECEIPTS_TO_DELETE_AT_ONCE: Setting = setting(
+    "QUEUE_MAX_RECEIPTS_TO_DELETE_AT_ONCE",
+    "10",
+    "1-10",
+    "Receipts per DeleteMessageBatch call.",
+);
+pub const DATA_STREAM_FLUSH_INTERVAL_SEC: Setting = setting(
+    "DATA_STREAM_FLUSH_INTERVAL_SEC",
+    "1",
+    "0.01-300 (decimals allowed)",
+    "Longest an event waits in the buffer before a PutRecords call.",
+);
+pub const DATA_STREAM_MAX_BUFFER_SIZE: Setting = setting(
+    "DATA_STREAM_MAX_BUFFER_SIZE",
+    "500",
+    "1-500",
+    "Records per PutRecords call (the call is sent as soon as this many are buffered).",
+);
+pub const DATA_STREAM_MAX_REQUEST_BYTES: Setting = setting(
+    "DATA_STREAM_MAX_REQUEST_BYTES",
+    "5242880",
+    "1048576-10485760",
+    "Bytes (data + partition keys) per PutRecords call: 5 MiB suits emulators and older endpoints, AWS takes 10 MiB.",
+);
+pub const DATA_STREAM_MAX_RECORD_BYTES: Setting = setting(
+    "DATA_STREAM_MAX_RECORD_BYTES",
+    "1048576",
+    "1024-10485760, at most DATA_STREAM_MAX_REQUEST_BYTES",
+    "Largest record (data + partition key) the stream accepts; a submission with a larger event is dropped as `record_too_large`.",
+);
+pub const DATA_STREAM_CONCURRENCY: Setting = setting(
+    "DATA_STREAM_CONCURRENCY",
+    "4",
+    "1-64",
+    "PutRecords calls in flight at once. Events are spread over this many sender lanes by partition key, so one submission's events always share a lane and stay in order.",
+);
+pub const MAX_IN_FLIGHT_MESSAGES: Setting = setting(
+    "MAX_IN_FLIGHT_MESSAGES",
+    "1000",
+    "1-100000, at least QUEUE_MAX_NUMBER_OF_MESSAGE_PER_REQUEST",
+    "Messages received but not yet deleted or given up; receiving waits at the cap.",
+);
+pub const RETRY_INITIAL_BACKOFF_MS: Setting = setting(
+    "RETRY_INITIAL_BACKOFF_MS",
+    "100",
+    "1-60000",
+    "First delay before retrying a failed AWS call or failed records; doubles per attempt, with jitter.",
+);
+pub const RETRY_MAX_BACKOFF_MS: Setting = setting(
+    "RETRY_MAX_BACKOFF_MS",
+    "10000",
+    "1-600000, at least RETRY_INITIAL_BACKOFF_MS",
+    "Cap of the retry delay.",
+);
+pub const TIME_CREATED_NOT_BEFORE: Setting = setting(
+    "TIME_CREATED_NOT_BEFORE",
+    "2000-01-01T00:00:00",
+    "a date-time YYYY-MM-DDTHH:MM:SS",
+    "Earliest plausible `time_created`.",
+);
+pub const TIME_CREATED_MAX_AHEAD_HOURS: Setting = setting(
+    "TIME_CREATED_MAX_AHEAD_HOURS",
+    "26",
+    "0-8760",
+    "How far `time_created` may lead backend UTC (device local time leads by up to 14 h).",
+);
+pub const SHUTDOWN_DRAIN_TIMEOUT_SEC: Setting = setting(
+    "SHUTDOWN_DRAIN_TIMEOUT_SEC",
+    "20",
+    "1-3600",
+    "On SIGTERM/SIGINT, how long to keep publishing and deleting what is in flight before exiting.",
+);
+pub const STATS_LOG_INTERVAL_SEC: Setting = setting(
+    "STATS_LOG_INTERVAL_SEC",
+    "30",
+    "1-86400",
+    "Period of the info log line that summarises throughput.",
+);
+
+/// Every setting, in the order of the README table.
+pub const SETTINGS: &[Setting] = &[
+    SUBMISSIONS_QUEUE_NAME,
+    SUBMISSIONS_QUEUE_URL,
+    EVENTS_DATA_STREAM_NAME,
+    DATA_STREAM_PARTITION_KEY,
+    QUEUE_WAIT_TIME_SEC,
+    QUEUE_MAX_NUMBER_OF_MESSAGE_PER_REQUEST,
+    QUEUE_VISIBILITY_TIMEOUT_SEC,
+    QUEUE_RECEIVERS,
+    QUEUE_RECEIPTS_TO_DELETE_INTERVAL_SEC,
+    QUEUE_MAX_RECEIPTS_TO_DELETE_AT_ONCE,
+    DATA_STREAM_FLUSH_INTERVAL_SEC,
+    DATA_STREAM_MAX_BUFFER_SIZE,
+    DATA_STREAM_MAX_REQUEST_BYTES,
+    DATA_STREAM_MAX_RECORD_BYTES,
+    DATA_STREAM_CONCURRENCY,
+    MAX_IN_FLIGHT_MESSAGES,
+    RETRY_INITIAL_BACKOFF_MS,
+    RETRY_MAX_BACKOFF_MS,
+    TIME_CREATED_NOT_BEFORE,
+    TIME_CREATED_MAX_AHEAD_HOURS,
+    SHUTDOWN_DRAIN_TIMEOUT_SEC,
+    STATS_LOG_INTERVAL_SEC,
+];
+
+/// A setting whose value is not allowed. Its `Display` is the one line printed at start.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{name}={value:?} is invalid: expected {expected}")]
+pub struct ConfigError {
+    pub name: &'static str,
+    pub value: String,
+    pub expected: String,
+}
+
+/// Where the queue is found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum QueueRef {
+    Name(String),
+    Url(String),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub queue: QueueRef,
+    pub stream_name: String,
+    pub partition_key: PartitionKey,
+    pub queue_wait_time: Duration,
+    pub receive_batch_size: i32,
+    pub visibility_timeout: Duration,
+    pub receivers: usize,
+    pub delete_interval: Duration,
+    pub delete_batch_size: usize,
+    pub flush_interval: Duration,
+    pub max_records_per_request: usize,
+    pub max_request_bytes: usize,
+    pub max_record_bytes: usize,
+    pub sink_lanes: usize,
+    pub max_in_flight_messages: usize,
+    pub retry_initial_backoff: Duration,
+    pub retry_max_backoff: Duration,
+    pub time_bounds: TimeBounds,
+    pub drain_timeout: Duration,
+    pub stats_interval: Duration,
+}
+
+impl Config {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Config, ConfigError> {
+        // envy lower-cases the variable names it collects.
+        let vars: HashMap<String, String> = envy::from_env().unwrap_or_default();
+        Config::from_vars(&vars)
+    }
+
+    /// Builds the configuration from variables keyed by lower-case name (as envy gives them),
+    /// so that tests need not touch the process environment.
+    pub fn from_vars(vars: &HashMap<String, String>) -> Result<Config, ConfigError> {
+        let env = Vars(vars);
+        let queue = match env.raw(&SUBMISSIONS_QUEUE_URL) {
+            url if !url.is_empty() => QueueRef::Url(url.to_owned()),
+            _ => QueueRef::Name(env.name(&SUBMISSIONS_QUEUE_NAME, 80)?),
+        };
+        let partition_key = match env.raw(&DATA_STREAM_PARTITION_KEY) {
+            "submission_id" => PartitionKey::SubmissionId,
+            "device_id" => PartitionKey::DeviceId,
+            other => return Err(env.invalid(&DATA_STREAM_PARTITION_KEY, other, "submission_id or device_id")),
+        };
+        let receive_batch_size: i32 = env.int(&QUEUE_MAX_NUMBER_OF_MESSAGE_PER_REQUEST, 1, 10)?;
+        let visibility_secs: u64 = env.int(&QUEUE_VISIBILITY_TIMEOUT_SEC, 1, 43_200)?;
+        let delete_interval = env.seconds(&QUEUE_RECEIPTS_TO_DELETE_INTERVAL_SEC)?;
+        let flush_interval = env.seconds(&DATA_STREAM_FLUSH_INTERVAL_SEC)?;
+        let visibility_timeout = Duration::from_secs(visibility_secs);
+        // A receipt must still be valid when the message's events are flushed and its delete
+        // is sent, or the message comes back and is published twice.
+        if visibility_timeout <= flush_interval.max(delete_interval) {
+            return Err(env.invalid(
+                &QUEUE_VISIBILITY_TIMEOUT_SEC,
+                &visibility_secs.to_string(),
+                "a value above DATA_STREAM_FLUSH_INTERVAL_SEC and QUEUE_RECEIPTS_TO_DELETE_INTERVAL_SEC",
+            ));
+        }
+        let max_request_bytes: usize = env.int(&DATA_STREAM_MAX_REQUEST_BYTES, 1_048_576, 10_485_760)?;
+        let max_record_bytes: usize = env.int(&DATA_STREAM_MAX_RECORD_BYTES, 1024, max_request_bytes)?;
+        let max_in_flight_messages: usize = env.int(&MAX_IN_FLIGHT_MESSAGES, receive_batch_size as usize, 100_000)?;
+        let retry_initial_ms: u64 = env.int(&RETRY_INITIAL_BACKOFF_MS, 1, 60_000)?;
+        let retry_max_ms: u64 = env.int(&RETRY_MAX_BACKOFF_MS, retry_initial_ms, 600_000)?;
+        let not_before = {
+            let raw = env.raw(&TIME_CREATED_NOT_BEFORE);
+            NaiveDateTime::parse_from_str(raw, "%Y-%m-%dT%H:%M:%S")
+                .map_err(|_| env.invalid(&TIME_CREATED_NOT_BEFORE, raw, TIME_CREATED_NOT_BEFORE.allowed))?
+        };
+        let max_ahead_hours: i64 = env.int(&TIME_CREATED_MAX_AHEAD_HOURS, 0, 8760)?;
+        Ok(Config {
+            queue,
+            stream_name: env.name(&EVENTS_DATA_STREAM_NAME, 128)?,
+            partition_key,
+            queue_wait_time: Duration::from_secs(env.int(&QUEUE_WAIT_TIME_SEC, 0, 20)?),
+            receive_batch_size,
+            visibility_timeout,
+            receivers: env.int(&QUEUE_RECEIVERS, 1, 64)?,
+            delete_interval,
+            delete_batch_size: env.int(&QUEUE_MAX_RECEIPTS_TO_DELETE_AT_ONCE, 1, 10)?,
+            flush_interval,
+            max_records_per_request: env.int(&DATA_STREAM_MAX_BUFFER_SIZE, 1, 500)?,
+            max_request_bytes,
+            max_record_bytes,
+            sink_lanes: env.int(&DATA_STREAM_CONCURRENCY, 1, 64)?,
+            max_in_flight_messages,
+            retry_initial_backoff: Duration::from_millis(retry_initial_ms),
+            retry_max_backoff: Duration::from_millis(retry_max_ms),
+            time_bounds: TimeBounds {
+                not_before,
+                max_ahead: TimeDelta::hours(max_ahead_hours),
+            },
+            drain_timeout: Duration::from_secs(env.int(&SHUTDOWN_DRAIN_TIMEOUT_SEC, 1, 3600)?),
+            stats_interval: Duration::from_secs(env.int(&STATS_LOG_INTERVAL_SEC, 1, 86_400)?),
+        })
+    }
+}
+
+struct Vars<'a>(&'a HashMap<String, String>);
+
+impl Vars<'_> {
+    /// The value as set, or the setting's default when unset.
+    fn raw(&self, s: &Setting) -> &str {
+        self.0
+            .get(&s.name.to_ascii_lowercase())
+            .map(String::as_str)
+            .unwrap_or(s.default)
+    }
+
+    fn invalid(&self, s: &Setting, value: &str, expected: &str) -> ConfigError {
+        ConfigError {
+            name: s.name,
+            value: value.to_owned(),
+            expected: expected.to_owned(),
+        }
+    }
+
+    fn int<T>(&self, s: &Setting, min: T, max: T) -> Result<T, ConfigError>
+    where
+        T: FromStr + PartialOrd + Display + Copy,
+    {
+        let raw = self.raw(s);
+        match raw.trim().parse::<T>() {
+            Ok(v) if v >= min && v <= max => Ok(v),
+            _ => Err(self.invalid(s, raw, &format!("an integer from {min} to {max}"))),
+        }
+    }
+
+    /// Seconds with decimals, from 0.01 to 300.
+    fn seconds(&self, s: &Setting) -> Result<Duration, ConfigError> {
+        let raw = self.raw(s);
+        match raw.trim().parse::<f64>() {
+            Ok(v) if (0.01..=300.0).contains(&v) => Ok(Duration::from_secs_f64(v)),
+            _ => Err(self.invalid(s, raw, "a number of seconds from 0.01 to 300")),
+        }
+    }
+
+    /// An AWS resource name: letters, digits, `-`, `_`, `.`, 1 to `max_len` characters.
+    fn name(&self, s: &Setting, max_len: usize) -> Result<String, ConfigError> {
+        let raw = self.raw(s);
+        let ok = !raw.is_empty()
+            && raw.len() <= max_len
+            && raw.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+        if ok {
+            Ok(raw.to_owned())
+        } else {
+            Err(self.invalid(s, raw, &format!("1 to {max_len} letters, digits, '-', '_' or '.'")))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_ascii_lowercase(), (*v).to_owned()))
+            .collect()
+    }
+
+    fn error(pairs: &[(&str, &str)]) -> String {
+        Config::from_vars(&vars(pairs)).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn defaults_need_no_variables() {
+        let c = Config::from_vars(&HashMap::new()).unwrap();
+        assert_eq!(c.queue, QueueRef::Name("submissions".into()));
+        assert_eq!(c.stream_name, "events");
+        assert_eq!(c.partition_key, PartitionKey::SubmissionId);
+        assert_eq!(c.queue_wait_time, Duration::from_secs(20));
+        assert_eq!(c.receive_batch_size, 10);
+        assert_eq!(c.max_records_per_request, 500);
+        assert_eq!(c.max_request_bytes, 5 * 1024 * 1024);
+        assert_eq!(c.max_record_bytes, 1024 * 1024);
+        assert_eq!(c.time_bounds, TimeBounds::default());
+    }
+
+    #[test]
+    fn every_setting_default_parses() {
+        let all: Vec<(&str, &str)> = SETTINGS.iter().map(|s| (s.name, s.default)).collect();
+        assert_eq!(Config::from_vars(&vars(&all)), Config::from_vars(&HashMap::new()));
+    }
+
+    #[test]
+    fn reads_values() {
+        let c = Config::from_vars(&vars(&[
+            ("SUBMISSIONS_QUEUE_URL", "http://127.0.0.1:4566/000000000000/q"),
+            ("DATA_STREAM_PARTITION_KEY", "device_id"),
+            ("QUEUE_WAIT_TIME_SEC", "0"),
+            ("DATA_STREAM_FLUSH_INTERVAL_SEC", "0.25"),
+            ("TIME_CREATED_MAX_AHEAD_HOURS", "1"),
+        ]))
+        .unwrap();
+        assert_eq!(c.queue, QueueRef::Url("http://127.0.0.1:4566/000000000000/q".into()));
+        assert_eq!(c.partition_key, PartitionKey::DeviceId);
+        assert_eq!(c.queue_wait_time, Duration::ZERO);
+        assert_eq!(c.flush_interval, Duration::from_millis(250));
+        assert_eq!(c.time_bounds.max_ahead, TimeDelta::hours(1));
+    }
+
+    #[test]
+    fn bad_values_name_the_variable_the_value_and_the_range() {
+        assert_eq!(
+            error(&[("QUEUE_MAX_NUMBER_OF_MESSAGE_PER_REQUEST", "11")]),
+            "QUEUE_MAX_NUMBER_OF_MESSAGE_PER_REQUEST=\"11\" is invalid: expected an integer from 1 to 10"
+        );
+        assert_eq!(
+            error(&[("QUEUE_WAIT_TIME_SEC", "21")]),
+            "QUEUE_WAIT_TIME_SEC=\"21\" is invalid: expected an integer from 0 to 20"
+        );
+        assert_eq!(
+            error(&[("DATA_STREAM_MAX_BUFFER_SIZE", "501")]),
+            "DATA_STREAM_MAX_BUFFER_SIZE=\"501\" is invalid: expected an integer from 1 to 500"
+        );
+        assert_eq!(
+            error(&[("QUEUE_MAX_RECEIPTS_TO_DELETE_AT_ONCE", "0")]),
+            "QUEUE_MAX_RECEIPTS_TO_DELETE_AT_ONCE=\"0\" is invalid: expected an integer from 1 to 10"
+        );
+        assert_eq!(
+            error(&[("DATA_STREAM_FLUSH_INTERVAL_SEC", "0")]),
+            "DATA_STREAM_FLUSH_INTERVAL_SEC=\"0\" is invalid: expected a number of seconds from 0.01 to 300"
+        );
+        assert!(
+            error(&[("QUEUE_RECEIPTS_TO_DELETE_INTERVAL_SEC", "-1")])
+                .starts_with("QUEUE_RECEIPTS_TO_DELETE_INTERVAL_SEC=")
+        );
+        assert!(error(&[("QUEUE_WAIT_TIME_SEC", "abc")]).starts_with("QUEUE_WAIT_TIME_SEC=\"abc\" is invalid"));
+        assert!(error(&[("DATA_STREAM_PARTITION_KEY", "event_id")]).starts_with("DATA_STREAM_PARTITION_KEY="));
+        assert!(error(&[("SUBMISSIONS_QUEUE_NAME", "bad name")]).starts_with("SUBMISSIONS_QUEUE_NAME="));
+        assert!(error(&[("TIME_CREATED_NOT_BEFORE", "2000")]).starts_with("TIME_CREATED_NOT_BEFORE="));
+        assert!(
+            error(&[("RETRY_MAX_BACKOFF_MS", "10"), ("RETRY_INITIAL_BACKOFF_MS", "100")])
+                .starts_with("RETRY_MAX_BACKOFF_MS=")
+        );
+        assert!(error(&[("MAX_IN_FLIGHT_MESSAGES", "5")]).starts_with("MAX_IN_FLIGHT_MESSAGES="));
+    }
+
+    #[test]
+    fn visibility_timeout_must_exceed_flush_and_delete_intervals() {
+        let e = error(&[
+            ("QUEUE_VISIBILITY_TIMEOUT_SEC", "5"),
+            ("DATA_STREAM_FLUSH_INTERVAL_SEC", "5"),
+        ]);
+        assert!(
+            e.starts_with("QUEUE_VISIBILITY_TIMEOUT_SEC=\"5\" is invalid: expected a value above"),
+            "{e}"
+        );
+        let e = error(&[
+            ("QUEUE_VISIBILITY_TIMEOUT_SEC", "5"),
+            ("QUEUE_RECEIPTS_TO_DELETE_INTERVAL_SEC", "6"),
+        ]);
+        assert!(e.starts_with("QUEUE_VISIBILITY_TIMEOUT_SEC="), "{e}");
+        assert!(
+            Config::from_vars(&vars(&[
+                ("QUEUE_VISIBILITY_TIMEOUT_SEC", "5"),
+                ("DATA_STREAM_FLUSH_INTERVAL_SEC", "4.5")
+            ]))
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn readme_documents_every_setting_with_its_default() {
+        let readme = include_str!("../README.md");
+        for s in SETTINGS {
+            let row = readme
+                .lines()
+                .find(|l| l.starts_with(&format!("| `{}`", s.name)))
+                .unwrap_or_else(|| panic!("README has no table row for {}", s.name));
+            let default = if s.default.is_empty() {
+                "(unset)".to_owned()
+            } else {
+                format!("`{}`", s.default)
+            };
+            assert!(
+                row.contains(&default),
+                "README row for {} does not show default {default}",
+                s.name
+            );
+        }
+    }
+}

@@ -1,0 +1,100 @@
+//! Retry pacing shared by every AWS call site: capped exponential backoff with jitter, and one
+//! warning per retry *episode* (first failure), not per attempt, so that an outage of minutes
+//! is a handful of log lines. Recovery is logged once at info.
+
+use std::fmt::Display;
+use std::time::Duration;
+
+use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
+
+/// How retries are paced (`RETRY_INITIAL_BACKOFF_MS`, `RETRY_MAX_BACKOFF_MS`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    pub initial: Duration,
+    pub max: Duration,
+}
+
+impl RetryPolicy {
+    fn delays(&self) -> ExponentialBackoff {
+        ExponentialBuilder::default()
+            .with_min_delay(self.initial)
+            .with_max_delay(self.max)
+            .with_jitter()
+            .without_max_times()
+            .build()
+    }
+}
+
+/// The retry state of one activity ("PutRecords on lane 2", "ReceiveMessage").
+pub struct RetryEpisode {
+    what: String,
+    policy: RetryPolicy,
+    delays: Option<ExponentialBackoff>,
+    failures: u64,
+}
+
+impl RetryEpisode {
+    pub fn new(what: impl Into<String>, policy: RetryPolicy) -> RetryEpisode {
+        RetryEpisode {
+            what: what.into(),
+            policy,
+            delays: None,
+            failures: 0,
+        }
+    }
+
+    /// Records a failure and returns how long to wait before the next attempt.
+    pub fn failed(&mut self, error: &dyn Display) -> Duration {
+        self.failures += 1;
+        let delay = self
+            .delays
+            .get_or_insert_with(|| self.policy.delays())
+            .next()
+            .unwrap_or(self.policy.max);
+        if self.failures == 1 {
+            tracing::warn!(what = %self.what, error = %error, retry_in_ms = delay.as_millis() as u64,
+                "call failed; retrying with backoff until it succeeds");
+        } else {
+            tracing::debug!(what = %self.what, error = %error, attempt = self.failures,
+                retry_in_ms = delay.as_millis() as u64, "retrying");
+        }
+        delay
+    }
+
+    /// Records a success; ends the episode if one was running.
+    pub fn succeeded(&mut self) {
+        if self.failures > 0 {
+            tracing::info!(what = %self.what, failed_attempts = self.failures, "recovered");
+        }
+        self.failures = 0;
+        self.delays = None;
+    }
+
+    /// Failures since the last success.
+    pub fn failures(&self) -> u64 {
+        self.failures
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn delays_grow_up_to_the_cap_and_reset_on_success() {
+        let policy = RetryPolicy {
+            initial: Duration::from_millis(100),
+            max: Duration::from_millis(800),
+        };
+        let mut episode = RetryEpisode::new("test", policy);
+        let delays: Vec<_> = (0..8).map(|_| episode.failed(&"boom")).collect();
+        // Jitter adds up to one more base delay.
+        assert!(delays[0] >= Duration::from_millis(100) && delays[0] <= Duration::from_millis(200));
+        assert!(delays.iter().all(|d| *d <= Duration::from_millis(1600)));
+        assert!(delays[7] >= Duration::from_millis(800));
+        assert_eq!(episode.failures(), 8);
+        episode.succeeded();
+        assert_eq!(episode.failures(), 0);
+        assert!(episode.failed(&"again") <= Duration::from_millis(200));
+    }
+}

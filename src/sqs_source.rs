@@ -1,0 +1,190 @@
+//! SQS source: long-polls the submissions queue, decodes each message and routes its events.
+//!
+//! For every message: invalid or event-less submissions go straight to the deleter; a valid
+//! one gets a ledger entry counting its events, and its records go to the sink lane of its
+//! partition key. A message takes an in-flight permit before it is received and gives it back
+//! when its ledger entry is gone, so receiving pauses when the sink falls behind.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use aws_sdk_sqs::Client;
+use aws_sdk_sqs::error::DisplayErrorContext;
+use aws_sdk_sqs::types::Message;
+use chrono::Utc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::time::sleep;
+use tokio_util::sync::CancellationToken;
+
+use crate::event::{self, PartitionKey};
+use crate::kinesis_sink::{OutboundRecord, lane_for};
+use crate::ledger::{LedgerEntry, Receipt};
+use crate::metrics::Metrics;
+use crate::retry::{RetryEpisode, RetryPolicy};
+use crate::submission::{self, Rejection, TimeBounds};
+
+/// How much of an invalid body a log line shows.
+const BODY_PREFIX_CHARS: usize = 64;
+
+#[derive(Debug, Clone)]
+pub struct SourceSettings {
+    pub queue_url: String,
+    pub wait_time: Duration,
+    pub batch_size: i32,
+    pub visibility_timeout: Duration,
+    /// Kept free at the end of the visibility timeout for the delete call.
+    pub delete_margin: Duration,
+    pub time_bounds: TimeBounds,
+    pub partition_key: PartitionKey,
+    pub max_record_bytes: usize,
+    pub retry: RetryPolicy,
+}
+
+/// Where the source's output goes.
+#[derive(Clone)]
+pub struct Outputs {
+    pub lanes: Vec<mpsc::Sender<OutboundRecord>>,
+    pub deleter: mpsc::UnboundedSender<Receipt>,
+    pub in_flight: Arc<Semaphore>,
+}
+
+/// Receives until `shutdown` is cancelled.
+pub async fn run(
+    receiver: usize,
+    client: Client,
+    settings: SourceSettings,
+    outputs: Outputs,
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+) {
+    let mut episode = RetryEpisode::new(format!("ReceiveMessage (receiver {receiver})"), settings.retry);
+    let batch_size = settings.batch_size as u32;
+    loop {
+        // Capacity first: never receive a message there is no room for.
+        let mut permits = tokio::select! {
+            permits = outputs.in_flight.clone().acquire_many_owned(batch_size) => match permits {
+                Ok(permits) => permits,
+                Err(_) => return,
+            },
+            _ = shutdown.cancelled() => return,
+        };
+        let sent_at = Instant::now();
+        // Cancelling a receive in flight loses nothing: any message it was about to return
+        // stays in the queue and is visible again after its visibility timeout.
+        let call = tokio::select! {
+            call = client
+                .receive_message()
+                .queue_url(&settings.queue_url)
+                .max_number_of_messages(settings.batch_size)
+                .wait_time_seconds(settings.wait_time.as_secs() as i32)
+                .visibility_timeout(settings.visibility_timeout.as_secs() as i32)
+                .send() => call,
+            _ = shutdown.cancelled() => return,
+        };
+        let messages = match call {
+            Ok(output) => {
+                episode.succeeded();
+                output.messages.unwrap_or_default()
+            }
+            Err(e) => {
+                metrics.receive_errors.inc();
+                let delay = episode.failed(&DisplayErrorContext(&e));
+                tokio::select! {
+                    _ = sleep(delay) => continue,
+                    _ = shutdown.cancelled() => return,
+                }
+            }
+        };
+        // The receipt is trusted until the visibility timeout counted from when the call was
+        // sent (SQS starts it a little later), minus the time the delete may wait.
+        let receipt_deadline = sent_at + settings.visibility_timeout - settings.delete_margin;
+        for message in messages {
+            let Some(permit) = permits.split(1) else {
+                // SQS returned more than asked for; take a permit the ordinary way.
+                match outputs.in_flight.clone().acquire_owned().await {
+                    Ok(permit) => handle(message, permit, receipt_deadline, &settings, &outputs, &metrics).await,
+                    Err(_) => return,
+                }
+                continue;
+            };
+            handle(message, permit, receipt_deadline, &settings, &outputs, &metrics).await;
+        }
+    }
+}
+
+async fn handle(
+    message: Message,
+    permit: OwnedSemaphorePermit,
+    receipt_deadline: Instant,
+    settings: &SourceSettings,
+    outputs: &Outputs,
+    metrics: &Arc<Metrics>,
+) {
+    metrics.messages_received.inc();
+    let message_id = message.message_id.unwrap_or_default();
+    let Some(handle) = message.receipt_handle else {
+        tracing::warn!(
+            message_id,
+            "message without a receipt handle; it cannot be deleted and is skipped"
+        );
+        return;
+    };
+    let receipt = Receipt { message_id, handle };
+    let body = message.body.unwrap_or_default();
+    let now = Utc::now();
+    let time_processed = event::format_time_processed(now);
+    let prepared = submission::decode(&body, &settings.time_bounds, now).and_then(|sub| {
+        event::to_records(&sub, &time_processed, settings.partition_key, settings.max_record_bytes)
+            .map(|(key, records)| (settings.partition_key.of(&sub), key, records))
+    });
+    let (key_id, partition_key, records) = match prepared {
+        Ok(prepared) => prepared,
+        Err(rejection) => {
+            drop_invalid(&receipt, &body, &rejection, metrics);
+            let _ = outputs.deleter.send(receipt);
+            return;
+        }
+    };
+    metrics.submissions_valid.inc();
+    if records.is_empty() {
+        // Nothing to publish: the message is done.
+        let _ = outputs.deleter.send(receipt);
+        return;
+    }
+    let entry = LedgerEntry::new(
+        receipt,
+        records.len(),
+        receipt_deadline,
+        outputs.deleter.clone(),
+        metrics.clone(),
+        permit,
+    );
+    let lane = &outputs.lanes[lane_for(&key_id, outputs.lanes.len())];
+    for data in records {
+        metrics.events_in_flight.inc();
+        let record = OutboundRecord {
+            data,
+            partition_key: partition_key.clone(),
+            message: entry.clone(),
+            enqueued_at: Instant::now(),
+        };
+        if lane.send(record).await.is_err() {
+            // The lane is gone only when the collector is stopping; the entry is dropped
+            // unfinished and the message comes back.
+            metrics.events_in_flight.dec();
+            return;
+        }
+    }
+}
+
+fn drop_invalid(receipt: &Receipt, body: &str, rejection: &Rejection, metrics: &Metrics) {
+    let body_prefix: String = body.chars().take(BODY_PREFIX_CHARS).collect();
+    tracing::info!(
+        message_id = receipt.message_id,
+        reason = %rejection,
+        reason_label = rejection.label(),
+        body_prefix,
+        "dropped invalid submission"
+    );
+    metrics.invalid(rejection.label());
+}

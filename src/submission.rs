@@ -1,0 +1,469 @@
+//! Submissions: decode an SQS message body, validate it as a whole, and hand back the typed
+//! submission whose events keep document order.
+//!
+//! Pure domain code: no AWS types, no I/O, no clock (the caller passes "now"), so every rule of
+//! the specification is unit- and property-tested here alone. A submission is valid only as a
+//! whole: the first broken rule rejects all of it, with one [`Rejection`] saying which rule.
+
+use std::borrow::Cow;
+use std::collections::HashSet;
+use std::fmt;
+use std::net::Ipv4Addr;
+
+use base64::Engine as _;
+use chrono::{DateTime, NaiveDate, NaiveDateTime, TimeDelta, Utc};
+use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+use uuid::Uuid;
+
+/// How many characters of an offending key a rejection keeps: a hostile key can be huge.
+const MAX_KEY_IN_REASON: usize = 64;
+
+/// Why a submission was dropped. One variant per rule of the specification; `Display` is the
+/// reason logged, [`Rejection::label`] the metric label.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Rejection {
+    #[error("body is not valid base64: {0}")]
+    NotBase64(String),
+    #[error("body is not UTF-8 text")]
+    NotUtf8,
+    #[error("body is not JSON: {0}")]
+    NotJson(String),
+    #[error("a JSON object repeats a key: {0}")]
+    DuplicateKey(String),
+    #[error("document is not a JSON object")]
+    NotAnObject,
+    #[error("required field `{0}` is missing")]
+    MissingField(String),
+    #[error("field `{0}` is null")]
+    NullField(String),
+    #[error("field `{path}` must be {expected}")]
+    WrongType { path: String, expected: &'static str },
+    #[error("field `{0}` is not a hyphenated UUID")]
+    InvalidUuid(&'static str),
+    #[error("field `time_created` is not an ISO 8601 date-time")]
+    InvalidTimestamp,
+    #[error("field `time_created` is before {0}")]
+    TimestampTooOld(NaiveDateTime),
+    #[error("field `time_created` is more than {0} h ahead of backend UTC")]
+    TimestampInFuture(i64),
+    #[error("`events` holds an unknown event type `{0}`")]
+    UnknownEventType(String),
+    #[error("`{0}` is not an object")]
+    ItemNotObject(String),
+    #[error("field `{0}` is not a dotted-quad IPv4 address")]
+    InvalidIpv4(String),
+    #[error("field `{0}` is negative")]
+    PortNegative(String),
+    #[error("field `{0}` is not an integer")]
+    PortNotInteger(String),
+    #[error("field `{0}` is above 65535")]
+    PortOutOfRange(String),
+    #[error("event {index} would be a {bytes}-byte Kinesis record, above the {limit}-byte limit")]
+    RecordTooLarge { index: usize, bytes: usize, limit: usize },
+}
+
+impl Rejection {
+    /// Every label [`Rejection::label`] can return, for metrics and documentation.
+    pub const LABELS: [&'static str; 19] = [
+        "not_base64",
+        "not_utf8",
+        "not_json",
+        "duplicate_key",
+        "not_an_object",
+        "missing_field",
+        "null_field",
+        "wrong_type",
+        "invalid_uuid",
+        "invalid_timestamp",
+        "timestamp_too_old",
+        "timestamp_in_future",
+        "unknown_event_type",
+        "item_not_object",
+        "invalid_ipv4",
+        "port_negative",
+        "port_not_integer",
+        "port_out_of_range",
+        "record_too_large",
+    ];
+
+    /// A short, fixed label: the metric label for drops by reason (bounded cardinality).
+    pub fn label(&self) -> &'static str {
+        match self {
+            Rejection::NotBase64(_) => "not_base64",
+            Rejection::NotUtf8 => "not_utf8",
+            Rejection::NotJson(_) => "not_json",
+            Rejection::DuplicateKey(_) => "duplicate_key",
+            Rejection::NotAnObject => "not_an_object",
+            Rejection::MissingField(_) => "missing_field",
+            Rejection::NullField(_) => "null_field",
+            Rejection::WrongType { .. } => "wrong_type",
+            Rejection::InvalidUuid(_) => "invalid_uuid",
+            Rejection::InvalidTimestamp => "invalid_timestamp",
+            Rejection::TimestampTooOld(_) => "timestamp_too_old",
+            Rejection::TimestampInFuture(_) => "timestamp_in_future",
+            Rejection::UnknownEventType(_) => "unknown_event_type",
+            Rejection::ItemNotObject(_) => "item_not_object",
+            Rejection::InvalidIpv4(_) => "invalid_ipv4",
+            Rejection::PortNegative(_) => "port_negative",
+            Rejection::PortNotInteger(_) => "port_not_integer",
+            Rejection::PortOutOfRange(_) => "port_out_of_range",
+            Rejection::RecordTooLarge { .. } => "record_too_large",
+        }
+    }
+}
+
+/// The plausibility window for `time_created`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimeBounds {
+    /// Earliest accepted value (compared with the device's wall-clock time as written).
+    pub not_before: NaiveDateTime,
+    /// How far ahead of backend UTC a value may be: device local time leads UTC by up to 14 h,
+    /// and clocks drift, hence a default of 26 h.
+    pub max_ahead: TimeDelta,
+}
+
+impl Default for TimeBounds {
+    fn default() -> Self {
+        TimeBounds {
+            not_before: NaiveDate::from_ymd_opt(2000, 1, 1)
+                .and_then(|d| d.and_hms_opt(0, 0, 0))
+                .unwrap_or_default(),
+            max_ahead: TimeDelta::hours(26),
+        }
+    }
+}
+
+/// A validated submission. Ids are parsed (and so printed lowercase); `time_created` is kept
+/// exactly as the sensor wrote it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Submission {
+    pub submission_id: Uuid,
+    pub device_id: Uuid,
+    pub time_created: String,
+    /// Events in document order: event-type keys as they appear, each array in its order.
+    pub events: Vec<EventData>,
+}
+
+/// The type-specific part of one event; only the known fields survive validation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EventData {
+    NewProcess {
+        cmdl: String,
+        user: String,
+    },
+    NetworkConnection {
+        source_ip: Ipv4Addr,
+        destination_ip: Ipv4Addr,
+        destination_port: u16,
+    },
+}
+
+impl EventData {
+    pub const NEW_PROCESS: &'static str = "new_process";
+    pub const NETWORK_CONNECTION: &'static str = "network_connection";
+
+    /// The event type name, as in the submission and the published event.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            EventData::NewProcess { .. } => Self::NEW_PROCESS,
+            EventData::NetworkConnection { .. } => Self::NETWORK_CONNECTION,
+        }
+    }
+}
+
+/// Decodes and validates one SQS message body.
+///
+/// The body is base64 (standard alphabet, padded) of a UTF-8 JSON document, or, when its first
+/// non-blank byte is `{`, the JSON document itself. `now` is backend UTC time.
+pub fn decode(body: &str, bounds: &TimeBounds, now: DateTime<Utc>) -> Result<Submission, Rejection> {
+    let json_bytes = unwrap_body(body)?;
+    let text = std::str::from_utf8(&json_bytes).map_err(|_| Rejection::NotUtf8)?;
+    let document = parse_strict_json(text)?;
+    validate(document, bounds, now)
+}
+
+/// Returns the JSON bytes carried by a body: the body itself, or its base64 decoding.
+fn unwrap_body(body: &str) -> Result<Cow<'_, [u8]>, Rejection> {
+    let trimmed = body.trim_ascii();
+    if trimmed.starts_with('{') {
+        return Ok(Cow::Borrowed(trimmed.as_bytes()));
+    }
+    base64::engine::general_purpose::STANDARD
+        .decode(trimmed)
+        .map(Cow::Owned)
+        .map_err(|e| Rejection::NotBase64(e.to_string()))
+}
+
+/// A JSON value that keeps object keys in document order and refuses repeated keys, which
+/// `serde_json::Value` would silently collapse to the last one.
+#[derive(Debug, Clone, PartialEq)]
+enum Json {
+    Null,
+    Bool(bool),
+    Number(serde_json::Number),
+    String(String),
+    Array(Vec<Json>),
+    Object(Vec<(String, Json)>),
+}
+
+impl<'de> Deserialize<'de> for Json {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(JsonVisitor)
+    }
+}
+
+struct JsonVisitor;
+
+impl<'de> Visitor<'de> for JsonVisitor {
+    type Value = Json;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_unit<E>(self) -> Result<Json, E> {
+        Ok(Json::Null)
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Json, E> {
+        Ok(Json::Bool(v))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Json, E> {
+        Ok(Json::Number(v.into()))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Json, E> {
+        Ok(Json::Number(v.into()))
+    }
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Json, E> {
+        serde_json::Number::from_f64(v)
+            .map(Json::Number)
+            .ok_or_else(|| E::custom("non-finite number"))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Json, E> {
+        Ok(Json::String(v.to_owned()))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Json, E> {
+        Ok(Json::String(v))
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Json, A::Error> {
+        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(1024));
+        while let Some(item) = seq.next_element()? {
+            items.push(item);
+        }
+        Ok(Json::Array(items))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Json, A::Error> {
+        let mut entries: Vec<(String, Json)> = Vec::new();
+        let mut seen: HashSet<String> = HashSet::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if !seen.insert(key.clone()) {
+                return Err(de::Error::custom(format!(
+                    "duplicate key \"{}\"",
+                    truncate(&key, MAX_KEY_IN_REASON)
+                )));
+            }
+            let value = map.next_value()?;
+            entries.push((key, value));
+        }
+        Ok(Json::Object(entries))
+    }
+}
+
+/// Parses JSON text; a repeated key becomes [`Rejection::DuplicateKey`], any other failure
+/// [`Rejection::NotJson`].
+fn parse_strict_json(text: &str) -> Result<Json, Rejection> {
+    serde_json::from_str::<Json>(text).map_err(|e| match e.classify() {
+        // The visitor's only custom error is the repeated key; syntax and EOF errors are the
+        // parser's own.
+        serde_json::error::Category::Data => Rejection::DuplicateKey(e.to_string()),
+        _ => Rejection::NotJson(e.to_string()),
+    })
+}
+
+fn truncate(s: &str, max_chars: usize) -> String {
+    match s.char_indices().nth(max_chars) {
+        Some((cut, _)) => format!("{}...", &s[..cut]),
+        None => s.to_owned(),
+    }
+}
+
+/// Fields of one JSON object, looked up by name, with the path used in rejection reasons.
+struct Fields<'a> {
+    path: &'a str,
+    entries: &'a [(String, Json)],
+}
+
+impl<'a> Fields<'a> {
+    fn field_path(&self, name: &str) -> String {
+        if self.path.is_empty() {
+            name.to_owned()
+        } else {
+            format!("{}.{}", self.path, name)
+        }
+    }
+
+    /// The value of a required field: present and not null.
+    fn required(&self, name: &str) -> Result<&'a Json, Rejection> {
+        match self.entries.iter().find(|(k, _)| k == name) {
+            None => Err(Rejection::MissingField(self.field_path(name))),
+            Some((_, Json::Null)) => Err(Rejection::NullField(self.field_path(name))),
+            Some((_, value)) => Ok(value),
+        }
+    }
+
+    fn string(&self, name: &str) -> Result<&'a str, Rejection> {
+        match self.required(name)? {
+            Json::String(s) => Ok(s),
+            _ => Err(Rejection::WrongType {
+                path: self.field_path(name),
+                expected: "a string",
+            }),
+        }
+    }
+
+    fn ipv4(&self, name: &str) -> Result<Ipv4Addr, Rejection> {
+        let text = self.string(name)?;
+        parse_dotted_quad(text).ok_or_else(|| Rejection::InvalidIpv4(self.field_path(name)))
+    }
+
+    fn port(&self, name: &str) -> Result<u16, Rejection> {
+        let number = match self.required(name)? {
+            Json::Number(n) => n,
+            _ => {
+                return Err(Rejection::WrongType {
+                    path: self.field_path(name),
+                    expected: "a JSON integer",
+                });
+            }
+        };
+        if let Some(v) = number.as_u64() {
+            return u16::try_from(v).map_err(|_| Rejection::PortOutOfRange(self.field_path(name)));
+        }
+        if number.is_i64() {
+            return Err(Rejection::PortNegative(self.field_path(name)));
+        }
+        // A float: written with a fraction or an exponent, or an integer too large for u64.
+        let v = number.as_f64().unwrap_or(f64::NAN);
+        if v < 0.0 {
+            Err(Rejection::PortNegative(self.field_path(name)))
+        } else if v > f64::from(u16::MAX) {
+            Err(Rejection::PortOutOfRange(self.field_path(name)))
+        } else {
+            Err(Rejection::PortNotInteger(self.field_path(name)))
+        }
+    }
+}
+
+fn validate(document: Json, bounds: &TimeBounds, now: DateTime<Utc>) -> Result<Submission, Rejection> {
+    let Json::Object(entries) = &document else {
+        return Err(Rejection::NotAnObject);
+    };
+    let top = Fields { path: "", entries };
+    let submission_id = parse_uuid(top.string("submission_id")?).ok_or(Rejection::InvalidUuid("submission_id"))?;
+    let device_id = parse_uuid(top.string("device_id")?).ok_or(Rejection::InvalidUuid("device_id"))?;
+    let time_created = top.string("time_created")?;
+    check_time_created(time_created, bounds, now)?;
+
+    let Json::Object(by_type) = top.required("events")? else {
+        return Err(Rejection::WrongType {
+            path: "events".to_owned(),
+            expected: "an object",
+        });
+    };
+    let mut events = Vec::new();
+    for (type_name, items) in by_type {
+        let type_path = format!("events.{type_name}");
+        let parse_item: fn(&Fields) -> Result<EventData, Rejection> = match type_name.as_str() {
+            EventData::NEW_PROCESS => |f| {
+                Ok(EventData::NewProcess {
+                    cmdl: f.string("cmdl")?.to_owned(),
+                    user: f.string("user")?.to_owned(),
+                })
+            },
+            EventData::NETWORK_CONNECTION => |f| {
+                Ok(EventData::NetworkConnection {
+                    source_ip: f.ipv4("source_ip")?,
+                    destination_ip: f.ipv4("destination_ip")?,
+                    destination_port: f.port("destination_port")?,
+                })
+            },
+            other => return Err(Rejection::UnknownEventType(truncate(other, MAX_KEY_IN_REASON))),
+        };
+        let Json::Array(items) = items else {
+            return Err(Rejection::WrongType {
+                path: type_path,
+                expected: "an array",
+            });
+        };
+        for (index, item) in items.iter().enumerate() {
+            let item_path = format!("{type_path}[{index}]");
+            let Json::Object(fields) = item else {
+                return Err(Rejection::ItemNotObject(item_path));
+            };
+            events.push(parse_item(&Fields {
+                path: &item_path,
+                entries: fields,
+            })?);
+        }
+    }
+    Ok(Submission {
+        submission_id,
+        device_id,
+        time_created: time_created.to_owned(),
+        events,
+    })
+}
+
+/// Parses a UUID in the hyphenated 8-4-4-4-12 form only (either case); `Uuid::parse_str` alone
+/// would also take the simple, braced and URN forms.
+fn parse_uuid(text: &str) -> Option<Uuid> {
+    let bytes = text.as_bytes();
+    let shape_ok = bytes.len() == 36
+        && bytes.iter().enumerate().all(|(i, b)| match i {
+            8 | 13 | 18 | 23 => *b == b'-',
+            _ => b.is_ascii_hexdigit(),
+        });
+    if shape_ok { Uuid::parse_str(text).ok() } else { None }
+}
+
+/// Parses four decimal octets 0-255 without leading zeros, signs or spaces.
+fn parse_dotted_quad(text: &str) -> Option<Ipv4Addr> {
+    let mut octets = [0u8; 4];
+    let mut parts = text.split('.');
+    for octet in &mut octets {
+        let part = parts.next()?;
+        let canonical = !part.is_empty()
+            && part.len() <= 3
+            && part.bytes().all(|b| b.is_ascii_digit())
+            && !(part.len() > 1 && part.starts_with('0'));
+        if !canonical {
+            return None;
+        }
+        *octet = part.parse().ok()?;
+    }
+    if parts.next().is_some() {
+        return None;
+    }
+    Some(Ipv4Addr::from(octets))
+}
+
+/// Checks that `time_created` is an ISO 8601 / RFC 3339 date-time, with or without offset, and
+/// plausible: a device clock far in the past or future means the data cannot be placed in time.
+fn check_time_created(text: &str, bounds: &TimeBounds, now: DateTime<Utc>) -> Result<(), Rejection> {
+    let (wall_clock, as_utc) = if let Ok(naive) = NaiveDateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S%.f") {
+        // No offset: device local time. Its lead over UTC is bounded by `max_ahead`.
+        (naive, naive)
+    } else if let Ok(with_offset) = DateTime::parse_from_rfc3339(text) {
+        (with_offset.naive_local(), with_offset.naive_utc())
+    } else {
+        return Err(Rejection::InvalidTimestamp);
+    };
+    if wall_clock < bounds.not_before {
+        return Err(Rejection::TimestampTooOld(bounds.not_before));
+    }
+    if as_utc > now.naive_utc() + bounds.max_ahead {
+        return Err(Rejection::TimestampInFuture(bounds.max_ahead.num_hours()));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;
