@@ -122,15 +122,15 @@ impl Metrics {
     pub fn snapshot(&self) -> Snapshot {
         let invalid = crate::submission::Rejection::LABELS
             .iter()
-            .map(|r| self.submissions_invalid.get_or_create(&[("reason", r)]).get())
+            .map(|r| count(&self.submissions_invalid, ("reason", r)))
             .sum();
         Snapshot {
             messages_received: self.messages_received.get(),
             submissions_valid: self.submissions_valid.get(),
             submissions_invalid: invalid,
             events_published: self.events_published.get(),
-            deletes_ok: self.deletes.get_or_create(&[("outcome", "ok")]).get(),
-            deletes_failed: self.deletes.get_or_create(&[("outcome", "failed")]).get(),
+            deletes_ok: count(&self.deletes, ("outcome", "ok")),
+            deletes_failed: count(&self.deletes, ("outcome", "failed")),
             messages_in_flight: self.messages_in_flight.get(),
             events_in_flight: self.events_in_flight.get(),
         }
@@ -141,6 +141,13 @@ impl Default for Metrics {
     fn default() -> Self {
         Metrics::new()
     }
+}
+
+/// Reads one counter of a family. The family's lock guard must be gone before the next
+/// `get_or_create` on the same family (which may take the write lock), so it never outlives
+/// this call.
+fn count(family: &Family<Labels, Counter>, label: (&'static str, &'static str)) -> u64 {
+    family.get_or_create(&[label]).get()
 }
 
 /// Error codes become label values; unknown codes are folded into `other` so a misbehaving
@@ -166,4 +173,32 @@ pub struct Snapshot {
     pub deletes_failed: u64,
     pub messages_in_flight: i64,
     pub events_in_flight: i64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snapshot_sums_the_counters_and_new_labels_can_follow() {
+        let m = Metrics::new();
+        m.messages_received.inc_by(3);
+        m.invalid("not_json");
+        m.invalid("invalid_ipv4");
+        m.deleted("ok", 2);
+        let s = m.snapshot();
+        assert_eq!(
+            (
+                s.messages_received,
+                s.submissions_invalid,
+                s.deletes_ok,
+                s.deletes_failed
+            ),
+            (3, 2, 2, 0)
+        );
+        m.deleted("failed", 1);
+        m.records_retried("SomethingNew", 4);
+        assert_eq!(m.snapshot().deletes_failed, 1);
+        assert_eq!(count(&m.records_retried, ("error_code", "other")), 4);
+    }
 }

@@ -1,0 +1,350 @@
+//! The collector end to end against a real SQS + Kinesis emulator: what is on the stream and
+//! what is left in the queue afterwards.
+
+mod support;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use support::submissions::{self, Expected};
+use support::{StreamRecord, TestEnv, metric, wait_until};
+use telemetry_collector::event::event_id;
+
+/// Finds 0..n as an in-order subsequence of `indices`.
+fn has_in_order_subsequence(indices: &[u64], n: usize) -> bool {
+    let mut next = 0u64;
+    for &i in indices {
+        if i == next {
+            next += 1;
+        }
+    }
+    next as usize >= n
+}
+
+/// Checks the stream against the expected submissions. With `exactly_once`, every event must
+/// appear once; otherwise duplicates are allowed but must be identical apart from
+/// `time_processed`, and each submission's events must contain `0..n` in order on its shard.
+fn verify(records: &[StreamRecord], expected: &[Expected], exactly_once: bool) {
+    let by_id: HashMap<&str, &Expected> = expected.iter().map(|e| (e.submission_id.as_str(), e)).collect();
+    let mut per_submission: BTreeMap<&str, Vec<&StreamRecord>> = BTreeMap::new();
+    for r in records {
+        let id = r.submission_id();
+        assert!(
+            by_id.contains_key(id),
+            "unexpected submission on the stream: {}",
+            r.event
+        );
+        per_submission.entry(id).or_default().push(r);
+    }
+    let mut total = 0;
+    for e in expected {
+        let n = e.events.len();
+        total += n;
+        let found = per_submission
+            .get(e.submission_id.as_str())
+            .cloned()
+            .unwrap_or_default();
+        if n == 0 {
+            assert!(
+                found.is_empty(),
+                "submission {} has no events but records were published",
+                e.submission_id
+            );
+            continue;
+        }
+        let shards: HashSet<&str> = found.iter().map(|r| r.shard_id.as_str()).collect();
+        assert_eq!(shards.len(), 1, "events of {} span shards {shards:?}", e.submission_id);
+        let indices: Vec<u64> = found.iter().map(|r| r.event_index()).collect();
+        if exactly_once {
+            assert_eq!(
+                indices,
+                (0..n as u64).collect::<Vec<_>>(),
+                "events of {} not exactly once in order",
+                e.submission_id
+            );
+        } else {
+            assert!(
+                has_in_order_subsequence(&indices, n),
+                "events of {} lack 0..{n} in order: {indices:?}",
+                e.submission_id
+            );
+        }
+        for r in found {
+            let i = r.event_index() as usize;
+            assert!(i < n, "event_index {i} out of range for {}", e.submission_id);
+            let sid = uuid::Uuid::parse_str(&e.submission_id).unwrap();
+            let (kind, data) = &e.events[i];
+            let mut want = json!({
+                "event_id": event_id(sid, i).to_string(),
+                "type": kind,
+                "device_id": e.device_id,
+                "submission_id": e.submission_id,
+                "time_created": e.time_created,
+                "event_index": i,
+                "event_count": n,
+                "type_specific_data": data,
+            });
+            let tp = r.event["time_processed"].as_str().expect("time_processed is a string");
+            assert!(
+                tp.ends_with('Z') && chrono::DateTime::parse_from_rfc3339(tp).is_ok(),
+                "time_processed {tp}"
+            );
+            want["time_processed"] = Value::String(tp.to_owned());
+            assert_eq!(r.event, want, "record differs from the specification");
+            assert_eq!(r.partition_key, e.submission_id, "partition key");
+        }
+    }
+    if exactly_once {
+        assert_eq!(records.len(), total, "records on the stream");
+    }
+}
+
+async fn wait_for_queue_empty(env: &TestEnv, timeout: Duration) {
+    wait_until("queue empty", timeout, || async { env.queue_total().await == 0 }).await;
+}
+
+async fn wait_for_events(env: &TestEnv, expected: &[Expected], timeout: Duration) {
+    let want: usize = expected.iter().map(|e| e.events.len()).sum();
+    wait_until(&format!("{want} distinct events on the stream"), timeout, || async {
+        let distinct: HashSet<(String, u64)> = env
+            .read_stream()
+            .await
+            .iter()
+            .map(|r| (r.submission_id().to_owned(), r.event_index()))
+            .collect();
+        distinct.len() >= want
+    })
+    .await;
+}
+
+/// 200 mixed submissions plus three special ones.
+fn mixed_submissions(salt: u64, count: u64) -> (Vec<String>, Vec<Expected>) {
+    let mut bodies = Vec::new();
+    let mut expected = Vec::new();
+    let mut add = |(body, e): (String, Expected)| {
+        bodies.push(body);
+        expected.push(e);
+    };
+    add(submissions::valid(salt, 400, 150, false)); // 550 events: spans PutRecords calls
+    add(submissions::valid(salt + 1, 2, 3, true)); // network_connection listed first
+    add(submissions::valid(salt + 2, 0, 0, false)); // zero events
+    for n in 3..count {
+        add(submissions::valid(
+            salt + n,
+            (n % 5) as usize,
+            (n % 4) as usize,
+            n % 3 == 0,
+        ));
+    }
+    (bodies, expected)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn valid_submissions_are_published_once_in_order_and_deleted() {
+    let env = TestEnv::new("valid").await;
+    let (bodies, expected) = mixed_submissions(1_000, 203);
+    env.send(&bodies).await;
+    let collector = env.start_collector(&env.endpoint.clone(), &[]).await;
+
+    wait_for_queue_empty(&env, Duration::from_secs(120)).await;
+    wait_for_events(&env, &expected, Duration::from_secs(30)).await;
+    let events: u64 = expected.iter().map(|e| e.events.len() as u64).sum();
+    assert_eq!(metric(&collector.metrics, "collector_events_published_total"), events);
+    assert_eq!(metric(&collector.metrics, "collector_submissions_valid_total"), 203);
+    assert!(metric(&collector.metrics, "collector_put_records_calls_total{outcome=\"ok\"}") >= 2);
+    collector.stop().await;
+
+    verify(&env.read_stream().await, &expected, true);
+    assert_eq!(env.queue_counts().await, (0, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_submissions_are_dropped_and_deleted_without_harming_valid_ones() {
+    let env = TestEnv::new("invalid").await;
+    let invalid = submissions::invalid_of_every_class(2_000);
+    let mut bodies = Vec::new();
+    let mut expected = Vec::new();
+    // Valid and invalid alternate, so each receive batch of 10 mixes both.
+    for (i, (_, body, _)) in invalid.iter().enumerate() {
+        let (valid_body, e) = submissions::valid(2_000 + i as u64, 2, 1, i % 2 == 0);
+        bodies.push(valid_body);
+        expected.push(e);
+        bodies.push(body.clone());
+    }
+    env.send(&bodies).await;
+    let collector = env.start_collector(&env.endpoint.clone(), &[]).await;
+
+    wait_for_queue_empty(&env, Duration::from_secs(120)).await;
+    wait_for_events(&env, &expected, Duration::from_secs(30)).await;
+    let mut by_reason: HashMap<&str, u64> = HashMap::new();
+    for (label, _, _) in &invalid {
+        *by_reason.entry(label).or_default() += 1;
+    }
+    for (label, count) in &by_reason {
+        let name = format!("collector_submissions_invalid_total{{reason=\"{label}\"}}");
+        assert_eq!(metric(&collector.metrics, &name), *count, "{name}");
+    }
+    assert_eq!(
+        metric(&collector.metrics, "collector_submissions_valid_total"),
+        expected.len() as u64
+    );
+    collector.stop().await;
+
+    let records = env.read_stream().await;
+    let invalid_ids: HashSet<&str> = invalid.iter().filter_map(|(_, _, id)| id.as_deref()).collect();
+    assert!(
+        records.iter().all(|r| !invalid_ids.contains(r.submission_id())),
+        "an invalid submission was published"
+    );
+    verify(&records, &expected, true);
+    assert_eq!(env.queue_counts().await, (0, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_is_deleted_while_kinesis_is_unavailable() {
+    let env = TestEnv::new("nostream").await;
+    let (bodies, expected) = mixed_submissions(3_000, 30);
+    env.send(&bodies).await;
+    // The stream does not exist: every PutRecords call fails for the whole run.
+    let collector = env
+        .start_collector(
+            &env.endpoint.clone(),
+            &[
+                ("EVENTS_DATA_STREAM_NAME", "no-such-stream"),
+                ("SHUTDOWN_DRAIN_TIMEOUT_SEC", "1"),
+            ],
+        )
+        .await;
+
+    wait_until(
+        "all messages received and PutRecords failing",
+        Duration::from_secs(120),
+        || async {
+            metric(&collector.metrics, "collector_messages_received_total") >= 30
+                && metric(
+                    &collector.metrics,
+                    "collector_put_records_calls_total{outcome=\"error\"}",
+                ) >= 5
+        },
+    )
+    .await;
+    let deletes_while_down = metric(&collector.metrics, "collector_deletes_total{outcome=\"ok\"}");
+    collector.stop().await;
+
+    // Only the event-less submission may go: it had nothing to publish.
+    let event_less = expected.iter().filter(|e| e.events.is_empty()).count() as u64;
+    assert_eq!(deletes_while_down, event_less);
+    assert_eq!(
+        env.queue_total().await,
+        30 - event_less,
+        "messages with events must all stay in the queue"
+    );
+    assert!(env.read_stream().await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partial_put_records_failures_are_resent_in_order_and_nothing_is_deleted_early() {
+    let env = TestEnv::new("partial").await;
+    let proxy = support::fault_proxy::FaultProxy::start(&env.endpoint, 42).await;
+    proxy.faults.set_put_records_failure_rate(0.05);
+    let (bodies, expected) = mixed_submissions(4_000, 120);
+    env.send(&bodies).await;
+    let collector = env
+        .start_collector(&proxy.endpoint, &[("DATA_STREAM_MAX_BUFFER_SIZE", "100")])
+        .await;
+
+    // While records keep failing, every message already deleted must have all its events on
+    // the stream: check at a few moments.
+    for _ in 0..3 {
+        wait_until("some records failed", Duration::from_secs(60), || async {
+            proxy.faults.records_failed.load(std::sync::atomic::Ordering::Relaxed) > 0
+        })
+        .await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let remaining = env.queue_total().await as usize;
+        let records = env.read_stream().await;
+        let mut indices: HashMap<&str, Vec<u64>> = HashMap::new();
+        for r in &records {
+            indices.entry(r.submission_id()).or_default().push(r.event_index());
+        }
+        let complete = expected
+            .iter()
+            .filter(|e| {
+                e.events.is_empty()
+                    || indices
+                        .get(e.submission_id.as_str())
+                        .is_some_and(|i| has_in_order_subsequence(i, e.events.len()))
+            })
+            .count();
+        assert!(
+            complete >= expected.len() - remaining,
+            "{} messages deleted but only {complete} submissions complete on the stream",
+            expected.len() - remaining
+        );
+    }
+    wait_for_queue_empty(&env, Duration::from_secs(180)).await;
+    assert!(
+        metric(
+            &collector.metrics,
+            "collector_records_retried_total{error_code=\"ProvisionedThroughputExceededException\"}"
+        ) > 0
+    );
+    assert!(
+        metric(
+            &collector.metrics,
+            "collector_put_records_calls_total{outcome=\"partial\"}"
+        ) > 0
+    );
+    collector.stop().await;
+
+    verify(&env.read_stream().await, &expected, false);
+    assert_eq!(env.queue_counts().await, (0, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_collector_killed_with_sigkill_loses_nothing_and_duplicates_share_event_ids() {
+    let env = TestEnv::new("sigkill").await;
+    let (bodies, expected) = mixed_submissions(5_000, 150);
+    env.send(&bodies).await;
+    let settings = [
+        ("QUEUE_VISIBILITY_TIMEOUT_SEC", "3"),
+        ("MAX_IN_FLIGHT_MESSAGES", "20"),
+        ("DATA_STREAM_MAX_BUFFER_SIZE", "20"),
+    ];
+
+    let mut first = env.spawn_binary(&settings, "sigkill-first");
+    wait_until("first events published", Duration::from_secs(60), || async {
+        !env.read_stream().await.is_empty()
+    })
+    .await;
+    first.start_kill().expect("SIGKILL");
+    first.wait().await.expect("wait for the killed collector");
+    let left_at_kill = env.queue_total().await;
+    assert!(
+        left_at_kill > 0,
+        "the collector finished before it was killed: the test proves nothing"
+    );
+
+    let mut second = env.spawn_binary(&settings, "sigkill-second");
+    wait_for_queue_empty(&env, Duration::from_secs(180)).await;
+    wait_for_events(&env, &expected, Duration::from_secs(30)).await;
+    second.start_kill().expect("stop the second collector");
+    second.wait().await.expect("wait for the second collector");
+
+    let records = env.read_stream().await;
+    verify(&records, &expected, false);
+    // Duplicates of an event are the same event: same id, same content.
+    let mut seen: HashMap<(String, u64), Value> = HashMap::new();
+    for r in &records {
+        let mut content = r.event.clone();
+        content["time_processed"] = Value::Null;
+        let key = (r.submission_id().to_owned(), r.event_index());
+        if let Some(previous) = seen.get(&key) {
+            assert_eq!(previous, &content, "a duplicate differs from its original");
+        }
+        seen.insert(key, content);
+    }
+    let total: usize = expected.iter().map(|e| e.events.len()).sum();
+    assert_eq!(seen.len(), total, "distinct events");
+}

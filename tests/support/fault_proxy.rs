@@ -1,0 +1,194 @@
+//! A fault-injecting HTTP proxy between the collector and the emulator.
+//!
+//! Everything is forwarded unchanged except Kinesis PutRecords calls, of which a share of the
+//! records is failed the way Kinesis does it: the failed records are *not* forwarded (so they
+//! are not written), and the answer carries `ProvisionedThroughputExceededException` at their
+//! positions, with HTTP 200. The emulator does not check signatures, so the rewritten body
+//! needs no new one.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::server::conn::http1 as server_http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use serde_json::{Value, json};
+use tokio::net::{TcpListener, TcpStream};
+
+const PUT_RECORDS_TARGET: &str = "Kinesis_20131202.PutRecords";
+
+/// Shared, adjustable fault plan and what the proxy did.
+#[derive(Default)]
+pub struct Faults {
+    /// Share of PutRecords records to fail, in parts per million.
+    put_records_failure_ppm: AtomicU64,
+    pub records_failed: AtomicU64,
+    pub records_forwarded: AtomicU64,
+    rng: AtomicU64,
+}
+
+impl Faults {
+    pub fn set_put_records_failure_rate(&self, rate: f64) {
+        self.put_records_failure_ppm
+            .store((rate * 1e6) as u64, Ordering::SeqCst);
+    }
+
+    /// xorshift: reproducible enough and needs no dependency.
+    fn next_ppm(&self) -> u64 {
+        let mut x = self.rng.load(Ordering::Relaxed) | 1;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.rng.store(x, Ordering::Relaxed);
+        x % 1_000_000
+    }
+}
+
+pub struct FaultProxy {
+    pub endpoint: String,
+    pub faults: Arc<Faults>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for FaultProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl FaultProxy {
+    pub async fn start(upstream: &str, seed: u64) -> FaultProxy {
+        let upstream: SocketAddr = upstream
+            .trim_start_matches("http://")
+            .trim_end_matches('/')
+            .parse()
+            .expect("upstream endpoint is http://IP:PORT");
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let endpoint = format!("http://{}", listener.local_addr().unwrap());
+        let faults = Arc::new(Faults::default());
+        faults.rng.store(seed, Ordering::Relaxed);
+        let shared = faults.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let faults = shared.clone();
+                tokio::spawn(async move {
+                    let service = service_fn(move |req| handle(req, upstream, faults.clone()));
+                    let _ = server_http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        FaultProxy { endpoint, faults, task }
+    }
+}
+
+async fn handle(
+    req: Request<Incoming>,
+    upstream: SocketAddr,
+    faults: Arc<Faults>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let (parts, body) = req.into_parts();
+    let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    let is_put_records = parts
+        .headers
+        .get("x-amz-target")
+        .is_some_and(|v| v.as_bytes() == PUT_RECORDS_TARGET.as_bytes());
+    let response = if is_put_records {
+        put_records_with_failures(parts, body, upstream, &faults).await
+    } else {
+        forward(parts, body, upstream).await
+    };
+    Ok(response.unwrap_or_else(|e| {
+        Response::builder()
+            .status(StatusCode::BAD_GATEWAY)
+            .body(Full::new(Bytes::from(e)))
+            .unwrap()
+    }))
+}
+
+async fn forward(
+    mut parts: hyper::http::request::Parts,
+    body: Bytes,
+    upstream: SocketAddr,
+) -> Result<Response<Full<Bytes>>, String> {
+    let stream = TcpStream::connect(upstream).await.map_err(|e| e.to_string())?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(conn);
+    parts.headers.insert("content-length", body.len().into());
+    let response = sender
+        .send_request(Request::from_parts(parts, Full::new(body)))
+        .await
+        .map_err(|e| e.to_string())?;
+    let (parts, body) = response.into_parts();
+    let body = body.collect().await.map_err(|e| e.to_string())?.to_bytes();
+    Ok(Response::from_parts(parts, Full::new(body)))
+}
+
+async fn put_records_with_failures(
+    parts: hyper::http::request::Parts,
+    body: Bytes,
+    upstream: SocketAddr,
+    faults: &Faults,
+) -> Result<Response<Full<Bytes>>, String> {
+    let mut request: Value = serde_json::from_slice(&body).map_err(|e| e.to_string())?;
+    let records = request["Records"].as_array().cloned().unwrap_or_default();
+    let threshold = faults.put_records_failure_ppm.load(Ordering::SeqCst);
+    let fail: Vec<bool> = records.iter().map(|_| faults.next_ppm() < threshold).collect();
+    let kept: Vec<Value> = records
+        .iter()
+        .zip(&fail)
+        .filter(|(_, f)| !**f)
+        .map(|(r, _)| r.clone())
+        .collect();
+    let failed_count = fail.iter().filter(|f| **f).count();
+    if failed_count == 0 {
+        faults
+            .records_forwarded
+            .fetch_add(records.len() as u64, Ordering::Relaxed);
+        return forward(parts, body, upstream).await;
+    }
+    faults.records_failed.fetch_add(failed_count as u64, Ordering::Relaxed);
+    let mut upstream_results = Vec::new().into_iter();
+    let mut upstream_failed = 0;
+    if !kept.is_empty() {
+        faults.records_forwarded.fetch_add(kept.len() as u64, Ordering::Relaxed);
+        request["Records"] = Value::Array(kept);
+        let forwarded = Bytes::from(serde_json::to_vec(&request).unwrap());
+        let response = forward(parts, forwarded, upstream).await?;
+        if response.status() != StatusCode::OK {
+            return Ok(response);
+        }
+        let answer: Value = serde_json::from_slice(&response.into_body().collect().await.unwrap().to_bytes())
+            .map_err(|e| e.to_string())?;
+        upstream_failed = answer["FailedRecordCount"].as_u64().unwrap_or(0);
+        upstream_results = answer["Records"].as_array().cloned().unwrap_or_default().into_iter();
+    }
+    let merged: Vec<Value> = fail
+        .iter()
+        .map(|failed| {
+            if *failed {
+                json!({"ErrorCode": "ProvisionedThroughputExceededException", "ErrorMessage": "injected by the test proxy"})
+            } else {
+                upstream_results.next().unwrap_or(Value::Null)
+            }
+        })
+        .collect();
+    let answer = json!({"FailedRecordCount": failed_count as u64 + upstream_failed, "Records": merged});
+    Ok(Response::builder()
+        .status(StatusCode::OK)
+        .header("content-type", "application/x-amz-json-1.1")
+        .body(Full::new(Bytes::from(serde_json::to_vec(&answer).unwrap())))
+        .unwrap())
+}

@@ -1,0 +1,347 @@
+//! Test harness: a fresh queue and stream per test on the emulator that `script/test` started,
+//! the collector started in-process or as the real binary, and readers for what ended up on
+//! the stream and in the queue.
+
+#![allow(dead_code)]
+
+pub mod fault_proxy;
+pub mod submissions;
+
+use std::collections::HashMap;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_sdk_kinesis::types::ShardIteratorType;
+use aws_sdk_sqs::types::{QueueAttributeName, SendMessageBatchRequestEntry};
+use serde_json::Value;
+use telemetry_collector::config::Config;
+use telemetry_collector::metrics::Metrics;
+use tokio_util::sync::CancellationToken;
+
+pub const REGION: &str = "eu-west-1";
+
+/// The emulator endpoint. `script/test` starts one and sets `TEST_AWS_ENDPOINT_URL`.
+pub fn endpoint() -> String {
+    std::env::var("TEST_AWS_ENDPOINT_URL")
+        .or_else(|_| std::env::var("AWS_ENDPOINT_URL"))
+        .expect("integration tests need an emulator: run them with script/test (or set TEST_AWS_ENDPOINT_URL)")
+}
+
+pub async fn sdk_config(endpoint: &str) -> SdkConfig {
+    aws_config::defaults(BehaviorVersion::latest())
+        .region(Region::new(REGION))
+        .test_credentials()
+        .endpoint_url(endpoint)
+        .load()
+        .await
+}
+
+/// One record read back from the stream.
+#[derive(Debug, Clone)]
+pub struct StreamRecord {
+    pub shard_id: String,
+    pub partition_key: String,
+    pub event: Value,
+}
+
+impl StreamRecord {
+    pub fn submission_id(&self) -> &str {
+        self.event["submission_id"].as_str().unwrap_or_default()
+    }
+    pub fn event_index(&self) -> u64 {
+        self.event["event_index"].as_u64().unwrap_or(u64::MAX)
+    }
+}
+
+/// A queue and a 2-shard stream of this test's own, with clients for both.
+pub struct TestEnv {
+    pub endpoint: String,
+    pub sdk: SdkConfig,
+    pub sqs: aws_sdk_sqs::Client,
+    pub kinesis: aws_sdk_kinesis::Client,
+    pub queue_url: String,
+    pub stream_name: String,
+}
+
+impl TestEnv {
+    pub async fn new(label: &str) -> TestEnv {
+        let endpoint = endpoint();
+        let sdk = sdk_config(&endpoint).await;
+        let sqs = aws_sdk_sqs::Client::new(&sdk);
+        let kinesis = aws_sdk_kinesis::Client::new(&sdk);
+        let unique = format!("{label}-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+        let queue_url = sqs
+            .create_queue()
+            .queue_name(format!("submissions-{unique}"))
+            .send()
+            .await
+            .expect("CreateQueue")
+            .queue_url
+            .expect("queue url");
+        let stream_name = format!("events-{unique}");
+        kinesis
+            .create_stream()
+            .stream_name(&stream_name)
+            .shard_count(2)
+            .send()
+            .await
+            .expect("CreateStream");
+        let env = TestEnv {
+            endpoint,
+            sdk,
+            sqs,
+            kinesis,
+            queue_url,
+            stream_name,
+        };
+        let kinesis = env.kinesis.clone();
+        let name = env.stream_name.clone();
+        wait_until("stream active", Duration::from_secs(60), || {
+            let kinesis = kinesis.clone();
+            let name = name.clone();
+            async move {
+                kinesis
+                    .describe_stream_summary()
+                    .stream_name(name)
+                    .send()
+                    .await
+                    .ok()
+                    .and_then(|o| o.stream_description_summary)
+                    .is_some_and(|s| s.stream_status.as_str() == "ACTIVE")
+            }
+        })
+        .await;
+        env
+    }
+
+    /// Sends bodies in SendMessageBatch calls of 10, in order.
+    pub async fn send(&self, bodies: &[String]) {
+        for chunk in bodies.chunks(10) {
+            let entries = chunk
+                .iter()
+                .enumerate()
+                .map(|(i, body)| {
+                    SendMessageBatchRequestEntry::builder()
+                        .id(i.to_string())
+                        .message_body(body)
+                        .build()
+                        .unwrap()
+                })
+                .collect();
+            let out = self
+                .sqs
+                .send_message_batch()
+                .queue_url(&self.queue_url)
+                .set_entries(Some(entries))
+                .send()
+                .await
+                .expect("SendMessageBatch");
+            assert!(out.failed.is_empty(), "SendMessageBatch failures: {:?}", out.failed);
+        }
+    }
+
+    /// (visible, in flight) message counts of the queue.
+    pub async fn queue_counts(&self) -> (u64, u64) {
+        let out = self
+            .sqs
+            .get_queue_attributes()
+            .queue_url(&self.queue_url)
+            .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+            .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+            .send()
+            .await
+            .expect("GetQueueAttributes");
+        let attrs = out.attributes.unwrap_or_default();
+        let get = |name: QueueAttributeName| attrs.get(&name).and_then(|v| v.parse().ok()).unwrap_or(0);
+        (
+            get(QueueAttributeName::ApproximateNumberOfMessages),
+            get(QueueAttributeName::ApproximateNumberOfMessagesNotVisible),
+        )
+    }
+
+    pub async fn queue_total(&self) -> u64 {
+        let (visible, in_flight) = self.queue_counts().await;
+        visible + in_flight
+    }
+
+    /// Every record on the stream, shard by shard, each shard in sequence order.
+    pub async fn read_stream(&self) -> Vec<StreamRecord> {
+        let shards = self
+            .kinesis
+            .list_shards()
+            .stream_name(&self.stream_name)
+            .send()
+            .await
+            .expect("ListShards")
+            .shards
+            .unwrap_or_default();
+        let mut records = Vec::new();
+        for shard in shards {
+            let mut iterator = self
+                .kinesis
+                .get_shard_iterator()
+                .stream_name(&self.stream_name)
+                .shard_id(&shard.shard_id)
+                .shard_iterator_type(ShardIteratorType::TrimHorizon)
+                .send()
+                .await
+                .expect("GetShardIterator")
+                .shard_iterator;
+            while let Some(it) = iterator {
+                let out = self
+                    .kinesis
+                    .get_records()
+                    .shard_iterator(it)
+                    .limit(10_000)
+                    .send()
+                    .await
+                    .expect("GetRecords");
+                if out.records.is_empty() {
+                    break;
+                }
+                for r in out.records {
+                    records.push(StreamRecord {
+                        shard_id: shard.shard_id.clone(),
+                        partition_key: r.partition_key.unwrap_or_default(),
+                        event: serde_json::from_slice(r.data.as_ref()).expect("record data is JSON"),
+                    });
+                }
+                iterator = out.next_shard_iterator;
+            }
+        }
+        records
+    }
+
+    /// The collector configuration for this test's queue and stream, tuned for quick tests,
+    /// with `overrides` on top.
+    pub fn config(&self, overrides: &[(&str, &str)]) -> Config {
+        let mut vars: HashMap<String, String> = [
+            ("SUBMISSIONS_QUEUE_URL", self.queue_url.as_str()),
+            ("EVENTS_DATA_STREAM_NAME", self.stream_name.as_str()),
+            ("QUEUE_WAIT_TIME_SEC", "1"),
+            ("QUEUE_VISIBILITY_TIMEOUT_SEC", "30"),
+            ("DATA_STREAM_FLUSH_INTERVAL_SEC", "0.2"),
+            ("QUEUE_RECEIPTS_TO_DELETE_INTERVAL_SEC", "0.2"),
+            ("RETRY_INITIAL_BACKOFF_MS", "20"),
+            ("RETRY_MAX_BACKOFF_MS", "500"),
+            ("SHUTDOWN_DRAIN_TIMEOUT_SEC", "5"),
+            ("STATS_LOG_INTERVAL_SEC", "5"),
+        ]
+        .iter()
+        .chain(overrides)
+        .map(|(k, v)| (k.to_ascii_lowercase(), (*v).to_owned()))
+        .collect();
+        vars.retain(|_, v| !v.is_empty());
+        Config::from_vars(&vars).expect("test configuration is valid")
+    }
+
+    /// Starts the collector in-process against `endpoint` (the emulator, or a proxy in front
+    /// of it).
+    pub async fn start_collector(&self, endpoint: &str, overrides: &[(&str, &str)]) -> RunningCollector {
+        let config = self.config(overrides);
+        let sdk = sdk_config(endpoint).await;
+        let metrics = Arc::new(Metrics::new());
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn({
+            let metrics = metrics.clone();
+            let shutdown = shutdown.clone();
+            async move { telemetry_collector::run(config, &sdk, metrics, shutdown).await }
+        });
+        RunningCollector {
+            metrics,
+            shutdown,
+            task,
+        }
+    }
+
+    /// Environment for the real binary: the SDK's standard variables plus this test's names.
+    pub fn binary_env(&self, overrides: &[(&str, &str)]) -> Vec<(String, String)> {
+        let mut env: Vec<(String, String)> = [
+            ("AWS_ENDPOINT_URL", self.endpoint.as_str()),
+            ("AWS_REGION", REGION),
+            ("AWS_ACCESS_KEY_ID", "test"),
+            ("AWS_SECRET_ACCESS_KEY", "test"),
+            ("SUBMISSIONS_QUEUE_URL", self.queue_url.as_str()),
+            ("EVENTS_DATA_STREAM_NAME", self.stream_name.as_str()),
+            ("QUEUE_WAIT_TIME_SEC", "1"),
+            ("DATA_STREAM_FLUSH_INTERVAL_SEC", "0.2"),
+            ("QUEUE_RECEIPTS_TO_DELETE_INTERVAL_SEC", "0.2"),
+            ("RETRY_INITIAL_BACKOFF_MS", "20"),
+            ("RETRY_MAX_BACKOFF_MS", "500"),
+            ("RUST_LOG", "info"),
+        ]
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+        env.extend(overrides.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+        env
+    }
+
+    /// Starts the real `telemetry-collector` binary; its logs go to a file under the target dir.
+    pub fn spawn_binary(&self, overrides: &[(&str, &str)], log_name: &str) -> tokio::process::Child {
+        let log_dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"));
+        let log = std::fs::File::create(log_dir.join(format!("{log_name}.log"))).expect("log file");
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_telemetry-collector"))
+            .env_clear()
+            .envs(self.binary_env(overrides))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log file"))
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start telemetry-collector")
+    }
+}
+
+pub struct RunningCollector {
+    pub metrics: Arc<Metrics>,
+    pub shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RunningCollector {
+    /// Asks the collector to stop and waits for it to finish draining.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(60), self.task)
+            .await
+            .expect("collector stops within its drain timeout")
+            .expect("collector task did not panic");
+    }
+}
+
+/// Polls `condition` until it holds; panics naming `what` after `timeout`.
+pub async fn wait_until<F, Fut>(what: &str, timeout: Duration, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if condition().await {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Counter value of a labelled family, read through the Prometheus text encoding so that tests
+/// see exactly what an operator would scrape.
+pub fn metric(metrics: &Metrics, name_and_labels: &str) -> u64 {
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &metrics.registry).expect("encode metrics");
+    text.lines()
+        .find_map(|line| {
+            line.strip_prefix(name_and_labels)
+                .and_then(|rest| rest.strip_prefix(' '))
+        })
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .map(|v| v as u64)
+        .unwrap_or(0)
+}
