@@ -123,7 +123,7 @@ pub const MAX_IN_FLIGHT_MESSAGES: Setting = setting(
     "MAX_IN_FLIGHT_MESSAGES",
     "1000",
     "1-100000, at least QUEUE_MAX_NUMBER_OF_MESSAGE_PER_REQUEST",
-    "Messages received but not yet deleted or given up; receiving waits at the cap.",
+    "Messages received and not yet finished (all events published, dropped as invalid, or given up); receiving waits at the cap.",
 );
 pub const RETRY_INITIAL_BACKOFF_MS: Setting = setting(
     "RETRY_INITIAL_BACKOFF_MS",
