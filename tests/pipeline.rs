@@ -303,6 +303,42 @@ async fn partial_put_records_failures_are_resent_in_order_and_nothing_is_deleted
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_deletes_are_counted_and_their_messages_are_processed_again() {
+    let env = TestEnv::new("delfail").await;
+    let proxy = support::fault_proxy::FaultProxy::start(&env.endpoint, 7).await;
+    proxy.faults.set_delete_failure_rate(0.5);
+    let (bodies, expected) = mixed_submissions(6_000, 40);
+    env.send(&bodies).await;
+    let collector = env
+        .start_collector(&proxy.endpoint, &[("QUEUE_VISIBILITY_TIMEOUT_SEC", "2")])
+        .await;
+
+    wait_until("failed deletes counted", Duration::from_secs(60), || async {
+        metric(&collector.metrics, "collector_deletes_total{outcome=\"failed\"}") >= 5
+    })
+    .await;
+    proxy.faults.set_delete_failure_rate(0.0);
+    wait_for_queue_empty(&env, Duration::from_secs(120)).await;
+    let failed = metric(&collector.metrics, "collector_deletes_total{outcome=\"failed\"}");
+    let injected = proxy.faults.deletes_failed.load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(failed, injected, "every failed entry is counted");
+    // Each failed delete brought its message back: it was received and published again.
+    assert!(metric(&collector.metrics, "collector_messages_received_total") >= 40 + failed);
+    collector.stop().await;
+
+    let records = env.read_stream().await;
+    verify(&records, &expected, false);
+    let distinct: HashSet<(String, u64)> = records
+        .iter()
+        .map(|r| (r.submission_id().to_owned(), r.event_index()))
+        .collect();
+    assert!(
+        records.len() > distinct.len(),
+        "reprocessed messages published their events again"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_collector_killed_with_sigkill_loses_nothing_and_duplicates_share_event_ids() {
     let env = TestEnv::new("sigkill").await;
     let (bodies, expected) = mixed_submissions(5_000, 150);

@@ -22,12 +22,16 @@ use serde_json::{Value, json};
 use tokio::net::{TcpListener, TcpStream};
 
 const PUT_RECORDS_TARGET: &str = "Kinesis_20131202.PutRecords";
+const DELETE_MESSAGE_BATCH_TARGET: &str = "AmazonSQS.DeleteMessageBatch";
 
 /// Shared, adjustable fault plan and what the proxy did.
 #[derive(Default)]
 pub struct Faults {
     /// Share of PutRecords records to fail, in parts per million.
     put_records_failure_ppm: AtomicU64,
+    /// Share of DeleteMessageBatch entries to fail, in parts per million.
+    delete_failure_ppm: AtomicU64,
+    pub deletes_failed: AtomicU64,
     pub records_failed: AtomicU64,
     pub records_forwarded: AtomicU64,
     rng: AtomicU64,
@@ -37,6 +41,10 @@ impl Faults {
     pub fn set_put_records_failure_rate(&self, rate: f64) {
         self.put_records_failure_ppm
             .store((rate * 1e6) as u64, Ordering::SeqCst);
+    }
+
+    pub fn set_delete_failure_rate(&self, rate: f64) {
+        self.delete_failure_ppm.store((rate * 1e6) as u64, Ordering::SeqCst);
     }
 
     /// xorshift: reproducible enough and needs no dependency.
@@ -99,14 +107,15 @@ async fn handle(
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let (parts, body) = req.into_parts();
     let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-    let is_put_records = parts
+    let target = parts
         .headers
         .get("x-amz-target")
-        .is_some_and(|v| v.as_bytes() == PUT_RECORDS_TARGET.as_bytes());
-    let response = if is_put_records {
-        put_records_with_failures(parts, body, upstream, &faults).await
-    } else {
-        forward(parts, body, upstream).await
+        .map(|v| v.to_str().unwrap_or_default().to_owned())
+        .unwrap_or_default();
+    let response = match target.as_str() {
+        PUT_RECORDS_TARGET => put_records_with_failures(parts, body, upstream, &faults).await,
+        DELETE_MESSAGE_BATCH_TARGET => delete_with_failures(parts, body, upstream, &faults).await,
+        _ => forward(parts, body, upstream).await,
     };
     Ok(response.unwrap_or_else(|e| {
         Response::builder()
@@ -189,6 +198,48 @@ async fn put_records_with_failures(
     Ok(Response::builder()
         .status(StatusCode::OK)
         .header("content-type", "application/x-amz-json-1.1")
+        .body(Full::new(Bytes::from(serde_json::to_vec(&answer).unwrap())))
+        .unwrap())
+}
+
+/// Fails a share of DeleteMessageBatch entries the way SQS does: HTTP 200 with the entries in
+/// `Failed`; those entries are not forwarded, so their messages stay in the queue.
+async fn delete_with_failures(
+    parts: hyper::http::request::Parts,
+    body: Bytes,
+    upstream: SocketAddr,
+    faults: &Faults,
+) -> Result<Response<Full<Bytes>>, String> {
+    let threshold = faults.delete_failure_ppm.load(Ordering::SeqCst);
+    if threshold == 0 {
+        return forward(parts, body, upstream).await;
+    }
+    let mut request: Value = serde_json::from_slice(&body).map_err(|e| e.to_string())?;
+    let entries = request["Entries"].as_array().cloned().unwrap_or_default();
+    let (failed, kept): (Vec<Value>, Vec<Value>) = entries.into_iter().partition(|_| faults.next_ppm() < threshold);
+    faults.deletes_failed.fetch_add(failed.len() as u64, Ordering::Relaxed);
+    let mut answer = json!({"Successful": [], "Failed": []});
+    if !kept.is_empty() {
+        request["Entries"] = Value::Array(kept);
+        let response = forward(parts, Bytes::from(serde_json::to_vec(&request).unwrap()), upstream).await?;
+        if response.status() != StatusCode::OK {
+            return Ok(response);
+        }
+        answer = serde_json::from_slice(&response.into_body().collect().await.unwrap().to_bytes())
+            .map_err(|e| e.to_string())?;
+    }
+    let injected = failed.iter().map(|e| {
+        json!({"Id": e["Id"], "SenderFault": false, "Code": "InternalError", "Message": "injected by the test proxy"})
+    });
+    let mut all_failed = answer["Failed"].as_array().cloned().unwrap_or_default();
+    all_failed.extend(injected);
+    answer["Failed"] = Value::Array(all_failed);
+    if answer["Successful"].is_null() {
+        answer["Successful"] = json!([]);
+    }
+    Ok(Response::builder()
+        .status(StatusCode::OK)
+        .header("content-type", "application/x-amz-json-1.0")
         .body(Full::new(Bytes::from(serde_json::to_vec(&answer).unwrap())))
         .unwrap())
 }

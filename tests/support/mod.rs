@@ -22,6 +22,18 @@ use tokio_util::sync::CancellationToken;
 
 pub const REGION: &str = "eu-west-1";
 
+/// Short waits and intervals so that tests finish quickly.
+const QUICK_SETTINGS: &[(&str, &str)] = &[
+    ("QUEUE_WAIT_TIME_SEC", "1"),
+    ("QUEUE_VISIBILITY_TIMEOUT_SEC", "30"),
+    ("DATA_STREAM_FLUSH_INTERVAL_SEC", "0.2"),
+    ("QUEUE_RECEIPTS_TO_DELETE_INTERVAL_SEC", "0.2"),
+    ("RETRY_INITIAL_BACKOFF_MS", "20"),
+    ("RETRY_MAX_BACKOFF_MS", "500"),
+    ("SHUTDOWN_DRAIN_TIMEOUT_SEC", "5"),
+    ("STATS_LOG_INTERVAL_SEC", "5"),
+];
+
 /// The emulator endpoint. `script/test` starts one and sets `TEST_AWS_ENDPOINT_URL`.
 pub fn endpoint() -> String {
     std::env::var("TEST_AWS_ENDPOINT_URL")
@@ -214,26 +226,27 @@ impl TestEnv {
         records
     }
 
-    /// The collector configuration for this test's queue and stream, tuned for quick tests,
-    /// with `overrides` on top.
-    pub fn config(&self, overrides: &[(&str, &str)]) -> Config {
-        let mut vars: HashMap<String, String> = [
+    /// This test's queue and stream, settings tuned for quick tests, then `overrides`: the
+    /// same variables whether the collector runs in-process or as the binary.
+    pub fn collector_vars(&self, overrides: &[(&str, &str)]) -> Vec<(String, String)> {
+        [
             ("SUBMISSIONS_QUEUE_URL", self.queue_url.as_str()),
             ("EVENTS_DATA_STREAM_NAME", self.stream_name.as_str()),
-            ("QUEUE_WAIT_TIME_SEC", "1"),
-            ("QUEUE_VISIBILITY_TIMEOUT_SEC", "30"),
-            ("DATA_STREAM_FLUSH_INTERVAL_SEC", "0.2"),
-            ("QUEUE_RECEIPTS_TO_DELETE_INTERVAL_SEC", "0.2"),
-            ("RETRY_INITIAL_BACKOFF_MS", "20"),
-            ("RETRY_MAX_BACKOFF_MS", "500"),
-            ("SHUTDOWN_DRAIN_TIMEOUT_SEC", "5"),
-            ("STATS_LOG_INTERVAL_SEC", "5"),
         ]
         .iter()
+        .chain(QUICK_SETTINGS)
         .chain(overrides)
-        .map(|(k, v)| (k.to_ascii_lowercase(), (*v).to_owned()))
-        .collect();
-        vars.retain(|_, v| !v.is_empty());
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+    }
+
+    /// The collector configuration of [`TestEnv::collector_vars`].
+    pub fn config(&self, overrides: &[(&str, &str)]) -> Config {
+        let vars: HashMap<String, String> = self
+            .collector_vars(overrides)
+            .into_iter()
+            .map(|(k, v)| (k.to_ascii_lowercase(), v))
+            .collect();
         Config::from_vars(&vars).expect("test configuration is valid")
     }
 
@@ -256,26 +269,19 @@ impl TestEnv {
         }
     }
 
-    /// Environment for the real binary: the SDK's standard variables plus this test's names.
+    /// Environment for the real binary: the SDK's standard variables plus the collector's.
     pub fn binary_env(&self, overrides: &[(&str, &str)]) -> Vec<(String, String)> {
         let mut env: Vec<(String, String)> = [
             ("AWS_ENDPOINT_URL", self.endpoint.as_str()),
             ("AWS_REGION", REGION),
             ("AWS_ACCESS_KEY_ID", "test"),
             ("AWS_SECRET_ACCESS_KEY", "test"),
-            ("SUBMISSIONS_QUEUE_URL", self.queue_url.as_str()),
-            ("EVENTS_DATA_STREAM_NAME", self.stream_name.as_str()),
-            ("QUEUE_WAIT_TIME_SEC", "1"),
-            ("DATA_STREAM_FLUSH_INTERVAL_SEC", "0.2"),
-            ("QUEUE_RECEIPTS_TO_DELETE_INTERVAL_SEC", "0.2"),
-            ("RETRY_INITIAL_BACKOFF_MS", "20"),
-            ("RETRY_MAX_BACKOFF_MS", "500"),
             ("RUST_LOG", "info"),
         ]
         .iter()
         .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
         .collect();
-        env.extend(overrides.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+        env.extend(self.collector_vars(overrides));
         env
     }
 
