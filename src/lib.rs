@@ -42,8 +42,18 @@ pub async fn run(
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
 ) {
-    let sqs = aws_sdk_sqs::Client::new(sdk_config);
-    let kinesis = aws_sdk_kinesis::Client::new(sdk_config);
+    // The SDK's own retries are off: every call site retries through `retry`, so that each
+    // failure is counted, logged once per episode, and paced by the configured backoff.
+    let sqs = aws_sdk_sqs::Client::from_conf(
+        aws_sdk_sqs::config::Builder::from(sdk_config)
+            .retry_config(aws_sdk_sqs::config::retry::RetryConfig::disabled())
+            .build(),
+    );
+    let kinesis = aws_sdk_kinesis::Client::from_conf(
+        aws_sdk_kinesis::config::Builder::from(sdk_config)
+            .retry_config(aws_sdk_kinesis::config::retry::RetryConfig::disabled())
+            .build(),
+    );
     let retry = RetryPolicy {
         initial: config.retry_initial_backoff,
         max: config.retry_max_backoff,

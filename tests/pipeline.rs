@@ -244,10 +244,11 @@ async fn nothing_is_deleted_while_kinesis_is_unavailable() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn partial_put_records_failures_are_resent_in_order_and_nothing_is_deleted_early() {
+async fn put_records_failures_are_resent_in_order_and_nothing_is_deleted_early() {
     let env = TestEnv::new("partial").await;
     let proxy = support::fault_proxy::FaultProxy::start(&env.endpoint, 42).await;
     proxy.faults.set_put_records_failure_rate(0.05);
+    proxy.faults.set_put_records_call_failure_rate(0.2);
     let (bodies, expected) = mixed_submissions(4_000, 120);
     env.send(&bodies).await;
     let collector = env

@@ -6,7 +6,6 @@
 //! positions, with HTTP 200. The emulator does not check signatures, so the rewritten body
 //! needs no new one.
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -29,6 +28,10 @@ const DELETE_MESSAGE_BATCH_TARGET: &str = "AmazonSQS.DeleteMessageBatch";
 pub struct Faults {
     /// Share of PutRecords records to fail, in parts per million.
     put_records_failure_ppm: AtomicU64,
+    /// Share of PutRecords calls to fail whole, in parts per million: alternately an HTTP 500
+    /// and a connection closed without an answer.
+    put_records_call_failure_ppm: AtomicU64,
+    pub calls_failed: AtomicU64,
     /// Share of DeleteMessageBatch entries to fail, in parts per million.
     delete_failure_ppm: AtomicU64,
     pub deletes_failed: AtomicU64,
@@ -40,6 +43,11 @@ pub struct Faults {
 impl Faults {
     pub fn set_put_records_failure_rate(&self, rate: f64) {
         self.put_records_failure_ppm
+            .store((rate * 1e6) as u64, Ordering::SeqCst);
+    }
+
+    pub fn set_put_records_call_failure_rate(&self, rate: f64) {
+        self.put_records_call_failure_ppm
             .store((rate * 1e6) as u64, Ordering::SeqCst);
     }
 
@@ -100,11 +108,23 @@ impl FaultProxy {
     }
 }
 
+/// The error makes hyper close the connection without an answer: a cut network path.
+#[derive(Debug)]
+struct ConnectionCut;
+
+impl std::fmt::Display for ConnectionCut {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("connection cut by the test proxy")
+    }
+}
+
+impl std::error::Error for ConnectionCut {}
+
 async fn handle(
     req: Request<Incoming>,
     upstream: SocketAddr,
     faults: Arc<Faults>,
-) -> Result<Response<Full<Bytes>>, Infallible> {
+) -> Result<Response<Full<Bytes>>, ConnectionCut> {
     let (parts, body) = req.into_parts();
     let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
     let target = parts
@@ -112,6 +132,19 @@ async fn handle(
         .get("x-amz-target")
         .map(|v| v.to_str().unwrap_or_default().to_owned())
         .unwrap_or_default();
+    if target == PUT_RECORDS_TARGET && faults.next_ppm() < faults.put_records_call_failure_ppm.load(Ordering::SeqCst) {
+        let n = faults.calls_failed.fetch_add(1, Ordering::Relaxed);
+        if n % 2 == 0 {
+            return Err(ConnectionCut);
+        }
+        return Ok(Response::builder()
+            .status(StatusCode::INTERNAL_SERVER_ERROR)
+            .header("content-type", "application/x-amz-json-1.1")
+            .body(Full::new(Bytes::from_static(
+                br#"{"__type":"InternalFailure","message":"injected by the test proxy"}"#,
+            )))
+            .unwrap());
+    }
     let response = match target.as_str() {
         PUT_RECORDS_TARGET => put_records_with_failures(parts, body, upstream, &faults).await,
         DELETE_MESSAGE_BATCH_TARGET => delete_with_failures(parts, body, upstream, &faults).await,

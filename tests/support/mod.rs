@@ -79,6 +79,11 @@ pub struct TestEnv {
 
 impl TestEnv {
     pub async fn new(label: &str) -> TestEnv {
+        // The collector's logs, shown by the test runner when a test fails.
+        let _ = tracing_subscriber::fmt()
+            .with_test_writer()
+            .with_env_filter(tracing_subscriber::EnvFilter::new("telemetry_collector=debug"))
+            .try_init();
         let endpoint = endpoint();
         let sdk = sdk_config(&endpoint).await;
         let sqs = aws_sdk_sqs::Client::new(&sdk);
