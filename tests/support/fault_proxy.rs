@@ -134,7 +134,7 @@ async fn handle(
         .unwrap_or_default();
     if target == PUT_RECORDS_TARGET && faults.next_ppm() < faults.put_records_call_failure_ppm.load(Ordering::SeqCst) {
         let n = faults.calls_failed.fetch_add(1, Ordering::Relaxed);
-        if n % 2 == 0 {
+        if n.is_multiple_of(2) {
             return Err(ConnectionCut);
         }
         return Ok(Response::builder()
