@@ -308,10 +308,14 @@ async fn failed_deletes_are_counted_and_their_messages_are_processed_again() {
     let env = TestEnv::new("delfail").await;
     let proxy = support::fault_proxy::FaultProxy::start(&env.endpoint, 7).await;
     proxy.faults.set_delete_failure_rate(0.5);
-    let (bodies, expected) = mixed_submissions(6_000, 40);
+    // Small submissions only: the short visibility timeout (for quick redelivery) must leave
+    // time to publish each one, even on an emulator whose Kinesis is slow.
+    let (bodies, expected): (Vec<String>, Vec<Expected>) = (0..40)
+        .map(|n| submissions::valid(6_000 + n, (n % 4) as usize, (n % 3) as usize, n % 2 == 0))
+        .unzip();
     env.send(&bodies).await;
     let collector = env
-        .start_collector(&proxy.endpoint, &[("QUEUE_VISIBILITY_TIMEOUT_SEC", "2")])
+        .start_collector(&proxy.endpoint, &[("QUEUE_VISIBILITY_TIMEOUT_SEC", "3")])
         .await;
 
     wait_until("failed deletes counted", Duration::from_secs(60), || async {
