@@ -27,8 +27,8 @@ pub struct Metrics {
 
 impl Metrics {
     pub fn new() -> Metrics {
-        let mut registry = Registry::with_prefix("collector");
-        let m = Metrics {
+        let mut m = Metrics {
+            registry: Registry::with_prefix("collector"),
             messages_received: Counter::default(),
             receive_errors: Counter::default(),
             submissions_valid: Counter::default(),
@@ -40,64 +40,63 @@ impl Metrics {
             deletes: Family::default(),
             messages_in_flight: Gauge::default(),
             events_in_flight: Gauge::default(),
-            registry: Registry::default(),
         };
-        registry.register(
+        m.registry.register(
             "messages_received",
             "SQS messages received",
             m.messages_received.clone(),
         );
-        registry.register(
+        m.registry.register(
             "receive_errors",
             "ReceiveMessage calls that failed",
             m.receive_errors.clone(),
         );
-        registry.register(
+        m.registry.register(
             "submissions_valid",
             "Submissions that passed validation",
             m.submissions_valid.clone(),
         );
-        registry.register(
+        m.registry.register(
             "submissions_invalid",
             "Submissions dropped, by rejection reason",
             m.submissions_invalid.clone(),
         );
-        registry.register(
+        m.registry.register(
             "events_published",
             "Events confirmed written to the stream",
             m.events_published.clone(),
         );
-        registry.register(
+        m.registry.register(
             "put_records_calls",
             "PutRecords calls by outcome (ok, partial, error)",
             m.put_records_calls.clone(),
         );
-        registry.register(
+        m.registry.register(
             "records_retried",
             "Records sent again, by error code (or `resend_after_failure` for the in-order suffix)",
             m.records_retried.clone(),
         );
-        registry.register(
+        m.registry.register(
             "messages_abandoned",
             "Messages whose receipt expired before their events were published; SQS delivers them again",
             m.messages_abandoned.clone(),
         );
-        registry.register(
+        m.registry.register(
             "deletes",
             "Message deletions by outcome (ok, failed)",
             m.deletes.clone(),
         );
-        registry.register(
+        m.registry.register(
             "messages_in_flight",
             "Messages received and not yet handed to the deleter",
             m.messages_in_flight.clone(),
         );
-        registry.register(
+        m.registry.register(
             "events_in_flight",
             "Events buffered or being sent",
             m.events_in_flight.clone(),
         );
-        Metrics { registry, ..m }
+        m
     }
 
     pub fn invalid(&self, reason: &'static str) {
