@@ -34,42 +34,32 @@ pub fn valid(n: u64, processes: usize, connections: usize, connections_first: bo
             })
         })
         .collect();
-    let strip = |v: &Value, keys: &[&str]| -> Value { keys.iter().map(|k| ((*k).to_owned(), v[*k].clone())).collect() };
+    // (type, items, the fields that are published) in the order the JSON lists them.
+    let mut groups: [(&'static str, Vec<Value>, &[&str]); 2] = [
+        ("new_process", process_items, &["cmdl", "user"]),
+        (
+            "network_connection",
+            connection_items,
+            &["source_ip", "destination_ip", "destination_port"],
+        ),
+    ];
+    if connections_first {
+        groups.reverse();
+    }
     let mut events = Vec::new();
-    let push_processes = |events: &mut Vec<(&'static str, Value)>| {
-        for item in &process_items {
-            events.push(("new_process", strip(item, &["cmdl", "user"])));
+    let mut listed = Vec::new();
+    for (kind, items, published) in &groups {
+        for item in items {
+            let data: Value = published.iter().map(|k| ((*k).to_owned(), item[*k].clone())).collect();
+            events.push((*kind, data));
         }
-    };
-    let push_connections = |events: &mut Vec<(&'static str, Value)>| {
-        for item in &connection_items {
-            events.push((
-                "network_connection",
-                strip(item, &["source_ip", "destination_ip", "destination_port"]),
-            ));
-        }
-    };
+        listed.push(format!("\"{kind}\":{}", Value::Array(items.clone())));
+    }
+    let events_json = format!("{{{}}}", listed.join(","));
     let (ids_written_sub, ids_written_dev) = if n % 2 == 1 {
         (submission_id.to_uppercase(), device_id.to_uppercase())
     } else {
         (submission_id.clone(), device_id.clone())
-    };
-    let events_json = if connections_first {
-        push_connections(&mut events);
-        push_processes(&mut events);
-        format!(
-            r#"{{"network_connection":{},"new_process":{}}}"#,
-            Value::Array(connection_items.clone()),
-            Value::Array(process_items.clone())
-        )
-    } else {
-        push_processes(&mut events);
-        push_connections(&mut events);
-        format!(
-            r#"{{"new_process":{},"network_connection":{}}}"#,
-            Value::Array(process_items.clone()),
-            Value::Array(connection_items.clone())
-        )
     };
     let document = format!(
         r#"{{"submission_id":"{ids_written_sub}","device_id":"{ids_written_dev}","time_created":"{time_created}","sensor_version":"1.2.3","events":{events_json}}}"#
