@@ -8,6 +8,7 @@
 
 use std::collections::HashMap;
 use std::fmt::Display;
+use std::net::SocketAddr;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -76,6 +77,12 @@ pub const QUEUE_VISIBILITY_TIMEOUT_SEC: Setting = setting(
     "1-43200, above both flush and delete intervals",
     "Visibility timeout set on receive: how long a message stays hidden while its events are published.",
 );
+pub const QUEUE_VISIBILITY_MAX_TOTAL_SEC: Setting = setting(
+    "QUEUE_VISIBILITY_MAX_TOTAL_SEC",
+    "3600",
+    "QUEUE_VISIBILITY_TIMEOUT_SEC-43200",
+    "Longest a message is kept hidden in total: while its events are still being published, its visibility is extended (at half the timeout) up to this many seconds from receipt.",
+);
 pub const QUEUE_RECEIVERS: Setting = setting("QUEUE_RECEIVERS", "2", "1-64", "Concurrent long-poll loops.");
 pub const QUEUE_RECEIPTS_TO_DELETE_INTERVAL_SEC: Setting = setting(
     "QUEUE_RECEIPTS_TO_DELETE_INTERVAL_SEC",
@@ -125,6 +132,24 @@ pub const MAX_IN_FLIGHT_MESSAGES: Setting = setting(
     "1-100000, at least QUEUE_MAX_NUMBER_OF_MESSAGE_PER_REQUEST",
     "Messages received and not yet finished (all events published, dropped as invalid, or given up); receiving waits at the cap.",
 );
+pub const MAX_IN_FLIGHT_BYTES: Setting = setting(
+    "MAX_IN_FLIGHT_BYTES",
+    "16777216",
+    "1048576-2147483648",
+    "Record bytes (data + partition key) of the messages in flight; a message waits for room before its events are queued, and receiving waits with it.",
+);
+pub const DEAD_LETTER_QUEUE_URL: Setting = setting(
+    "DEAD_LETTER_QUEUE_URL",
+    "",
+    "a queue URL, or unset (off)",
+    "When set, each invalid submission's raw body is sent there (attributes `rejection_reason`, `rejection_detail`, `source_message_id`) before the original is deleted; if that send fails, the original stays in the queue.",
+);
+pub const HTTP_LISTEN_ADDRESS: Setting = setting(
+    "HTTP_LISTEN_ADDRESS",
+    "0.0.0.0:8080",
+    "IP:PORT",
+    "Address of the HTTP server for `/healthz`, `/readyz` and `/metrics`.",
+);
 pub const RETRY_INITIAL_BACKOFF_MS: Setting = setting(
     "RETRY_INITIAL_BACKOFF_MS",
     "100",
@@ -171,6 +196,7 @@ pub const SETTINGS: &[Setting] = &[
     QUEUE_WAIT_TIME_SEC,
     QUEUE_MAX_NUMBER_OF_MESSAGE_PER_REQUEST,
     QUEUE_VISIBILITY_TIMEOUT_SEC,
+    QUEUE_VISIBILITY_MAX_TOTAL_SEC,
     QUEUE_RECEIVERS,
     QUEUE_RECEIPTS_TO_DELETE_INTERVAL_SEC,
     QUEUE_MAX_RECEIPTS_TO_DELETE_AT_ONCE,
@@ -180,6 +206,9 @@ pub const SETTINGS: &[Setting] = &[
     DATA_STREAM_MAX_RECORD_BYTES,
     DATA_STREAM_CONCURRENCY,
     MAX_IN_FLIGHT_MESSAGES,
+    MAX_IN_FLIGHT_BYTES,
+    DEAD_LETTER_QUEUE_URL,
+    HTTP_LISTEN_ADDRESS,
     RETRY_INITIAL_BACKOFF_MS,
     RETRY_MAX_BACKOFF_MS,
     TIME_CREATED_NOT_BEFORE,
@@ -212,6 +241,7 @@ pub struct Config {
     pub queue_wait_time: Duration,
     pub receive_batch_size: i32,
     pub visibility_timeout: Duration,
+    pub visibility_max_total: Duration,
     pub receivers: usize,
     pub delete_interval: Duration,
     pub delete_batch_size: usize,
@@ -221,6 +251,9 @@ pub struct Config {
     pub max_record_bytes: usize,
     pub sink_lanes: usize,
     pub max_in_flight_messages: usize,
+    pub max_in_flight_bytes: usize,
+    pub dead_letter_queue_url: Option<String>,
+    pub http_listen_address: SocketAddr,
     pub retry_initial_backoff: Duration,
     pub retry_max_backoff: Duration,
     pub time_bounds: TimeBounds,
@@ -263,6 +296,19 @@ impl Config {
                 "a value above DATA_STREAM_FLUSH_INTERVAL_SEC and QUEUE_RECEIPTS_TO_DELETE_INTERVAL_SEC",
             ));
         }
+        let visibility_max_total =
+            Duration::from_secs(env.int(&QUEUE_VISIBILITY_MAX_TOTAL_SEC, visibility_secs, 43_200)?);
+        let http_listen_address = {
+            let raw = env.raw(&HTTP_LISTEN_ADDRESS);
+            raw.trim()
+                .parse::<SocketAddr>()
+                .map_err(|_| env.invalid(&HTTP_LISTEN_ADDRESS, raw, "IP:PORT, e.g. 0.0.0.0:8080"))?
+        };
+        let dead_letter_queue_url = match env.raw(&DEAD_LETTER_QUEUE_URL).trim() {
+            "" => None,
+            url if url.starts_with("http://") || url.starts_with("https://") => Some(url.to_owned()),
+            other => return Err(env.invalid(&DEAD_LETTER_QUEUE_URL, other, "an http(s) queue URL, or unset")),
+        };
         let max_request_bytes: usize = env.int(&DATA_STREAM_MAX_REQUEST_BYTES, 1_048_576, 10_485_760)?;
         let max_record_bytes: usize = env.int(&DATA_STREAM_MAX_RECORD_BYTES, 1024, max_request_bytes)?;
         let max_in_flight_messages: usize = env.int(&MAX_IN_FLIGHT_MESSAGES, receive_batch_size as usize, 100_000)?;
@@ -281,6 +327,7 @@ impl Config {
             queue_wait_time: Duration::from_secs(env.int(&QUEUE_WAIT_TIME_SEC, 0, 20)?),
             receive_batch_size,
             visibility_timeout,
+            visibility_max_total,
             receivers: env.int(&QUEUE_RECEIVERS, 1, 64)?,
             delete_interval,
             delete_batch_size: env.int(&QUEUE_MAX_RECEIPTS_TO_DELETE_AT_ONCE, 1, 10)?,
@@ -290,6 +337,9 @@ impl Config {
             max_record_bytes,
             sink_lanes: env.int(&DATA_STREAM_CONCURRENCY, 1, 64)?,
             max_in_flight_messages,
+            max_in_flight_bytes: env.int(&MAX_IN_FLIGHT_BYTES, 1_048_576, 2_147_483_648)?,
+            dead_letter_queue_url,
+            http_listen_address,
             retry_initial_backoff: Duration::from_millis(retry_initial_ms),
             retry_max_backoff: Duration::from_millis(retry_max_ms),
             time_bounds: TimeBounds {
@@ -442,6 +492,22 @@ mod tests {
                 .starts_with("RETRY_MAX_BACKOFF_MS=")
         );
         assert!(error(&[("MAX_IN_FLIGHT_MESSAGES", "5")]).starts_with("MAX_IN_FLIGHT_MESSAGES="));
+        assert_eq!(
+            error(&[("MAX_IN_FLIGHT_BYTES", "1000")]),
+            "MAX_IN_FLIGHT_BYTES=\"1000\" is invalid: expected an integer from 1048576 to 2147483648"
+        );
+        assert_eq!(
+            error(&[("HTTP_LISTEN_ADDRESS", "localhost")]),
+            "HTTP_LISTEN_ADDRESS=\"localhost\" is invalid: expected IP:PORT, e.g. 0.0.0.0:8080"
+        );
+        assert!(error(&[("DEAD_LETTER_QUEUE_URL", "dlq")]).starts_with("DEAD_LETTER_QUEUE_URL="));
+        assert_eq!(
+            error(&[
+                ("QUEUE_VISIBILITY_TIMEOUT_SEC", "60"),
+                ("QUEUE_VISIBILITY_MAX_TOTAL_SEC", "30")
+            ]),
+            "QUEUE_VISIBILITY_MAX_TOTAL_SEC=\"30\" is invalid: expected an integer from 60 to 43200"
+        );
     }
 
     #[test]

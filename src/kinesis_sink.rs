@@ -9,6 +9,9 @@
 //! fails, events *k..n* of that submission in the call are put back at the head of the buffer,
 //! in order, and sent again, so the shard always holds `0..n` as an in-order subsequence. Only
 //! records with a successful result are confirmed to the ledger.
+//!
+//! Every call's outcome feeds the circuit breaker. At shutdown a lane gives back (through the
+//! visibility keeper) the messages none of whose events has been sent yet, and finishes the rest.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -20,8 +23,10 @@ use aws_sdk_kinesis::primitives::Blob;
 use aws_sdk_kinesis::types::{PutRecordsRequestEntry, PutRecordsResultEntry};
 use tokio::sync::mpsc;
 use tokio::time::{sleep, sleep_until};
+use tokio_util::sync::CancellationToken;
 
-use crate::ledger::LedgerEntry;
+use crate::breaker::Breaker;
+use crate::ledger::{GiveUp, LedgerEntry, Receipt};
 use crate::metrics::Metrics;
 use crate::retry::{RetryEpisode, RetryPolicy};
 
@@ -54,29 +59,35 @@ pub struct SinkSettings {
     pub retry: RetryPolicy,
 }
 
+/// What every lane shares.
+#[derive(Clone)]
+pub struct LaneContext {
+    pub client: Client,
+    pub settings: SinkSettings,
+    pub breaker: Arc<Breaker>,
+    /// Receipts of messages to give back to the queue (the visibility keeper's input).
+    pub give_back: mpsc::UnboundedSender<Receipt>,
+    pub metrics: Arc<Metrics>,
+    pub shutdown: CancellationToken,
+}
+
 /// Runs one lane until its input is closed and everything it holds is published (or given up
-/// because its receipt expired).
-pub async fn run_lane(
-    lane: usize,
-    client: Client,
-    settings: SinkSettings,
-    mut input: mpsc::Receiver<OutboundRecord>,
-    metrics: Arc<Metrics>,
-) {
+/// because its receipt expired, or given back at shutdown).
+pub async fn run_lane(lane: usize, context: LaneContext, mut input: mpsc::Receiver<OutboundRecord>) {
+    let shutdown = context.shutdown.clone();
     let mut lane = Lane {
         buffer: VecDeque::new(),
         buffered_bytes: 0,
         episode: RetryEpisode::new(
-            format!("PutRecords to {} (lane {lane})", settings.stream_name),
-            settings.retry,
+            format!("PutRecords to {} (lane {lane})", context.settings.stream_name),
+            context.settings.retry,
         ),
-        client,
-        settings,
-        metrics,
+        stopping: false,
+        context,
     };
     // Two calls' worth: one being sent, one filling. Beyond that the lane stops reading its
     // channel, the channel fills, and the source stops receiving from SQS.
-    let capacity = lane.settings.max_records * 2;
+    let capacity = lane.context.settings.max_records * 2;
     let mut closed = false;
     loop {
         if !lane.buffer.is_empty() && (closed || lane.has_full_batch()) {
@@ -89,12 +100,13 @@ pub async fn run_lane(
         let deadline = lane
             .buffer
             .front()
-            .map(|r| r.enqueued_at + lane.settings.flush_interval);
+            .map(|r| r.enqueued_at + lane.context.settings.flush_interval);
         tokio::select! {
             record = input.recv(), if lane.buffer.len() < capacity => match record {
                 Some(record) => lane.push(record),
                 None => closed = true,
             },
+            _ = shutdown.cancelled(), if !lane.stopping => lane.stop(),
             _ = sleep_until(deadline.unwrap_or_else(Instant::now).into()), if deadline.is_some() => {
                 lane.send_batch().await;
             }
@@ -106,9 +118,9 @@ struct Lane {
     buffer: VecDeque<OutboundRecord>,
     buffered_bytes: usize,
     episode: RetryEpisode,
-    client: Client,
-    settings: SinkSettings,
-    metrics: Arc<Metrics>,
+    /// Shutdown has begun: messages not started are given back instead of sent.
+    stopping: bool,
+    context: LaneContext,
 }
 
 /// What became of one PutRecords call's records.
@@ -125,8 +137,39 @@ struct Settled {
 
 impl Lane {
     fn push(&mut self, record: OutboundRecord) {
+        if self.stopping && !record.message.started() {
+            self.give_back(record);
+            return;
+        }
+        if record.message.is_given_up() {
+            self.context.metrics.events_in_flight.dec();
+            return;
+        }
         self.buffered_bytes += record.size();
         self.buffer.push_back(record);
+    }
+
+    /// Shutdown: gives back every buffered message none of whose events has been sent.
+    fn stop(&mut self) {
+        self.stopping = true;
+        let buffered = std::mem::take(&mut self.buffer);
+        self.buffered_bytes = 0;
+        for record in buffered {
+            self.push(record);
+        }
+    }
+
+    /// Drops a record of a message that goes back to the queue untouched; the first record of
+    /// the message sends its receipt to the keeper.
+    fn give_back(&self, record: OutboundRecord) {
+        if record.message.give_up(GiveUp::Released) {
+            tracing::debug!(
+                message_id = record.message.message_id(),
+                "giving the message back to the queue"
+            );
+            let _ = self.context.give_back.send(record.message.receipt().clone());
+        }
+        self.context.metrics.events_in_flight.dec();
     }
 
     fn pop(&mut self) -> Option<OutboundRecord> {
@@ -136,7 +179,8 @@ impl Lane {
     }
 
     fn has_full_batch(&self) -> bool {
-        self.buffer.len() >= self.settings.max_records || self.buffered_bytes >= self.settings.max_request_bytes
+        let settings = &self.context.settings;
+        self.buffer.len() >= settings.max_records || self.buffered_bytes >= settings.max_request_bytes
     }
 
     /// Puts records back at the head of the buffer, keeping their order.
@@ -151,17 +195,21 @@ impl Lane {
     /// limits, and drops the records of messages whose receipt has expired.
     fn next_batch(&mut self) -> Vec<OutboundRecord> {
         let now = Instant::now();
+        let (max_records, max_bytes) = (
+            self.context.settings.max_records,
+            self.context.settings.max_request_bytes,
+        );
         let mut batch = Vec::new();
         let mut bytes = 0;
         while let Some(front) = self.buffer.front() {
-            if front.message.receipt_expired(now) {
+            if front.message.is_given_up() || front.message.receipt_expired(now) {
                 if let Some(record) = self.pop() {
                     self.abandon(record);
                 }
                 continue;
             }
             let size = front.size();
-            if batch.len() == self.settings.max_records || bytes + size > self.settings.max_request_bytes {
+            if batch.len() == max_records || bytes + size > max_bytes {
                 break;
             }
             bytes += size;
@@ -171,15 +219,15 @@ impl Lane {
     }
 
     fn abandon(&self, record: OutboundRecord) {
-        if record.message.abandon() {
+        if record.message.give_up(GiveUp::Expired) {
             tracing::warn!(
                 message_id = record.message.message_id(),
                 unpublished_events = record.message.outstanding(),
-                "receipt expired before all events were published; the message will be delivered again"
+                "receipt expired before all events were published (visibility could not be extended further); the message will be delivered again"
             );
-            self.metrics.messages_abandoned.inc();
+            self.context.metrics.messages_abandoned.inc();
         }
-        self.metrics.events_in_flight.dec();
+        self.context.metrics.events_in_flight.dec();
     }
 
     async fn send_batch(&mut self) {
@@ -187,6 +235,11 @@ impl Lane {
         if batch.is_empty() {
             return;
         }
+        for record in &batch {
+            record.message.mark_started();
+        }
+        let metrics = self.context.metrics.clone();
+        let started = Instant::now();
         let entries: Result<Vec<_>, _> = batch
             .iter()
             .map(|r| {
@@ -198,15 +251,17 @@ impl Lane {
             .collect();
         let result = match entries {
             Ok(entries) => self
+                .context
                 .client
                 .put_records()
-                .stream_name(&self.settings.stream_name)
+                .stream_name(&self.context.settings.stream_name)
                 .set_records(Some(entries))
                 .send()
                 .await
                 .map_err(|e| DisplayErrorContext(e).to_string()),
             Err(e) => Err(e.to_string()),
         };
+        metrics.put_records_duration.observe(started.elapsed().as_secs_f64());
         let outcome = result.and_then(|output| {
             if output.records().len() == batch.len() {
                 Ok(output)
@@ -222,22 +277,26 @@ impl Lane {
             Ok(output) => {
                 let sent = batch.len();
                 let settled = settle(batch, output.records());
+                if settled.confirmed.is_empty() {
+                    self.context.breaker.failed();
+                } else {
+                    self.context.breaker.succeeded();
+                }
                 for record in settled.confirmed {
                     record.message.confirm_one();
-                    self.metrics.events_published.inc();
-                    self.metrics.events_in_flight.dec();
+                    metrics.events_published.inc();
+                    metrics.events_in_flight.dec();
                 }
                 if settled.resend.is_empty() {
-                    self.metrics.put_records_call("ok");
+                    metrics.put_records_call("ok");
                     self.episode.succeeded();
                     return;
                 }
-                self.metrics.put_records_call("partial");
+                metrics.put_records_call("partial");
                 for (code, n) in &settled.failed_by_code {
-                    self.metrics.records_retried(code, *n);
+                    metrics.records_retried(code, *n);
                 }
-                self.metrics
-                    .records_retried("resend_after_failure", settled.resent_after_failure);
+                metrics.records_retried("resend_after_failure", settled.resent_after_failure);
                 let reason = format!(
                     "{} of {} records failed ({:?}); resending them and the later events of their submissions",
                     settled.failed_by_code.values().sum::<u64>(),
@@ -249,8 +308,9 @@ impl Lane {
                 sleep(delay).await;
             }
             Err(error) => {
-                self.metrics.put_records_call("error");
-                self.metrics.records_retried("call_failed", batch.len() as u64);
+                self.context.breaker.failed();
+                metrics.put_records_call("error");
+                metrics.records_retried("call_failed", batch.len() as u64);
                 self.push_front_in_order(batch);
                 let delay = self.episode.failed(&error);
                 sleep(delay).await;
@@ -291,7 +351,7 @@ fn code_of(result: &PutRecordsResultEntry) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ledger::Receipt;
+    use crate::ledger::NewEntry;
     use tokio::sync::Semaphore;
 
     fn message(id: &str, events: usize, tx: &mpsc::UnboundedSender<Receipt>) -> Arc<LedgerEntry> {
@@ -301,12 +361,17 @@ mod tests {
             handle: format!("handle-{id}"),
         };
         LedgerEntry::new(
-            receipt,
-            events,
-            Instant::now() + Duration::from_secs(60),
-            tx.clone(),
+            NewEntry {
+                receipt,
+                event_count: events,
+                record_bytes: 0,
+                received_at: Instant::now(),
+                visibility_timeout: Duration::from_secs(60),
+                delete_margin: Duration::from_secs(1),
+                deleter: tx.clone(),
+                permit,
+            },
             Arc::new(Metrics::new()),
-            permit,
         )
     }
 

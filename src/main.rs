@@ -32,12 +32,22 @@ fn main() -> ExitCode {
         }
     };
     runtime.block_on(async move {
+        let http = match tokio::net::TcpListener::bind(config.http_listen_address).await {
+            Ok(http) => http,
+            Err(e) => {
+                eprintln!(
+                    "telemetry-collector: configuration error: HTTP_LISTEN_ADDRESS=\"{}\" cannot be listened on: {e}",
+                    config.http_listen_address
+                );
+                return ExitCode::from(2);
+            }
+        };
         let sdk_config = aws_config::load_from_env().await;
         let shutdown = CancellationToken::new();
         tokio::spawn(stop_on_signal(shutdown.clone()));
-        telemetry_collector::run(config, &sdk_config, Arc::new(Metrics::new()), shutdown).await;
-    });
-    ExitCode::SUCCESS
+        telemetry_collector::run(config, &sdk_config, Arc::new(Metrics::new()), shutdown, http).await;
+        ExitCode::SUCCESS
+    })
 }
 
 /// Cancels `shutdown` on the first SIGTERM or SIGINT.

@@ -3,100 +3,182 @@
 //!
 //! Metrics live in a Prometheus registry; the periodic summary log line reads the same counters.
 
+use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::registry::Registry;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::{Metric, Registry};
 
 type Labels = [(&'static str, &'static str); 1];
 
 pub struct Metrics {
     pub registry: Registry,
-    pub messages_received: Counter,
+    pub receive_calls: Counter,
     pub receive_errors: Counter,
+    pub messages_received: Counter,
     pub submissions_valid: Counter,
     pub submissions_invalid: Family<Labels, Counter>,
+    pub dead_letters: Family<Labels, Counter>,
     pub events_published: Counter,
     pub put_records_calls: Family<Labels, Counter>,
+    pub put_records_duration: Histogram,
     pub records_retried: Family<Labels, Counter>,
+    pub event_latency: Histogram,
+    pub visibility_extensions: Family<Labels, Counter>,
     pub messages_abandoned: Counter,
+    pub messages_released: Family<Labels, Counter>,
     pub deletes: Family<Labels, Counter>,
     pub messages_in_flight: Gauge,
+    pub bytes_in_flight: Gauge,
     pub events_in_flight: Gauge,
+    pub breaker_open: Gauge,
+    pub kinesis_probes: Family<Labels, Counter>,
+    pub ready: Gauge,
 }
 
 impl Metrics {
     pub fn new() -> Metrics {
-        let mut m = Metrics {
-            registry: Registry::with_prefix("collector"),
-            messages_received: Counter::default(),
-            receive_errors: Counter::default(),
-            submissions_valid: Counter::default(),
-            submissions_invalid: Family::default(),
-            events_published: Counter::default(),
-            put_records_calls: Family::default(),
-            records_retried: Family::default(),
-            messages_abandoned: Counter::default(),
-            deletes: Family::default(),
-            messages_in_flight: Gauge::default(),
-            events_in_flight: Gauge::default(),
-        };
-        m.registry.register(
-            "messages_received",
-            "SQS messages received",
-            m.messages_received.clone(),
-        );
-        m.registry.register(
-            "receive_errors",
-            "ReceiveMessage calls that failed",
-            m.receive_errors.clone(),
-        );
-        m.registry.register(
-            "submissions_valid",
-            "Submissions that passed validation",
-            m.submissions_valid.clone(),
-        );
-        m.registry.register(
-            "submissions_invalid",
-            "Submissions dropped, by rejection reason",
-            m.submissions_invalid.clone(),
-        );
-        m.registry.register(
-            "events_published",
-            "Events confirmed written to the stream",
-            m.events_published.clone(),
-        );
-        m.registry.register(
-            "put_records_calls",
-            "PutRecords calls by outcome (ok, partial, error)",
-            m.put_records_calls.clone(),
-        );
-        m.registry.register(
-            "records_retried",
-            "Records sent again, by error code (or `resend_after_failure` for the in-order suffix)",
-            m.records_retried.clone(),
-        );
-        m.registry.register(
-            "messages_abandoned",
-            "Messages whose receipt expired before their events were published; SQS delivers them again",
-            m.messages_abandoned.clone(),
-        );
-        m.registry.register(
-            "deletes",
-            "Message deletions by outcome (ok, failed)",
-            m.deletes.clone(),
-        );
-        m.registry.register(
-            "messages_in_flight",
-            "Messages received and not yet handed to the deleter",
-            m.messages_in_flight.clone(),
-        );
-        m.registry.register(
-            "events_in_flight",
-            "Events buffered or being sent",
-            m.events_in_flight.clone(),
-        );
-        m
+        let mut registry = Registry::with_prefix("collector");
+        // Seconds: 5 ms to ~40 s, doubling.
+        let seconds = || Histogram::new(exponential_buckets(0.005, 2.0, 14));
+        Metrics {
+            receive_calls: add(
+                &mut registry,
+                "receive_calls",
+                "ReceiveMessage calls made",
+                Counter::default(),
+            ),
+            receive_errors: add(
+                &mut registry,
+                "receive_errors",
+                "ReceiveMessage calls that failed",
+                Counter::default(),
+            ),
+            messages_received: add(
+                &mut registry,
+                "messages_received",
+                "SQS messages received",
+                Counter::default(),
+            ),
+            submissions_valid: add(
+                &mut registry,
+                "submissions_valid",
+                "Submissions that passed validation",
+                Counter::default(),
+            ),
+            submissions_invalid: add(
+                &mut registry,
+                "submissions_invalid",
+                "Submissions dropped, by rejection reason",
+                Family::default(),
+            ),
+            dead_letters: add(
+                &mut registry,
+                "dead_letters",
+                "Invalid submissions forwarded to the dead-letter queue, by outcome (ok, failed)",
+                Family::default(),
+            ),
+            events_published: add(
+                &mut registry,
+                "events_published",
+                "Events confirmed written to the stream",
+                Counter::default(),
+            ),
+            put_records_calls: add(
+                &mut registry,
+                "put_records_calls",
+                "PutRecords calls by outcome (ok, partial, error)",
+                Family::default(),
+            ),
+            put_records_duration: add(
+                &mut registry,
+                "put_records_duration_seconds",
+                "PutRecords call latency",
+                seconds(),
+            ),
+            records_retried: add(
+                &mut registry,
+                "records_retried",
+                "Records sent again, by error code (`resend_after_failure` for the in-order suffix, `call_failed` for whole-call failures)",
+                Family::default(),
+            ),
+            event_latency: add(
+                &mut registry,
+                "event_latency_seconds",
+                "From the ReceiveMessage call to the event's successful PutRecords result",
+                seconds(),
+            ),
+            visibility_extensions: add(
+                &mut registry,
+                "visibility_extensions",
+                "Visibility timeout extensions of in-flight messages, by outcome (ok, failed)",
+                Family::default(),
+            ),
+            messages_abandoned: add(
+                &mut registry,
+                "messages_abandoned",
+                "Messages whose receipt expired before their events were published; SQS delivers them again",
+                Counter::default(),
+            ),
+            messages_released: add(
+                &mut registry,
+                "messages_released",
+                "Messages given back to the queue at shutdown (visibility set to 0) before any of their events was sent, by outcome (ok, failed)",
+                Family::default(),
+            ),
+            deletes: add(
+                &mut registry,
+                "deletes",
+                "Message deletions by outcome (ok, failed)",
+                Family::default(),
+            ),
+            messages_in_flight: add(
+                &mut registry,
+                "messages_in_flight",
+                "Messages received and not yet finished",
+                Gauge::default(),
+            ),
+            bytes_in_flight: add(
+                &mut registry,
+                "bytes_in_flight",
+                "Record bytes (data + partition key) of the messages in flight",
+                Gauge::default(),
+            ),
+            events_in_flight: add(
+                &mut registry,
+                "events_in_flight",
+                "Events buffered or being sent",
+                Gauge::default(),
+            ),
+            breaker_open: add(
+                &mut registry,
+                "breaker_open",
+                "1 while the Kinesis circuit breaker is open (receiving paused), else 0",
+                Gauge::default(),
+            ),
+            kinesis_probes: add(
+                &mut registry,
+                "kinesis_probes",
+                "DescribeStreamSummary calls made to resolve the stream or probe it while the breaker is open, by outcome (ok, failed)",
+                Family::default(),
+            ),
+            ready: add(
+                &mut registry,
+                "ready",
+                "1 when the queue and stream are resolved and the breaker is closed (what /readyz answers)",
+                Gauge::default(),
+            ),
+            registry,
+        }
+    }
+
+    /// The Prometheus / OpenMetrics text exposition of every metric.
+    pub fn encode(&self) -> String {
+        let mut text = String::new();
+        // Writing into a String cannot fail.
+        let _ = encode(&mut text, &self.registry);
+        text
     }
 
     pub fn invalid(&self, reason: &'static str) {
@@ -111,6 +193,10 @@ impl Metrics {
         self.records_retried
             .get_or_create(&[("error_code", error_code_label(code))])
             .inc_by(n);
+    }
+
+    pub fn outcome(family: &Family<Labels, Counter>, outcome: &'static str, n: u64) {
+        family.get_or_create(&[("outcome", outcome)]).inc_by(n);
     }
 
     pub fn deleted(&self, outcome: &'static str, n: u64) {
@@ -134,6 +220,12 @@ impl Metrics {
             events_in_flight: self.events_in_flight.get(),
         }
     }
+}
+
+/// Registers `metric` and returns the handle the collector updates.
+fn add<M: Metric + Clone>(registry: &mut Registry, name: &str, help: &str, metric: M) -> M {
+    registry.register(name, help, metric.clone());
+    metric
 }
 
 impl Default for Metrics {

@@ -15,7 +15,8 @@ pub struct RetryPolicy {
 }
 
 impl RetryPolicy {
-    fn delays(&self) -> ExponentialBackoff {
+    /// The delays of one retry episode: growing to the cap, with jitter, never ending.
+    pub fn delays(&self) -> ExponentialBackoff {
         ExponentialBuilder::default()
             .with_min_delay(self.initial)
             .with_max_delay(self.max)

@@ -2,8 +2,10 @@
 //!
 //! For every message: invalid or event-less submissions go straight to the deleter; a valid
 //! one gets a ledger entry counting its events, and its records go to the sink lane of its
-//! partition key. A message takes an in-flight permit before it is received and gives it back
-//! when its ledger entry is gone, so receiving pauses when the sink falls behind.
+//! partition key. A message takes an in-flight permit before it is received, and a share of the
+//! byte cap before its records are queued; it gives both back when its ledger entry is gone, so
+//! receiving pauses when the sink falls behind. Receiving also pauses while the Kinesis circuit
+//! breaker is open.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -16,9 +18,11 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::time::sleep;
 use tokio_util::sync::CancellationToken;
 
+use crate::breaker::Breaker;
+use crate::dead_letter::DeadLetterQueue;
 use crate::event::{self, PartitionKey};
 use crate::kinesis_sink::{OutboundRecord, lane_for};
-use crate::ledger::{LedgerEntry, Receipt};
+use crate::ledger::{LedgerEntry, NewEntry, Receipt};
 use crate::metrics::Metrics;
 use crate::retry::{RetryEpisode, RetryPolicy};
 use crate::submission::{self, Rejection, TimeBounds};
@@ -40,12 +44,19 @@ pub struct SourceSettings {
     pub retry: RetryPolicy,
 }
 
-/// Where the source's output goes.
+/// Where the source's output goes, and the limits it respects.
 #[derive(Clone)]
 pub struct Outputs {
     pub lanes: Vec<mpsc::Sender<OutboundRecord>>,
     pub deleter: mpsc::UnboundedSender<Receipt>,
+    /// The visibility keeper watches every message in flight.
+    pub keeper: mpsc::UnboundedSender<std::sync::Weak<LedgerEntry>>,
+    pub dead_letter: Option<DeadLetterQueue>,
     pub in_flight: Arc<Semaphore>,
+    pub in_flight_bytes: Arc<Semaphore>,
+    /// The byte cap; a message larger than it takes the whole of it.
+    pub max_in_flight_bytes: usize,
+    pub breaker: Arc<Breaker>,
 }
 
 /// Receives until `shutdown` is cancelled.
@@ -68,6 +79,11 @@ pub async fn run(
             },
             _ = shutdown.cancelled() => return,
         };
+        tokio::select! {
+            _ = outputs.breaker.wait_closed() => {}
+            _ = shutdown.cancelled() => return,
+        }
+        metrics.receive_calls.inc();
         let sent_at = Instant::now();
         // Cancelling a receive in flight loses nothing: any message it was about to return
         // stays in the queue and is visible again after its visibility timeout.
@@ -95,19 +111,18 @@ pub async fn run(
                 }
             }
         };
-        // The receipt is trusted until the visibility timeout counted from when the call was
-        // sent (SQS starts it a little later), minus the time the delete may wait.
-        let receipt_deadline = sent_at + settings.visibility_timeout - settings.delete_margin;
+        // The visibility timeout is counted from when the call was sent (SQS starts it a
+        // little later), so the receipt is never trusted longer than it is valid.
         for message in messages {
             let Some(permit) = permits.split(1) else {
                 // SQS returned more than asked for; take a permit the ordinary way.
                 match outputs.in_flight.clone().acquire_owned().await {
-                    Ok(permit) => handle(message, permit, receipt_deadline, &settings, &outputs, &metrics).await,
+                    Ok(permit) => handle(message, permit, sent_at, &settings, &outputs, &metrics).await,
                     Err(_) => return,
                 }
                 continue;
             };
-            handle(message, permit, receipt_deadline, &settings, &outputs, &metrics).await;
+            handle(message, permit, sent_at, &settings, &outputs, &metrics).await;
         }
     }
 }
@@ -115,7 +130,7 @@ pub async fn run(
 async fn handle(
     message: Message,
     permit: OwnedSemaphorePermit,
-    receipt_deadline: Instant,
+    received_at: Instant,
     settings: &SourceSettings,
     outputs: &Outputs,
     metrics: &Arc<Metrics>,
@@ -141,6 +156,18 @@ async fn handle(
         Ok(prepared) => prepared,
         Err(rejection) => {
             drop_invalid(&receipt, &body, &rejection, metrics);
+            if let Some(dead_letter) = &outputs.dead_letter {
+                if let Err(e) = dead_letter.forward(&receipt.message_id, &body, &rejection).await {
+                    Metrics::outcome(&metrics.dead_letters, "failed", 1);
+                    tracing::warn!(
+                        message_id = receipt.message_id,
+                        error = %e,
+                        "invalid submission not forwarded to the dead-letter queue; it is kept in the queue and tried again when it comes back"
+                    );
+                    return;
+                }
+                Metrics::outcome(&metrics.dead_letters, "ok", 1);
+            }
             let _ = outputs.deleter.send(receipt);
             return;
         }
@@ -151,14 +178,27 @@ async fn handle(
         let _ = outputs.deleter.send(receipt);
         return;
     }
+    let record_bytes: usize = records.iter().map(|r| r.len() + partition_key.len()).sum();
     let entry = LedgerEntry::new(
-        receipt,
-        records.len(),
-        receipt_deadline,
-        outputs.deleter.clone(),
+        NewEntry {
+            receipt,
+            event_count: records.len(),
+            record_bytes,
+            received_at,
+            visibility_timeout: settings.visibility_timeout,
+            delete_margin: settings.delete_margin,
+            deleter: outputs.deleter.clone(),
+            permit,
+        },
         metrics.clone(),
-        permit,
     );
+    // Watched from now on, so it stays hidden even while it waits for byte capacity.
+    let _ = outputs.keeper.send(Arc::downgrade(&entry));
+    let share = record_bytes.clamp(1, outputs.max_in_flight_bytes) as u32;
+    match outputs.in_flight_bytes.clone().acquire_many_owned(share).await {
+        Ok(bytes) => entry.hold_bytes(bytes),
+        Err(_) => return,
+    }
     let lane = &outputs.lanes[lane_for(&key_id, outputs.lanes.len())];
     for data in records {
         metrics.events_in_flight.inc();
@@ -179,7 +219,7 @@ async fn handle(
 
 fn drop_invalid(receipt: &Receipt, body: &str, rejection: &Rejection, metrics: &Metrics) {
     let body_prefix: String = body.chars().take(BODY_PREFIX_CHARS).collect();
-    tracing::info!(
+    tracing::debug!(
         message_id = receipt.message_id,
         reason = %rejection,
         reason_label = rejection.label(),

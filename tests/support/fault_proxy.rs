@@ -5,10 +5,13 @@
 //! are not written), and the answer carries `ProvisionedThroughputExceededException` at their
 //! positions, with HTTP 200. The emulator does not check signatures, so the rewritten body
 //! needs no new one.
+//!
+//! Outages: every call can be cut (`set_offline`), or every Kinesis call (`set_kinesis_down`).
+//! The proxy also notes every receipt handle SQS hands out, so tests can look for them in logs.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -22,6 +25,8 @@ use tokio::net::{TcpListener, TcpStream};
 
 const PUT_RECORDS_TARGET: &str = "Kinesis_20131202.PutRecords";
 const DELETE_MESSAGE_BATCH_TARGET: &str = "AmazonSQS.DeleteMessageBatch";
+const RECEIVE_MESSAGE_TARGET: &str = "AmazonSQS.ReceiveMessage";
+const KINESIS_TARGET_PREFIX: &str = "Kinesis_20131202.";
 
 /// Shared, adjustable fault plan and what the proxy did.
 #[derive(Default)]
@@ -37,6 +42,12 @@ pub struct Faults {
     pub deletes_failed: AtomicU64,
     pub records_failed: AtomicU64,
     pub records_forwarded: AtomicU64,
+    offline: AtomicBool,
+    kinesis_down: AtomicBool,
+    /// Calls cut because of `offline` or `kinesis_down`.
+    pub calls_cut: AtomicU64,
+    /// Every receipt handle SQS returned through the proxy.
+    pub receipt_handles: Mutex<Vec<String>>,
     rng: AtomicU64,
 }
 
@@ -53,6 +64,16 @@ impl Faults {
 
     pub fn set_delete_failure_rate(&self, rate: f64) {
         self.delete_failure_ppm.store((rate * 1e6) as u64, Ordering::SeqCst);
+    }
+
+    /// Cuts every call (SQS and Kinesis) while set: an unreachable endpoint.
+    pub fn set_offline(&self, offline: bool) {
+        self.offline.store(offline, Ordering::SeqCst);
+    }
+
+    /// Cuts every Kinesis call while set; SQS still answers.
+    pub fn set_kinesis_down(&self, down: bool) {
+        self.kinesis_down.store(down, Ordering::SeqCst);
     }
 
     /// xorshift: reproducible enough and needs no dependency.
@@ -132,6 +153,12 @@ async fn handle(
         .get("x-amz-target")
         .map(|v| v.to_str().unwrap_or_default().to_owned())
         .unwrap_or_default();
+    if faults.offline.load(Ordering::SeqCst)
+        || (target.starts_with(KINESIS_TARGET_PREFIX) && faults.kinesis_down.load(Ordering::SeqCst))
+    {
+        faults.calls_cut.fetch_add(1, Ordering::Relaxed);
+        return Err(ConnectionCut);
+    }
     if target == PUT_RECORDS_TARGET && faults.next_ppm() < faults.put_records_call_failure_ppm.load(Ordering::SeqCst) {
         let n = faults.calls_failed.fetch_add(1, Ordering::Relaxed);
         if n.is_multiple_of(2) {
@@ -148,6 +175,7 @@ async fn handle(
     let response = match target.as_str() {
         PUT_RECORDS_TARGET => put_records_with_failures(parts, body, upstream, &faults).await,
         DELETE_MESSAGE_BATCH_TARGET => delete_with_failures(parts, body, upstream, &faults).await,
+        RECEIVE_MESSAGE_TARGET => note_receipt_handles(parts, body, upstream, &faults).await,
         _ => forward(parts, body, upstream).await,
     };
     Ok(response.unwrap_or_else(|e| {
@@ -275,4 +303,24 @@ async fn delete_with_failures(
         .header("content-type", "application/x-amz-json-1.0")
         .body(Full::new(Bytes::from(serde_json::to_vec(&answer).unwrap())))
         .unwrap())
+}
+
+async fn note_receipt_handles(
+    parts: hyper::http::request::Parts,
+    body: Bytes,
+    upstream: SocketAddr,
+    faults: &Faults,
+) -> Result<Response<Full<Bytes>>, String> {
+    let response = forward(parts, body, upstream).await?;
+    let (parts, body) = response.into_parts();
+    let bytes = body.collect().await.map_err(|e| e.to_string())?.to_bytes();
+    if let Ok(answer) = serde_json::from_slice::<Value>(&bytes) {
+        let handles = answer["Messages"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|m| m["ReceiptHandle"].as_str().map(str::to_owned));
+        faults.receipt_handles.lock().unwrap().extend(handles);
+    }
+    Ok(Response::from_parts(parts, Full::new(bytes)))
 }

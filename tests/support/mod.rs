@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+pub mod checks;
 pub mod fault_proxy;
 pub mod submissions;
 
@@ -32,6 +33,8 @@ const QUICK_SETTINGS: &[(&str, &str)] = &[
     ("RETRY_MAX_BACKOFF_MS", "500"),
     ("SHUTDOWN_DRAIN_TIMEOUT_SEC", "5"),
     ("STATS_LOG_INTERVAL_SEC", "5"),
+    // Any free port, so that tests can run side by side.
+    ("HTTP_LISTEN_ADDRESS", "127.0.0.1:0"),
 ];
 
 /// The emulator endpoint. `script/test` starts one and sets `TEST_AWS_ENDPOINT_URL`.
@@ -258,20 +261,7 @@ impl TestEnv {
     /// Starts the collector in-process against `endpoint` (the emulator, or a proxy in front
     /// of it).
     pub async fn start_collector(&self, endpoint: &str, overrides: &[(&str, &str)]) -> RunningCollector {
-        let config = self.config(overrides);
-        let sdk = sdk_config(endpoint).await;
-        let metrics = Arc::new(Metrics::new());
-        let shutdown = CancellationToken::new();
-        let task = tokio::spawn({
-            let metrics = metrics.clone();
-            let shutdown = shutdown.clone();
-            async move { telemetry_collector::run(config, &sdk, metrics, shutdown).await }
-        });
-        RunningCollector {
-            metrics,
-            shutdown,
-            task,
-        }
+        start_collector_with(self.config(overrides), endpoint).await
     }
 
     /// Environment for the real binary: the SDK's standard variables plus the collector's.
@@ -306,10 +296,56 @@ impl TestEnv {
     }
 }
 
+/// Starts the collector in-process with `config` against `endpoint`, its HTTP endpoints on a
+/// free loopback port.
+pub async fn start_collector_with(config: Config, endpoint: &str) -> RunningCollector {
+    let sdk = sdk_config(endpoint).await;
+    let metrics = Arc::new(Metrics::new());
+    let shutdown = CancellationToken::new();
+    let http = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind HTTP");
+    let http_addr = http.local_addr().expect("HTTP address");
+    let task = tokio::spawn({
+        let metrics = metrics.clone();
+        let shutdown = shutdown.clone();
+        async move { telemetry_collector::run(config, &sdk, metrics, shutdown, http).await }
+    });
+    RunningCollector {
+        metrics,
+        shutdown,
+        http_addr,
+        task,
+    }
+}
+
 pub struct RunningCollector {
     pub metrics: Arc<Metrics>,
     pub shutdown: CancellationToken,
+    pub http_addr: std::net::SocketAddr,
     task: tokio::task::JoinHandle<()>,
+}
+
+/// A plain HTTP/1.0 GET: (status code, body).
+pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("connect to the HTTP endpoint");
+    stream
+        .write_all(format!("GET {path} HTTP/1.0\r\nHost: collector\r\n\r\n").as_bytes())
+        .await
+        .expect("send HTTP request");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.expect("read HTTP response");
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("HTTP status line");
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
 }
 
 impl RunningCollector {

@@ -1,0 +1,296 @@
+//! Visibility keeper: keeps the messages in flight hidden while their events are published,
+//! and gives back, at shutdown, the messages whose events were never sent.
+//!
+//! Every ledger entry is tracked here by a `Weak` reference. About every quarter of the
+//! visibility timeout the keeper looks for messages whose visibility ends within half the
+//! timeout and extends them with ChangeMessageVisibilityBatch, up to
+//! `QUEUE_VISIBILITY_MAX_TOTAL_SEC` from receipt. A slow or failing Kinesis therefore does not
+//! make SQS deliver a message a second time. A finished message is dropped by the pipeline and
+//! disappears from here by itself.
+
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use aws_sdk_sqs::Client;
+use aws_sdk_sqs::error::DisplayErrorContext;
+use aws_sdk_sqs::types::ChangeMessageVisibilityBatchRequestEntry;
+use tokio::sync::mpsc;
+use tokio::time::sleep;
+
+use crate::ledger::{LedgerEntry, Receipt};
+use crate::metrics::Metrics;
+use crate::retry::{RetryEpisode, RetryPolicy};
+
+/// Whole-call attempts for giving messages back at shutdown.
+const RELEASE_ATTEMPTS: u32 = 3;
+
+#[derive(Debug, Clone)]
+pub struct VisibilitySettings {
+    pub queue_url: String,
+    /// The visibility timeout asked for on receive, and by each extension.
+    pub timeout: Duration,
+    /// Longest a message is kept hidden in total, counted from its receipt.
+    pub max_total: Duration,
+    pub retry: RetryPolicy,
+}
+
+/// How the keeper is reached: new entries to watch, and receipts to give back.
+#[derive(Clone)]
+pub struct KeeperHandle {
+    pub track: mpsc::UnboundedSender<Weak<LedgerEntry>>,
+    pub release: mpsc::UnboundedSender<Receipt>,
+}
+
+/// One watched message.
+struct Tracked {
+    entry: Weak<LedgerEntry>,
+    /// False after SQS refused to extend it (the receipt is no longer valid): no use asking again.
+    extendable: bool,
+}
+
+/// Runs until nobody can send it anything and every watched message is finished.
+pub async fn run(
+    client: Client,
+    settings: VisibilitySettings,
+    mut track: mpsc::UnboundedReceiver<Weak<LedgerEntry>>,
+    mut release: mpsc::UnboundedReceiver<Receipt>,
+    metrics: Arc<Metrics>,
+) {
+    let mut episode = RetryEpisode::new("ChangeMessageVisibilityBatch (extend)", settings.retry);
+    let mut watched: Vec<Tracked> = Vec::new();
+    let mut ticker =
+        tokio::time::interval((settings.timeout / 4).clamp(Duration::from_millis(100), Duration::from_secs(5)));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let (mut tracking, mut releasing) = (true, true);
+    loop {
+        tokio::select! {
+            entry = track.recv(), if tracking => match entry {
+                Some(entry) => watched.push(Tracked { entry, extendable: true }),
+                None => tracking = false,
+            },
+            receipt = release.recv(), if releasing => match receipt {
+                Some(receipt) => {
+                    let mut receipts = vec![receipt];
+                    while let Ok(more) = release.try_recv() {
+                        receipts.push(more);
+                    }
+                    give_back(&client, &settings, receipts, &metrics).await;
+                }
+                None => releasing = false,
+            },
+            _ = ticker.tick() => {
+                watched.retain(|t| t.entry.strong_count() > 0);
+                extend_due(&client, &settings, &mut watched, &mut episode, &metrics).await;
+            }
+        }
+        if !tracking && !releasing && watched.iter().all(|t| t.entry.strong_count() == 0) {
+            return;
+        }
+    }
+}
+
+/// The visibility timeout to ask for now, or `None` when the message need not or cannot be
+/// extended: it still has more than half the timeout left, it is already expired, or the
+/// maximum total is reached.
+pub fn extension_for(
+    now: Instant,
+    received_at: Instant,
+    visible_until: Instant,
+    timeout: Duration,
+    max_total: Duration,
+) -> Option<Duration> {
+    let remaining = visible_until.checked_duration_since(now)?;
+    if remaining.is_zero() || remaining > timeout / 2 {
+        return None;
+    }
+    let left_in_total = max_total.checked_sub(now.saturating_duration_since(received_at))?;
+    // SQS counts in whole seconds.
+    let extension = Duration::from_secs(timeout.min(left_in_total).as_secs());
+    (extension > remaining).then_some(extension)
+}
+
+async fn extend_due(
+    client: &Client,
+    settings: &VisibilitySettings,
+    watched: &mut [Tracked],
+    episode: &mut RetryEpisode,
+    metrics: &Metrics,
+) {
+    let now = Instant::now();
+    let mut due: Vec<(usize, Arc<LedgerEntry>, Duration)> = Vec::new();
+    for (i, tracked) in watched.iter().enumerate() {
+        if !tracked.extendable {
+            continue;
+        }
+        let Some(entry) = tracked.entry.upgrade() else { continue };
+        if entry.is_given_up() {
+            continue;
+        }
+        let extension = extension_for(
+            now,
+            entry.received_at,
+            entry.visible_until(),
+            settings.timeout,
+            settings.max_total,
+        );
+        if let Some(extension) = extension {
+            due.push((i, entry, extension));
+        }
+    }
+    for chunk in due.chunks(10) {
+        let requested_at = Instant::now();
+        let items: Vec<(&Receipt, Duration)> = chunk.iter().map(|(_, e, d)| (e.receipt(), *d)).collect();
+        match change_visibility(client, &settings.queue_url, &items).await {
+            Ok(results) => {
+                episode.succeeded();
+                for ((i, entry, extension), result) in chunk.iter().zip(results) {
+                    match result {
+                        Ok(()) => {
+                            entry.extended(requested_at, *extension);
+                            Metrics::outcome(&metrics.visibility_extensions, "ok", 1);
+                        }
+                        Err(reason) => {
+                            watched[*i].extendable = false;
+                            Metrics::outcome(&metrics.visibility_extensions, "failed", 1);
+                            tracing::warn!(
+                                message_id = entry.message_id(),
+                                reason = entry.receipt().redact(&reason),
+                                "visibility extension refused; the message may be delivered again when its visibility ends"
+                            );
+                        }
+                    }
+                }
+            }
+            Err(error) => {
+                // Tried again at the next tick while the receipts are still valid.
+                Metrics::outcome(&metrics.visibility_extensions, "failed", chunk.len() as u64);
+                episode.failed(&error);
+            }
+        }
+    }
+}
+
+/// Makes messages visible again at once, so that another collector takes them without waiting
+/// for their visibility timeout. A failure loses nothing: they come back when it ends.
+async fn give_back(client: &Client, settings: &VisibilitySettings, receipts: Vec<Receipt>, metrics: &Metrics) {
+    let mut episode = RetryEpisode::new("ChangeMessageVisibilityBatch (give back)", settings.retry);
+    for chunk in receipts.chunks(10) {
+        let items: Vec<(&Receipt, Duration)> = chunk.iter().map(|r| (r, Duration::ZERO)).collect();
+        let mut attempt = 1;
+        loop {
+            match change_visibility(client, &settings.queue_url, &items).await {
+                Ok(results) => {
+                    episode.succeeded();
+                    for (receipt, result) in chunk.iter().zip(results) {
+                        match result {
+                            Ok(()) => Metrics::outcome(&metrics.messages_released, "ok", 1),
+                            Err(reason) => {
+                                Metrics::outcome(&metrics.messages_released, "failed", 1);
+                                tracing::warn!(
+                                    message_id = receipt.message_id,
+                                    reason = receipt.redact(&reason),
+                                    "could not give a message back; it is delivered again when its visibility ends"
+                                );
+                            }
+                        }
+                    }
+                    break;
+                }
+                Err(error) => {
+                    let delay = episode.failed(&error);
+                    if attempt == RELEASE_ATTEMPTS {
+                        Metrics::outcome(&metrics.messages_released, "failed", chunk.len() as u64);
+                        tracing::warn!(
+                            messages = chunk.len(),
+                            "could not give messages back; they are delivered again when their visibility ends"
+                        );
+                        break;
+                    }
+                    attempt += 1;
+                    sleep(delay).await;
+                }
+            }
+        }
+    }
+}
+
+/// One ChangeMessageVisibilityBatch call (at most 10 items); the result of each item in order.
+async fn change_visibility(
+    client: &Client,
+    queue_url: &str,
+    items: &[(&Receipt, Duration)],
+) -> Result<Vec<Result<(), String>>, String> {
+    let entries: Result<Vec<_>, _> = items
+        .iter()
+        .enumerate()
+        .map(|(i, (receipt, timeout))| {
+            ChangeMessageVisibilityBatchRequestEntry::builder()
+                .id(i.to_string())
+                .receipt_handle(&receipt.handle)
+                .visibility_timeout(timeout.as_secs().min(43_200) as i32)
+                .build()
+        })
+        .collect();
+    let output = client
+        .change_message_visibility_batch()
+        .queue_url(queue_url)
+        .set_entries(Some(entries.map_err(|e| e.to_string())?))
+        .send()
+        .await
+        .map_err(|e| {
+            let text = DisplayErrorContext(e).to_string();
+            items.iter().fold(text, |text, (receipt, _)| receipt.redact(&text))
+        })?;
+    let mut results: Vec<Result<(), String>> = vec![Err("missing from the answer".to_owned()); items.len()];
+    for ok in output.successful() {
+        if let Some(slot) = ok.id().parse::<usize>().ok().and_then(|i| results.get_mut(i)) {
+            *slot = Ok(());
+        }
+    }
+    for failed in output.failed() {
+        if let Some(slot) = failed.id().parse::<usize>().ok().and_then(|i| results.get_mut(i)) {
+            *slot = Err(format!("{}: {}", failed.code(), failed.message().unwrap_or("")));
+        }
+    }
+    Ok(results)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T: Duration = Duration::from_secs(30);
+    const MAX: Duration = Duration::from_secs(100);
+
+    fn at(base: Instant, secs: u64) -> Instant {
+        base + Duration::from_secs(secs)
+    }
+
+    #[test]
+    fn extends_only_in_the_second_half_of_the_visibility() {
+        let t0 = Instant::now();
+        let until = at(t0, 30);
+        assert_eq!(extension_for(at(t0, 10), t0, until, T, MAX), None);
+        assert_eq!(extension_for(at(t0, 16), t0, until, T, MAX), Some(T));
+    }
+
+    #[test]
+    fn expired_messages_are_not_extended() {
+        let t0 = Instant::now();
+        assert_eq!(extension_for(at(t0, 30), t0, at(t0, 30), T, MAX), None);
+        assert_eq!(extension_for(at(t0, 31), t0, at(t0, 30), T, MAX), None);
+    }
+
+    #[test]
+    fn extensions_stop_at_the_maximum_total() {
+        let t0 = Instant::now();
+        // At 80 s, 20 s are left of the 100 s total: the extension is cut to 20 s.
+        assert_eq!(
+            extension_for(at(t0, 80), t0, at(t0, 90), T, MAX),
+            Some(Duration::from_secs(20))
+        );
+        // At 90 s with visibility to 100 s, nothing more can be had.
+        assert_eq!(extension_for(at(t0, 90), t0, at(t0, 100), T, MAX), None);
+        assert_eq!(extension_for(at(t0, 101), t0, at(t0, 110), T, MAX), None);
+    }
+}
