@@ -22,7 +22,7 @@ use aws_sdk_kinesis::error::DisplayErrorContext;
 use aws_sdk_kinesis::primitives::Blob;
 use aws_sdk_kinesis::types::{PutRecordsRequestEntry, PutRecordsResultEntry};
 use tokio::sync::mpsc;
-use tokio::time::{sleep, sleep_until};
+use tokio::time::sleep_until;
 use tokio_util::sync::CancellationToken;
 
 use crate::breaker::Breaker;
@@ -83,6 +83,7 @@ pub async fn run_lane(lane: usize, context: LaneContext, mut input: mpsc::Receiv
             context.settings.retry,
         ),
         stopping: false,
+        retry_at: None,
         context,
     };
     // Two calls' worth: one being sent, one filling. Beyond that the lane stops reading its
@@ -90,6 +91,29 @@ pub async fn run_lane(lane: usize, context: LaneContext, mut input: mpsc::Receiv
     let capacity = lane.context.settings.max_records * 2;
     let mut closed = false;
     loop {
+        // Checked here too: a lane busy retrying full batches may not reach a select below.
+        if !lane.stopping && shutdown.is_cancelled() {
+            lane.stop();
+        }
+        if lane.stopping {
+            // Take in whatever the sources still hand over, so that messages waiting in the
+            // channel are given back now rather than after the lane's retries.
+            while let Ok(record) = input.try_recv() {
+                lane.push(record);
+            }
+        }
+        if let Some(retry_at) = lane.retry_at {
+            // Backing off after a failed call: keep taking records in meanwhile.
+            tokio::select! {
+                _ = sleep_until(retry_at.into()) => lane.retry_at = None,
+                record = input.recv(), if !closed && lane.buffer.len() < capacity => match record {
+                    Some(record) => lane.push(record),
+                    None => closed = true,
+                },
+                _ = shutdown.cancelled(), if !lane.stopping => lane.stop(),
+            }
+            continue;
+        }
         if !lane.buffer.is_empty() && (closed || lane.has_full_batch()) {
             lane.send_batch().await;
             continue;
@@ -120,6 +144,8 @@ struct Lane {
     episode: RetryEpisode,
     /// Shutdown has begun: messages not started are given back instead of sent.
     stopping: bool,
+    /// After a failed call, when to send again.
+    retry_at: Option<Instant>,
     context: LaneContext,
 }
 
@@ -154,6 +180,7 @@ impl Lane {
         self.stopping = true;
         let buffered = std::mem::take(&mut self.buffer);
         self.buffered_bytes = 0;
+        tracing::debug!(buffered = buffered.len(), "lane stopping");
         for record in buffered {
             self.push(record);
         }
@@ -305,7 +332,7 @@ impl Lane {
                 );
                 self.push_front_in_order(settled.resend);
                 let delay = self.episode.failed(&reason);
-                sleep(delay).await;
+                self.retry_at = Some(Instant::now() + delay);
             }
             Err(error) => {
                 self.context.breaker.failed();
@@ -313,7 +340,7 @@ impl Lane {
                 metrics.records_retried("call_failed", batch.len() as u64);
                 self.push_front_in_order(batch);
                 let delay = self.episode.failed(&error);
-                sleep(delay).await;
+                self.retry_at = Some(Instant::now() + delay);
             }
         }
     }

@@ -139,7 +139,7 @@ pub async fn run(
             retry,
         },
         breaker: breaker.clone(),
-        give_back: give_back_tx,
+        give_back: give_back_tx.clone(),
         metrics: metrics.clone(),
         shutdown: shutdown.clone(),
     };
@@ -163,6 +163,7 @@ pub async fn run(
         lanes,
         deleter: deleter_tx,
         keeper: track_tx,
+        give_back: give_back_tx,
         dead_letter: config
             .dead_letter_queue_url
             .clone()

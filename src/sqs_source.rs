@@ -27,6 +27,9 @@ use crate::metrics::Metrics;
 use crate::retry::{RetryEpisode, RetryPolicy};
 use crate::submission::{self, Rejection, TimeBounds};
 
+/// How long a receive in flight at shutdown may still take to answer.
+const SHUTDOWN_RECEIVE_GRACE: Duration = Duration::from_secs(2);
+
 /// How much of an invalid body a log line shows.
 const BODY_PREFIX_CHARS: usize = 64;
 
@@ -51,6 +54,8 @@ pub struct Outputs {
     pub deleter: mpsc::UnboundedSender<Receipt>,
     /// The visibility keeper watches every message in flight.
     pub keeper: mpsc::UnboundedSender<std::sync::Weak<LedgerEntry>>,
+    /// Receipts of messages to give back to the queue untouched (shutdown).
+    pub give_back: mpsc::UnboundedSender<Receipt>,
     pub dead_letter: Option<DeadLetterQueue>,
     pub in_flight: Arc<Semaphore>,
     pub in_flight_bytes: Arc<Semaphore>,
@@ -85,17 +90,31 @@ pub async fn run(
         }
         metrics.receive_calls.inc();
         let sent_at = Instant::now();
-        // Cancelling a receive in flight loses nothing: any message it was about to return
-        // stays in the queue and is visible again after its visibility timeout.
+        let call = client
+            .receive_message()
+            .queue_url(&settings.queue_url)
+            .max_number_of_messages(settings.batch_size)
+            .wait_time_seconds(settings.wait_time.as_secs() as i32)
+            .visibility_timeout(settings.visibility_timeout.as_secs() as i32)
+            .send();
+        tokio::pin!(call);
         let call = tokio::select! {
-            call = client
-                .receive_message()
-                .queue_url(&settings.queue_url)
-                .max_number_of_messages(settings.batch_size)
-                .wait_time_seconds(settings.wait_time.as_secs() as i32)
-                .visibility_timeout(settings.visibility_timeout.as_secs() as i32)
-                .send() => call,
-            _ = shutdown.cancelled() => return,
+            call = &mut call => call,
+            _ = shutdown.cancelled() => {
+                // SQS may already have handed this call messages, which would stay hidden for
+                // a whole visibility timeout if the call were dropped. A long poll with
+                // messages to give answers at once, so wait a moment for it, then give back
+                // whatever it brought. A call still waiting after that found an empty queue.
+                if let Ok(Ok(output)) = tokio::time::timeout(SHUTDOWN_RECEIVE_GRACE, &mut call).await {
+                    for message in output.messages.unwrap_or_default() {
+                        metrics.messages_received.inc();
+                        if let (Some(message_id), Some(handle)) = (message.message_id, message.receipt_handle) {
+                            let _ = outputs.give_back.send(Receipt { message_id, handle });
+                        }
+                    }
+                }
+                return;
+            }
         };
         let messages = match call {
             Ok(output) => {

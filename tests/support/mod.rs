@@ -136,6 +136,18 @@ impl TestEnv {
         env
     }
 
+    /// The same emulator and clients with another queue and stream (made by the test itself).
+    pub fn retarget(&self, queue_url: &str, stream_name: &str) -> TestEnv {
+        TestEnv {
+            endpoint: self.endpoint.clone(),
+            sdk: self.sdk.clone(),
+            sqs: self.sqs.clone(),
+            kinesis: self.kinesis.clone(),
+            queue_url: queue_url.to_owned(),
+            stream_name: stream_name.to_owned(),
+        }
+    }
+
     /// Sends bodies in SendMessageBatch calls of 10, in order.
     pub async fn send(&self, bodies: &[String]) {
         for chunk in bodies.chunks(10) {
@@ -324,12 +336,12 @@ pub struct RunningCollector {
     task: tokio::task::JoinHandle<()>,
 }
 
-/// A plain HTTP/1.0 GET: (status code, body).
+/// A plain HTTP/1.0 GET: (status code, body); status 0 when nothing listens yet.
 pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(addr)
-        .await
-        .expect("connect to the HTTP endpoint");
+    let Ok(mut stream) = tokio::net::TcpStream::connect(addr).await else {
+        return (0, String::new());
+    };
     stream
         .write_all(format!("GET {path} HTTP/1.0\r\nHost: collector\r\n\r\n").as_bytes())
         .await
@@ -359,6 +371,24 @@ impl RunningCollector {
     }
 }
 
+/// A loopback port free at the time of asking, for a collector binary's HTTP endpoints.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// Sends SIGTERM to a child process, as Kubernetes and ECS do on a rolling deploy.
+pub fn sigterm(child: &tokio::process::Child) {
+    let pid = child.id().expect("the child is running");
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -TERM {pid}");
+}
+
 /// Polls `condition` until it holds; panics naming `what` after `timeout`.
 pub async fn wait_until<F, Fut>(what: &str, timeout: Duration, mut condition: F)
 where
@@ -376,6 +406,15 @@ where
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// A sample's value in a Prometheus text exposition (`name{labels}` exactly as exposed).
+pub fn sample(text: &str, name_and_labels: &str) -> Option<f64> {
+    text.lines().find_map(|line| {
+        line.strip_prefix(name_and_labels)
+            .and_then(|rest| rest.strip_prefix(' '))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+    })
 }
 
 /// Counter value of a labelled family, read through the Prometheus text encoding so that tests
