@@ -11,7 +11,7 @@ use serde_json::Value;
 use support::checks::{mixed_submissions, verify, wait_for_events, wait_for_queue_empty};
 use support::fault_proxy::FaultProxy;
 use support::submissions::{self, Expected};
-use support::{TestEnv, free_port, http_get, metric, sample, sigterm, wait_until};
+use support::{TestEnv, create_stream, free_port, http_get, metric, sample, send_to, sigterm, wait_until};
 
 /// `count` valid submissions of 1 to 3 events each.
 fn small_submissions(salt: u64, count: u64) -> (Vec<String>, Vec<Expected>) {
@@ -38,25 +38,7 @@ async fn sigterm_mid_load_then_a_fresh_collector_leaves_no_loss_and_no_duplicate
     let (sqs, queue_url) = (env.sqs.clone(), env.queue_url.clone());
     let load = tokio::spawn(async move {
         for chunk in bodies.chunks(10) {
-            let entries = chunk
-                .iter()
-                .enumerate()
-                .map(|(i, body)| {
-                    aws_sdk_sqs::types::SendMessageBatchRequestEntry::builder()
-                        .id(i.to_string())
-                        .message_body(body)
-                        .build()
-                        .unwrap()
-                })
-                .collect();
-            let sent = sqs
-                .send_message_batch()
-                .queue_url(&queue_url)
-                .set_entries(Some(entries))
-                .send()
-                .await
-                .expect("SendMessageBatch");
-            assert!(sent.failed.is_empty());
+            send_to(&sqs, &queue_url, chunk).await;
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     });
@@ -299,13 +281,7 @@ async fn at_start_it_waits_for_the_endpoint_queue_and_stream_then_works_without_
     .await;
     assert!(cut >= 3);
 
-    env.kinesis
-        .create_stream()
-        .stream_name(&stream_name)
-        .shard_count(2)
-        .send()
-        .await
-        .expect("CreateStream");
+    create_stream(&env.kinesis, &stream_name).await;
     wait_ready(addr).await;
 
     let late = env.retarget(&queue_url, &stream_name);
@@ -530,4 +506,41 @@ async fn receive_count_stays_one_for_messages_kept_hidden_past_their_timeout() {
     collector.stop().await;
     assert_eq!(metric(&metrics, "collector_messages_received_total"), 5);
     verify(&env.read_stream().await, &expected, true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_visibility_extensions_are_counted_and_the_message_is_processed_again() {
+    let env = TestEnv::new("refused").await;
+    let proxy = FaultProxy::start(&env.endpoint, 20).await;
+    let collector = env
+        .start_collector(&proxy.endpoint, &[("QUEUE_VISIBILITY_TIMEOUT_SEC", "3")])
+        .await;
+    wait_ready(collector.http_addr).await;
+    proxy.faults.set_kinesis_down(true);
+    proxy.faults.set_visibility_failure_rate(1.0);
+    let (bodies, expected) = small_submissions(20_000, 3);
+    env.send(&bodies).await;
+    let metrics = collector.metrics.clone();
+    // SQS refuses every extension: each refusal is counted, the message is not asked for again,
+    // and once its visibility runs out it is abandoned and SQS delivers it again.
+    wait_until(
+        "extensions refused, messages abandoned and received again",
+        Duration::from_secs(60),
+        || async {
+            metric(&metrics, "collector_visibility_extensions_total{outcome=\"failed\"}") >= 1
+                && metric(&metrics, "collector_messages_abandoned_total") >= 1
+        },
+    )
+    .await;
+    assert_eq!(
+        metric(&metrics, "collector_visibility_extensions_total{outcome=\"ok\"}"),
+        0
+    );
+    proxy.faults.set_visibility_failure_rate(0.0);
+    proxy.faults.set_kinesis_down(false);
+    wait_for_queue_empty(&env, Duration::from_secs(60)).await;
+    wait_for_events(&env, &expected, Duration::from_secs(30)).await;
+    collector.stop().await;
+    assert!(metric(&metrics, "collector_messages_received_total") > 3);
+    verify(&env.read_stream().await, &expected, false);
 }

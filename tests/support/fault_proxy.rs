@@ -25,6 +25,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 const PUT_RECORDS_TARGET: &str = "Kinesis_20131202.PutRecords";
 const DELETE_MESSAGE_BATCH_TARGET: &str = "AmazonSQS.DeleteMessageBatch";
+const CHANGE_VISIBILITY_BATCH_TARGET: &str = "AmazonSQS.ChangeMessageVisibilityBatch";
 const RECEIVE_MESSAGE_TARGET: &str = "AmazonSQS.ReceiveMessage";
 const KINESIS_TARGET_PREFIX: &str = "Kinesis_20131202.";
 
@@ -40,6 +41,9 @@ pub struct Faults {
     /// Share of DeleteMessageBatch entries to fail, in parts per million.
     delete_failure_ppm: AtomicU64,
     pub deletes_failed: AtomicU64,
+    /// Share of ChangeMessageVisibilityBatch entries to fail, in parts per million.
+    visibility_failure_ppm: AtomicU64,
+    pub visibility_changes_failed: AtomicU64,
     pub records_failed: AtomicU64,
     pub records_forwarded: AtomicU64,
     offline: AtomicBool,
@@ -64,6 +68,10 @@ impl Faults {
 
     pub fn set_delete_failure_rate(&self, rate: f64) {
         self.delete_failure_ppm.store((rate * 1e6) as u64, Ordering::SeqCst);
+    }
+
+    pub fn set_visibility_failure_rate(&self, rate: f64) {
+        self.visibility_failure_ppm.store((rate * 1e6) as u64, Ordering::SeqCst);
     }
 
     /// Cuts every call (SQS and Kinesis) while set: an unreachable endpoint.
@@ -174,7 +182,22 @@ async fn handle(
     }
     let response = match target.as_str() {
         PUT_RECORDS_TARGET => put_records_with_failures(parts, body, upstream, &faults).await,
-        DELETE_MESSAGE_BATCH_TARGET => delete_with_failures(parts, body, upstream, &faults).await,
+        DELETE_MESSAGE_BATCH_TARGET => {
+            let threshold = faults.delete_failure_ppm.load(Ordering::SeqCst);
+            batch_with_failures(parts, body, upstream, &faults, threshold, &faults.deletes_failed).await
+        }
+        CHANGE_VISIBILITY_BATCH_TARGET => {
+            let threshold = faults.visibility_failure_ppm.load(Ordering::SeqCst);
+            batch_with_failures(
+                parts,
+                body,
+                upstream,
+                &faults,
+                threshold,
+                &faults.visibility_changes_failed,
+            )
+            .await
+        }
         RECEIVE_MESSAGE_TARGET => note_receipt_handles(parts, body, upstream, &faults).await,
         _ => forward(parts, body, upstream).await,
     };
@@ -263,22 +286,24 @@ async fn put_records_with_failures(
         .unwrap())
 }
 
-/// Fails a share of DeleteMessageBatch entries the way SQS does: HTTP 200 with the entries in
-/// `Failed`; those entries are not forwarded, so their messages stay in the queue.
-async fn delete_with_failures(
+/// Fails a share of a DeleteMessageBatch or ChangeMessageVisibilityBatch call's entries the way
+/// SQS does: HTTP 200 with the entries in `Failed`; those entries are not forwarded, so nothing
+/// happens to their messages.
+async fn batch_with_failures(
     parts: hyper::http::request::Parts,
     body: Bytes,
     upstream: SocketAddr,
     faults: &Faults,
+    threshold: u64,
+    failed_counter: &AtomicU64,
 ) -> Result<Response<Full<Bytes>>, String> {
-    let threshold = faults.delete_failure_ppm.load(Ordering::SeqCst);
     if threshold == 0 {
         return forward(parts, body, upstream).await;
     }
     let mut request: Value = serde_json::from_slice(&body).map_err(|e| e.to_string())?;
     let entries = request["Entries"].as_array().cloned().unwrap_or_default();
     let (failed, kept): (Vec<Value>, Vec<Value>) = entries.into_iter().partition(|_| faults.next_ppm() < threshold);
-    faults.deletes_failed.fetch_add(failed.len() as u64, Ordering::Relaxed);
+    failed_counter.fetch_add(failed.len() as u64, Ordering::Relaxed);
     let mut answer = json!({"Successful": [], "Failed": []});
     if !kept.is_empty() {
         request["Entries"] = Value::Array(kept);

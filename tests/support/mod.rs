@@ -101,39 +101,15 @@ impl TestEnv {
             .queue_url
             .expect("queue url");
         let stream_name = format!("events-{unique}");
-        kinesis
-            .create_stream()
-            .stream_name(&stream_name)
-            .shard_count(2)
-            .send()
-            .await
-            .expect("CreateStream");
-        let env = TestEnv {
+        create_stream(&kinesis, &stream_name).await;
+        TestEnv {
             endpoint,
             sdk,
             sqs,
             kinesis,
             queue_url,
             stream_name,
-        };
-        let kinesis = env.kinesis.clone();
-        let name = env.stream_name.clone();
-        wait_until("stream active", Duration::from_secs(60), || {
-            let kinesis = kinesis.clone();
-            let name = name.clone();
-            async move {
-                kinesis
-                    .describe_stream_summary()
-                    .stream_name(name)
-                    .send()
-                    .await
-                    .ok()
-                    .and_then(|o| o.stream_description_summary)
-                    .is_some_and(|s| s.stream_status.as_str() == "ACTIVE")
-            }
-        })
-        .await;
-        env
+        }
     }
 
     /// The same emulator and clients with another queue and stream (made by the test itself).
@@ -150,28 +126,7 @@ impl TestEnv {
 
     /// Sends bodies in SendMessageBatch calls of 10, in order.
     pub async fn send(&self, bodies: &[String]) {
-        for chunk in bodies.chunks(10) {
-            let entries = chunk
-                .iter()
-                .enumerate()
-                .map(|(i, body)| {
-                    SendMessageBatchRequestEntry::builder()
-                        .id(i.to_string())
-                        .message_body(body)
-                        .build()
-                        .unwrap()
-                })
-                .collect();
-            let out = self
-                .sqs
-                .send_message_batch()
-                .queue_url(&self.queue_url)
-                .set_entries(Some(entries))
-                .send()
-                .await
-                .expect("SendMessageBatch");
-            assert!(out.failed.is_empty(), "SendMessageBatch failures: {:?}", out.failed);
-        }
+        send_to(&self.sqs, &self.queue_url, bodies).await;
     }
 
     /// (visible, in flight) message counts of the queue.
@@ -368,6 +323,53 @@ impl RunningCollector {
             .await
             .expect("collector stops within its drain timeout")
             .expect("collector task did not panic");
+    }
+}
+
+/// Creates a 2-shard stream and waits until it is active.
+pub async fn create_stream(kinesis: &aws_sdk_kinesis::Client, name: &str) {
+    kinesis
+        .create_stream()
+        .stream_name(name)
+        .shard_count(2)
+        .send()
+        .await
+        .expect("CreateStream");
+    wait_until("stream active", Duration::from_secs(60), || async {
+        kinesis
+            .describe_stream_summary()
+            .stream_name(name)
+            .send()
+            .await
+            .ok()
+            .and_then(|o| o.stream_description_summary)
+            .is_some_and(|s| s.stream_status.as_str() == "ACTIVE")
+    })
+    .await;
+}
+
+/// Sends bodies to a queue in SendMessageBatch calls of 10, in order.
+pub async fn send_to(sqs: &aws_sdk_sqs::Client, queue_url: &str, bodies: &[String]) {
+    for chunk in bodies.chunks(10) {
+        let entries = chunk
+            .iter()
+            .enumerate()
+            .map(|(i, body)| {
+                SendMessageBatchRequestEntry::builder()
+                    .id(i.to_string())
+                    .message_body(body)
+                    .build()
+                    .unwrap()
+            })
+            .collect();
+        let out = sqs
+            .send_message_batch()
+            .queue_url(queue_url)
+            .set_entries(Some(entries))
+            .send()
+            .await
+            .expect("SendMessageBatch");
+        assert!(out.failed.is_empty(), "SendMessageBatch failures: {:?}", out.failed);
     }
 }
 
