@@ -11,10 +11,15 @@
 //!
 //! A message is deleted only when its ledger counter reaches zero, i.e. every one of its events
 //! has a successful PutRecords result; everything else leaves it in the queue to come back.
+//!
+//! [`fleet`] is not part of that path: it is the sensor-fleet simulator's side (generated
+//! submissions, the manifest of what was sent, and the check of a stream against it), used by
+//! the `sensor-fleet` and `stream-reader` binaries and by the tests.
 
 pub mod config;
 pub mod deleter;
 pub mod event;
+pub mod fleet;
 pub mod kinesis_sink;
 pub mod ledger;
 pub mod metrics;
