@@ -292,12 +292,12 @@ async fn send(args: Args, sqs: aws_sdk_sqs::Client, queue_url: String) -> Result
         .seed
         .unwrap_or_else(|| Utc::now().timestamp_nanos_opt().unwrap_or_default() as u64);
     let mut manifest = match &args.manifest {
-        Some(path) => Some(std::io::BufWriter::new(std::fs::File::create(path).map_err(|source| {
-            FleetError::Manifest {
+        Some(path) => Some(std::io::BufWriter::new(std::fs::File::create(path).map_err(
+            |source| FleetError::Manifest {
                 path: path.clone(),
                 source,
-            }
-        })?)),
+            },
+        )?)),
         None => None,
     };
     eprintln!(
@@ -318,7 +318,14 @@ async fn send(args: Args, sqs: aws_sdk_sqs::Client, queue_url: String) -> Result
 
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Sent>();
     let started = Instant::now();
-    tokio::spawn(produce(args.clone(), seed, sqs.clone(), queue_url.clone(), done_tx, stop.clone()));
+    tokio::spawn(produce(
+        args.clone(),
+        seed,
+        sqs.clone(),
+        queue_url.clone(),
+        done_tx,
+        stop.clone(),
+    ));
 
     let mut tally = Tally::default();
     let mut ticker = tokio::time::interval(if args.progress.is_zero() {
@@ -524,10 +531,8 @@ async fn send_batch(sqs: &aws_sdk_sqs::Client, queue_url: &str, batch: Vec<Gener
                         f.message.as_deref().unwrap_or("")
                     );
                 }
-                let (retry, ok): (Vec<_>, Vec<_>) = pending
-                    .into_iter()
-                    .enumerate()
-                    .partition(|(i, _)| failed.contains(i));
+                let (retry, ok): (Vec<_>, Vec<_>) =
+                    pending.into_iter().enumerate().partition(|(i, _)| failed.contains(i));
                 accepted.extend(ok.into_iter().map(|(_, g)| g));
                 pending = retry.into_iter().map(|(_, g)| g).collect();
             }

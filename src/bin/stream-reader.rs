@@ -115,7 +115,8 @@ fn parse_args() -> Result<Option<Args>, ReaderError> {
             _ => return Err(arg.unexpected().into()),
         }
     }
-    args.command = command.ok_or_else(|| ReaderError::Usage("a command is needed: tail, verify or create-stream".into()))?;
+    args.command =
+        command.ok_or_else(|| ReaderError::Usage("a command is needed: tail, verify or create-stream".into()))?;
     if args.command == Command::Verify && args.manifest.is_none() {
         return Err(ReaderError::Usage("verify needs --manifest PATH".into()));
     }
@@ -177,7 +178,13 @@ async fn run(args: Args) -> Result<bool, ReaderError> {
 }
 
 async fn create_stream(kinesis: &aws_sdk_kinesis::Client, stream: &str, shards: i32) -> Result<(), ReaderError> {
-    match kinesis.create_stream().stream_name(stream).shard_count(shards).send().await {
+    match kinesis
+        .create_stream()
+        .stream_name(stream)
+        .shard_count(shards)
+        .send()
+        .await
+    {
         Ok(_) => eprintln!("stream-reader: creating stream {stream} with {shards} shards"),
         Err(e) if e.code() == Some("ResourceInUseException") => eprintln!("stream-reader: stream {stream} exists"),
         Err(e) => return Err(aws_error(format!("CreateStream {stream}"), e)),
@@ -266,7 +273,13 @@ impl ShardReader {
         let Some(iterator) = self.iterator.take() else {
             return Ok((Vec::new(), true));
         };
-        match kinesis.get_records().shard_iterator(&iterator).limit(10_000).send().await {
+        match kinesis
+            .get_records()
+            .shard_iterator(&iterator)
+            .limit(10_000)
+            .send()
+            .await
+        {
             Ok(out) => {
                 self.failures = 0;
                 self.iterator = out.next_shard_iterator;
@@ -335,9 +348,11 @@ async fn check(
     let mut events = Vec::new();
     let mut unparsed = 0;
     loop {
-        read_until_caught_up(kinesis, &mut readers, |shard, data| match StreamEvent::parse(shard, data) {
-            Some(event) => events.push(event),
-            None => unparsed += 1,
+        read_until_caught_up(kinesis, &mut readers, |shard, data| {
+            match StreamEvent::parse(shard, data) {
+                Some(event) => events.push(event),
+                None => unparsed += 1,
+            }
         })
         .await?;
         let report = verify(entries, &events, unparsed);

@@ -166,11 +166,7 @@ impl Fleet {
                 uppercase_ids: rng.chance(0.05),
             })
             .collect();
-        Fleet {
-            rng,
-            devices,
-            settings,
-        }
+        Fleet { rng, devices, settings }
     }
 
     /// The next submission; `now` is UTC time, the base of `time_created`.
@@ -400,7 +396,11 @@ fn random_document(
     }
     let written = |id: Uuid| {
         let text = id.hyphenated().to_string();
-        if device.uppercase_ids { text.to_uppercase() } else { text }
+        if device.uppercase_ids {
+            text.to_uppercase()
+        } else {
+            text
+        }
     };
     let mut doc = vec![
         field("submission_id", json!(written(submission_id))),
@@ -462,7 +462,11 @@ fn set_field(fields: &mut Vec<(String, Node)>, key: &str, value: Node) {
 }
 
 fn random_kind(rng: &mut Rng) -> &'static str {
-    if rng.chance(0.5) { NEW_PROCESS } else { NETWORK_CONNECTION }
+    if rng.chance(0.5) {
+        NEW_PROCESS
+    } else {
+        NETWORK_CONNECTION
+    }
 }
 
 fn item_fields(kind: &str) -> &'static [&'static str] {

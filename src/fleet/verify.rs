@@ -127,8 +127,10 @@ pub fn verify(manifest: &[ManifestEntry], events: &[StreamEvent], unparsed: usiz
         }
     }
     report.events_missing = report.events_expected.saturating_sub(report.events_found);
-    report.ok =
-        report.events_missing == 0 && report.out_of_order == 0 && report.invalid_published == 0 && report.malformed == 0;
+    report.ok = report.events_missing == 0
+        && report.out_of_order == 0
+        && report.invalid_published == 0
+        && report.malformed == 0;
     report
 }
 

@@ -36,10 +36,18 @@ fn check(generated: &Generated) {
             assert_eq!(submission.time_created, expected.time_created);
             let events: Vec<_> = submission.events.iter().map(published).collect();
             assert_eq!(events, expected.events);
-            assert_eq!(generated.submission_id.as_deref(), Some(expected.submission_id.as_str()));
+            assert_eq!(
+                generated.submission_id.as_deref(),
+                Some(expected.submission_id.as_str())
+            );
         }
         (Outcome::Invalid(class), Err(rejection)) => {
-            assert_eq!(rejection.label(), class.label(), "{rejection} for body {:.300}", generated.body);
+            assert_eq!(
+                rejection.label(),
+                class.label(),
+                "{rejection} for body {:.300}",
+                generated.body
+            );
         }
         (outcome, decoded) => panic!("{outcome:?} decoded as {decoded:?}: {:.300}", generated.body),
     }
