@@ -552,3 +552,26 @@ async fn send_batch(sqs: &aws_sdk_sqs::Client, queue_url: &str, batch: Vec<Gener
         accepted,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batches_are_split_under_the_byte_limit_in_order() {
+        let mut fleet = Fleet::new(1, FleetSettings::default());
+        let now = Utc::now().naive_utc();
+        let mut batch: Vec<Generated> = (0..10).map(|_| fleet.next(now)).collect();
+        for g in batch.iter_mut().step_by(3) {
+            g.body = "x".repeat(100 * 1024);
+        }
+        let bodies: Vec<String> = batch.iter().map(|g| g.body.clone()).collect();
+        let chunks = split_by_bytes(batch);
+        assert!(chunks.len() > 1);
+        for chunk in &chunks {
+            assert!(chunk.iter().map(|g| g.body.len()).sum::<usize>() <= BATCH_BYTES);
+        }
+        let after: Vec<String> = chunks.into_iter().flatten().map(|g| g.body).collect();
+        assert_eq!(after, bodies);
+    }
+}
