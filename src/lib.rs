@@ -14,12 +14,17 @@
 //! has a successful PutRecords result; everything else leaves it in the queue to come back.
 //! Around the pipeline: `breaker` pauses receiving while Kinesis fails, `http_server` answers
 //! `/healthz`, `/readyz` and `/metrics`, `retry` paces every retry.
+//!
+//! [`fleet`] is not part of that path: it is the sensor-fleet simulator's side (generated
+//! submissions, the manifest of what was sent, and the check of a stream against it), used by
+//! the `sensor-fleet` and `stream-reader` binaries and by the tests.
 
 pub mod breaker;
 pub mod config;
 pub mod dead_letter;
 pub mod deleter;
 pub mod event;
+pub mod fleet;
 pub mod http_server;
 pub mod kinesis_sink;
 pub mod ledger;
