@@ -75,7 +75,7 @@ pub const QUEUE_VISIBILITY_TIMEOUT_SEC: Setting = setting(
     "QUEUE_VISIBILITY_TIMEOUT_SEC",
     "60",
     "1-43200, above both flush and delete intervals",
-    "Visibility timeout set on receive: how long a message stays hidden while its events are published.",
+    "Visibility timeout set on receive and by each extension; messages still being published are extended at half of it.",
 );
 pub const QUEUE_VISIBILITY_MAX_TOTAL_SEC: Setting = setting(
     "QUEUE_VISIBILITY_MAX_TOTAL_SEC",

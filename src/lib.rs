@@ -347,6 +347,8 @@ async fn log_stats(metrics: Arc<Metrics>, interval: Duration) {
             deletes_failed = now.deletes_failed - last.deletes_failed,
             messages_in_flight = now.messages_in_flight,
             events_in_flight = now.events_in_flight,
+            bytes_in_flight = metrics.bytes_in_flight.get(),
+            breaker_open = metrics.breaker_open.get() == 1,
             "throughput"
         );
         last = now;
