@@ -162,31 +162,15 @@ fn parse_args() -> Result<Option<Args>, FleetError> {
 }
 
 fn main() -> ExitCode {
-    let args = match parse_args() {
-        Ok(Some(args)) => args,
-        Ok(None) => {
-            print!("{USAGE}");
-            return ExitCode::SUCCESS;
+    telemetry_collector::fleet::tool_main("sensor-fleet", USAGE, parse_args(), |args| async move {
+        match run(args).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("sensor-fleet: {e}");
+                ExitCode::FAILURE
+            }
         }
-        Err(e) => {
-            eprintln!("sensor-fleet: {e}\n(see sensor-fleet --help)");
-            return ExitCode::from(2);
-        }
-    };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("sensor-fleet: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(run(args)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("sensor-fleet: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    })
 }
 
 async fn run(args: Args) -> Result<(), FleetError> {

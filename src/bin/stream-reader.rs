@@ -127,32 +127,16 @@ fn parse_args() -> Result<Option<Args>, ReaderError> {
 }
 
 fn main() -> ExitCode {
-    let args = match parse_args() {
-        Ok(Some(args)) => args,
-        Ok(None) => {
-            print!("{USAGE}");
-            return ExitCode::SUCCESS;
+    telemetry_collector::fleet::tool_main("stream-reader", USAGE, parse_args(), |args| async move {
+        match run(args).await {
+            Ok(true) => ExitCode::SUCCESS,
+            Ok(false) => ExitCode::from(1),
+            Err(e) => {
+                eprintln!("stream-reader: {e}");
+                ExitCode::from(2)
+            }
         }
-        Err(e) => {
-            eprintln!("stream-reader: {e}\n(see stream-reader --help)");
-            return ExitCode::from(2);
-        }
-    };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("stream-reader: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(run(args)) {
-        Ok(true) => ExitCode::SUCCESS,
-        Ok(false) => ExitCode::from(1),
-        Err(e) => {
-            eprintln!("stream-reader: {e}");
-            ExitCode::from(2)
-        }
-    }
+    })
 }
 
 /// Runs the command; `Ok(false)` is a verification that found problems.
