@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use aws_sdk_sqs::error::DisplayErrorContext;
 use aws_sdk_sqs::types::{QueueAttributeName, SendMessageBatchRequestEntry};
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use telemetry_collector::fleet::generate::{Fleet, FleetSettings, Generated, InvalidClass, Outcome};
 use telemetry_collector::fleet::manifest::ManifestEntry;
 use tokio::sync::{Semaphore, mpsc};
@@ -234,9 +234,10 @@ async fn queue_depth(sqs: &aws_sdk_sqs::Client, queue_url: &str) -> Result<(u64,
     ))
 }
 
-/// What a sender reports back for one batch.
+/// What a sender reports back for one batch: each accepted submission with the time the call
+/// that SQS accepted it from was made.
 struct Sent {
-    accepted: Vec<Generated>,
+    accepted: Vec<(Generated, DateTime<Utc>)>,
     failed: usize,
 }
 
@@ -323,10 +324,10 @@ async fn send(args: Args, sqs: aws_sdk_sqs::Client, queue_url: String) -> Result
             sent = done_rx.recv() => {
                 let Some(sent) = sent else { break };
                 tally.failed += sent.failed as u64;
-                for g in &sent.accepted {
+                for (g, sent_at) in &sent.accepted {
                     tally.add(g);
                     if let (Some(out), Some(path)) = (manifest.as_mut(), args.manifest.as_ref()) {
-                        let line = serde_json::to_string(&ManifestEntry::from(g)).unwrap_or_default();
+                        let line = serde_json::to_string(&ManifestEntry::sent(g, *sent_at)).unwrap_or_default();
                         writeln!(out, "{line}").map_err(|source| FleetError::Manifest { path: path.clone(), source })?;
                     }
                 }
@@ -497,6 +498,7 @@ async fn send_batch(sqs: &aws_sdk_sqs::Client, queue_url: &str, batch: Vec<Gener
                     .ok()
             })
             .collect();
+        let sent_at = Utc::now();
         match sqs
             .send_message_batch()
             .queue_url(queue_url)
@@ -517,7 +519,7 @@ async fn send_batch(sqs: &aws_sdk_sqs::Client, queue_url: &str, batch: Vec<Gener
                 }
                 let (retry, ok): (Vec<_>, Vec<_>) =
                     pending.into_iter().enumerate().partition(|(i, _)| failed.contains(i));
-                accepted.extend(ok.into_iter().map(|(_, g)| g));
+                accepted.extend(ok.into_iter().map(|(_, g)| (g, sent_at)));
                 pending = retry.into_iter().map(|(_, g)| g).collect();
             }
             Err(e) => eprintln!(

@@ -1,5 +1,6 @@
 //! `stream-reader`: reads the events stream from every shard, from its oldest record, and
-//! prints the events (`tail`) or checks them against a `sensor-fleet` manifest (`verify`).
+//! prints the events (`tail`), checks them against a `sensor-fleet` manifest (`verify`), or
+//! measures how long each event took from the fleet's send to the stream (`latency`).
 
 use std::io::BufReader;
 use std::path::PathBuf;
@@ -7,7 +8,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use aws_sdk_kinesis::error::{DisplayErrorContext, ProvideErrorMetadata};
-use aws_sdk_kinesis::types::{ShardIteratorType, StreamStatus};
+use aws_sdk_kinesis::types::{Record, ShardIteratorType, StreamStatus};
+use telemetry_collector::fleet::latency::{Arrival, LatencyReport, latency};
 use telemetry_collector::fleet::manifest::{self, ManifestError};
 use telemetry_collector::fleet::verify::{Report, StreamEvent, verify};
 use tokio::time::Instant;
@@ -23,6 +25,10 @@ USAGE:
       read the stream and check it against a sensor-fleet manifest; while events are missing,
       keep reading for up to SECS [default: 0]. Prints a summary and a final JSON line; exits
       with 1 when events are missing, out of order, malformed, or from invalid submissions
+  stream-reader latency --manifest PATH
+      read the stream and print, over every event of the manifest's submissions, the time from
+      the fleet's SendMessageBatch call (the manifest's sent_at) to the record's arrival on the
+      stream (ApproximateArrivalTimestamp): min, p50, p90, p99, max, mean, and a final JSON line
   stream-reader create-stream [--shards N]
       create the stream (if it does not exist) with N shards [default: 2] and wait until active
 
@@ -65,6 +71,7 @@ fn aws_error(what: impl Into<String>, e: impl std::error::Error) -> ReaderError 
 enum Command {
     Tail,
     Verify,
+    Latency,
     CreateStream,
 }
 
@@ -108,6 +115,7 @@ fn parse_args() -> Result<Option<Args>, ReaderError> {
                 command = Some(match word.string()?.as_str() {
                     "tail" => Command::Tail,
                     "verify" => Command::Verify,
+                    "latency" => Command::Latency,
                     "create-stream" => Command::CreateStream,
                     other => return Err(ReaderError::Usage(format!("unknown command `{other}`"))),
                 });
@@ -115,10 +123,10 @@ fn parse_args() -> Result<Option<Args>, ReaderError> {
             _ => return Err(arg.unexpected().into()),
         }
     }
-    args.command =
-        command.ok_or_else(|| ReaderError::Usage("a command is needed: tail, verify or create-stream".into()))?;
-    if args.command == Command::Verify && args.manifest.is_none() {
-        return Err(ReaderError::Usage("verify needs --manifest PATH".into()));
+    args.command = command
+        .ok_or_else(|| ReaderError::Usage("a command is needed: tail, verify, latency or create-stream".into()))?;
+    if matches!(args.command, Command::Verify | Command::Latency) && args.manifest.is_none() {
+        return Err(ReaderError::Usage("verify and latency need --manifest PATH".into()));
     }
     if args.shards < 1 {
         return Err(ReaderError::Usage("--shards must be at least 1".into()));
@@ -147,18 +155,27 @@ async fn run(args: Args) -> Result<bool, ReaderError> {
         Command::CreateStream => create_stream(&kinesis, &args.stream, args.shards).await.map(|()| true),
         Command::Tail => tail(&kinesis, &args).await.map(|()| true),
         Command::Verify => {
-            let path = args.manifest.clone().unwrap_or_default();
-            let file = std::fs::File::open(&path).map_err(|e| ReaderError::Manifest {
-                path: path.clone(),
-                source: e.into(),
-            })?;
-            let entries =
-                manifest::read(BufReader::new(file)).map_err(|source| ReaderError::Manifest { path, source })?;
+            let entries = read_manifest(&args)?;
             let report = check(&kinesis, &args, &entries).await?;
             print_report(&report);
             Ok(report.ok)
         }
+        Command::Latency => {
+            let entries = read_manifest(&args)?;
+            let report = measure_latency(&kinesis, &args, &entries).await?;
+            print_latency(&report);
+            Ok(true)
+        }
     }
+}
+
+fn read_manifest(args: &Args) -> Result<Vec<manifest::ManifestEntry>, ReaderError> {
+    let path = args.manifest.clone().unwrap_or_default();
+    let file = std::fs::File::open(&path).map_err(|e| ReaderError::Manifest {
+        path: path.clone(),
+        source: e.into(),
+    })?;
+    manifest::read(BufReader::new(file)).map_err(|source| ReaderError::Manifest { path, source })
 }
 
 async fn create_stream(kinesis: &aws_sdk_kinesis::Client, stream: &str, shards: i32) -> Result<(), ReaderError> {
@@ -251,9 +268,9 @@ async fn open_shards(
 }
 
 impl ShardReader {
-    /// One GetRecords call: the records' data in sequence order, and whether the shard is
-    /// caught up (nothing more to read now).
-    async fn poll(&mut self, kinesis: &aws_sdk_kinesis::Client) -> Result<(Vec<Vec<u8>>, bool), ReaderError> {
+    /// One GetRecords call: the records in sequence order, and whether the shard is caught up
+    /// (nothing more to read now).
+    async fn poll(&mut self, kinesis: &aws_sdk_kinesis::Client) -> Result<(Vec<Record>, bool), ReaderError> {
         let Some(iterator) = self.iterator.take() else {
             return Ok((Vec::new(), true));
         };
@@ -268,8 +285,7 @@ impl ShardReader {
                 self.failures = 0;
                 self.iterator = out.next_shard_iterator;
                 let caught_up = out.records.is_empty() && out.millis_behind_latest.unwrap_or(0) == 0;
-                let data = out.records.into_iter().map(|r| r.data.into_inner()).collect();
-                Ok((data, caught_up || self.iterator.is_none()))
+                Ok((out.records, caught_up || self.iterator.is_none()))
             }
             Err(e) => {
                 // Throttled or a passing fault: keep the iterator and try again on the next poll.
@@ -290,17 +306,17 @@ impl ShardReader {
     }
 }
 
-/// Reads every shard until it is caught up, handing each record's data to `each` in order.
+/// Reads every shard until it is caught up, handing each record to `each` in order.
 async fn read_until_caught_up(
     kinesis: &aws_sdk_kinesis::Client,
     readers: &mut [ShardReader],
-    mut each: impl FnMut(&str, &[u8]),
+    mut each: impl FnMut(&str, &Record),
 ) -> Result<(), ReaderError> {
     for reader in readers.iter_mut() {
         loop {
             let (records, caught_up) = reader.poll(kinesis).await?;
-            for data in &records {
-                each(&reader.shard_id, data);
+            for record in &records {
+                each(&reader.shard_id, record);
             }
             if caught_up {
                 break;
@@ -314,8 +330,8 @@ async fn tail(kinesis: &aws_sdk_kinesis::Client, args: &Args) -> Result<(), Read
     let mut readers = open_shards(kinesis, &args.stream, args.latest).await?;
     eprintln!("stream-reader: following {} ({} shards)", args.stream, readers.len());
     loop {
-        read_until_caught_up(kinesis, &mut readers, |_, data| {
-            println!("{}", String::from_utf8_lossy(data));
+        read_until_caught_up(kinesis, &mut readers, |_, record| {
+            println!("{}", String::from_utf8_lossy(record.data.as_ref()));
         })
         .await?;
         tokio::time::sleep(args.poll).await;
@@ -332,8 +348,8 @@ async fn check(
     let mut events = Vec::new();
     let mut unparsed = 0;
     loop {
-        read_until_caught_up(kinesis, &mut readers, |shard, data| {
-            match StreamEvent::parse(shard, data) {
+        read_until_caught_up(kinesis, &mut readers, |shard, record| {
+            match StreamEvent::parse(shard, record.data.as_ref()) {
                 Some(event) => events.push(event),
                 None => unparsed += 1,
             }
@@ -367,5 +383,45 @@ fn print_report(r: &Report) {
     println!("malformed records:       {}", r.malformed);
     println!("records of other submissions: {}", r.unexpected);
     println!("verdict:                 {}", if r.ok { "OK" } else { "FAILED" });
+    println!("{}", serde_json::to_string(r).unwrap_or_default());
+}
+
+/// Reads the whole stream once and measures each event of the manifest's submissions.
+async fn measure_latency(
+    kinesis: &aws_sdk_kinesis::Client,
+    args: &Args,
+    entries: &[manifest::ManifestEntry],
+) -> Result<LatencyReport, ReaderError> {
+    let mut readers = open_shards(kinesis, &args.stream, false).await?;
+    let mut arrivals = Vec::new();
+    let mut unmeasurable = 0;
+    read_until_caught_up(kinesis, &mut readers, |shard, record| {
+        let arrived_at = record
+            .approximate_arrival_timestamp
+            .and_then(|t| chrono::DateTime::from_timestamp(t.secs(), t.subsec_nanos()));
+        match (StreamEvent::parse(shard, record.data.as_ref()), arrived_at) {
+            (Some(event), Some(arrived_at)) => arrivals.push(Arrival {
+                event_id: event.event_id,
+                submission_id: event.submission_id,
+                arrived_at,
+            }),
+            _ => unmeasurable += 1,
+        }
+    })
+    .await?;
+    let mut report = latency(entries, &arrivals);
+    report.unmatched += unmeasurable;
+    Ok(report)
+}
+
+fn print_latency(r: &LatencyReport) {
+    println!("events measured:         {}", r.events);
+    println!("duplicates (left out):   {}", r.duplicates);
+    println!("records not measured:    {}", r.unmatched);
+    println!(
+        "send to stream, ms:      min {:.1}  p50 {:.1}  p90 {:.1}  p99 {:.1}  max {:.1}  mean {:.1}",
+        r.min_ms, r.p50_ms, r.p90_ms, r.p99_ms, r.max_ms, r.mean_ms
+    );
+    println!("arrival time resolution: {} ms", r.arrival_resolution_ms);
     println!("{}", serde_json::to_string(r).unwrap_or_default());
 }

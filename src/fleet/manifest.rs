@@ -3,6 +3,7 @@
 
 use std::io::BufRead;
 
+use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::generate::{Generated, Outcome};
@@ -19,6 +20,26 @@ pub struct ManifestEntry {
     /// For an invalid submission, the reason label the collector must count it under.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// When the SendMessageBatch call that SQS accepted was made (RFC 3339, UTC, microseconds);
+    /// absent in manifests written before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sent_at: Option<String>,
+}
+
+impl ManifestEntry {
+    /// The entry of a submission SQS accepted from a call made at `sent_at`.
+    pub fn sent(g: &Generated, sent_at: DateTime<Utc>) -> Self {
+        ManifestEntry {
+            sent_at: Some(sent_at.to_rfc3339_opts(SecondsFormat::Micros, true)),
+            ..ManifestEntry::from(g)
+        }
+    }
+
+    /// [`Self::sent_at`] as a time; `None` when absent or not RFC 3339.
+    pub fn sent_time(&self) -> Option<DateTime<Utc>> {
+        let text = self.sent_at.as_deref()?;
+        DateTime::parse_from_rfc3339(text).ok().map(|t| t.with_timezone(&Utc))
+    }
 }
 
 impl From<&Generated> for ManifestEntry {
@@ -33,6 +54,7 @@ impl From<&Generated> for ManifestEntry {
             valid,
             event_count,
             reason,
+            sent_at: None,
         }
     }
 }
@@ -75,6 +97,7 @@ mod tests {
                 valid: true,
                 event_count: 3,
                 reason: None,
+                sent_at: Some("2026-03-28T15:44:18.592840Z".into()),
             },
             ManifestEntry {
                 submission_id: None,
@@ -82,6 +105,7 @@ mod tests {
                 valid: false,
                 event_count: 0,
                 reason: Some("invalid_uuid".into()),
+                sent_at: None,
             },
         ];
         let text: String = entries
@@ -89,7 +113,20 @@ mod tests {
             .map(|e| serde_json::to_string(e).unwrap() + "\n")
             .collect();
         assert_eq!(read(text.as_bytes()).unwrap(), entries);
+        assert_eq!(
+            entries[0].sent_time().map(|t| t.timestamp_micros()),
+            Some(1_774_712_658_592_840)
+        );
         let err = read("\n{\"valid\": true}\n".as_bytes()).unwrap_err();
         assert!(err.to_string().starts_with("manifest line 2:"), "{err}");
+    }
+
+    #[test]
+    fn manifests_without_send_times_still_read() {
+        let line = r#"{"submission_id":null,"device_id":"d","valid":false,"event_count":0,"reason":"not_json"}"#;
+        let entries = read(line.as_bytes()).unwrap();
+        assert_eq!(entries[0].sent_at, None);
+        assert_eq!(entries[0].sent_time(), None);
+        assert_eq!(serde_json::to_string(&entries[0]).unwrap(), line);
     }
 }

@@ -160,6 +160,7 @@ mod tests {
             valid,
             event_count,
             reason: (!valid).then(|| "invalid_ipv4".to_owned()),
+            sent_at: None,
         };
         vec![entry(SUB, true, 3), entry(BAD, false, 0)]
     }
