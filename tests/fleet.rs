@@ -111,6 +111,30 @@ async fn simulated_fleet_arrives_whole_and_in_order() {
     assert_eq!(report["malformed"], 0);
     assert_eq!(report["submissions_invalid"], sent["invalid"]);
 
+    // Every event is measured: a send time in the manifest, an arrival time on the stream, and
+    // the arrival after the send (the collector only started once the fleet was done).
+    let measured = run(
+        &env,
+        reader,
+        &["latency", "--stream", &env.stream_name, "--manifest", &manifest_arg],
+    )
+    .await;
+    let latency = summary(&measured);
+    assert!(measured.status.success(), "{latency}");
+    assert_eq!(latency["events"], sent["events"]);
+    assert_eq!(
+        (latency["duplicates"].as_u64(), latency["unmatched"].as_u64()),
+        (Some(0), Some(0))
+    );
+    let ms = |key: &str| latency[key].as_f64().unwrap_or(f64::NAN);
+    assert!(
+        0.0 < ms("min_ms")
+            && ms("min_ms") <= ms("p50_ms")
+            && ms("p50_ms") <= ms("p99_ms")
+            && ms("p99_ms") <= ms("max_ms"),
+        "{latency}"
+    );
+
     // A submission the stream never saw: the check must fail and say what is missing.
     let mut file = std::fs::OpenOptions::new()
         .append(true)
