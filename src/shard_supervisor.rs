@@ -475,7 +475,7 @@ pub async fn run(client: Client, settings: SupervisorSettings, metrics: Arc<Metr
             Err(error) => {
                 // The next interval tries again; the failure is logged once per episode.
                 describe_episode.failed(&error);
-                Metrics::outcome(&metrics.shard_supervisor_decisions, "stream_unknown", 1);
+                count_decision(&metrics, "stream_unknown");
                 continue;
             }
         };
@@ -500,7 +500,7 @@ pub async fn run(client: Client, settings: SupervisorSettings, metrics: Arc<Metr
         }
 
         let decision = decider.decide(utilisation, stream, now);
-        Metrics::outcome(&metrics.shard_supervisor_decisions, decision.label(), 1);
+        count_decision(&metrics, decision.label());
         match decision {
             Decision::Recommend {
                 recommendation: r,
@@ -520,6 +520,13 @@ pub async fn run(client: Client, settings: SupervisorSettings, metrics: Arc<Metr
             _ => {}
         }
     }
+}
+
+fn count_decision(metrics: &Metrics, decision: &'static str) {
+    metrics
+        .shard_supervisor_decisions
+        .get_or_create(&[("decision", decision)])
+        .inc();
 }
 
 fn log_recommendation(settings: &SupervisorSettings, r: &Recommendation, held: Held) {
