@@ -433,6 +433,7 @@ pub async fn run(client: Client, settings: SupervisorSettings, metrics: Arc<Metr
     let mut before = tally.snapshot();
     let mut before_at = Instant::now();
     let mut idle: HashMap<String, u32> = HashMap::new();
+    let mut forgotten = Vec::new();
     let mut mode_seen = None;
     let mut ticker = tokio::time::interval(settings.interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -443,7 +444,7 @@ pub async fn run(client: Client, settings: SupervisorSettings, metrics: Arc<Metr
             _ = shutdown.cancelled() => return,
         }
         let now = Instant::now();
-        let after = tally.snapshot();
+        let mut after = tally.snapshot();
         let per_shard = rates(&before, &after, now - before_at);
         let mut utilisations = Vec::with_capacity(per_shard.len());
         for (shard, rate) in &per_shard {
@@ -457,10 +458,15 @@ pub async fn run(client: Client, settings: SupervisorSettings, metrics: Arc<Metr
             *quiet = if rate.records_per_sec > 0.0 { 0 } else { *quiet + 1 };
             if *quiet >= FORGET_IDLE_SHARD_AFTER && tally.forget_if_unchanged(shard, after[shard]) {
                 metrics.shard_utilisation.remove(&[("shard", shard.clone())]);
+                forgotten.push(shard.clone());
             }
         }
-        idle.retain(|shard, _| per_shard.contains_key(shard));
-        before = tally.snapshot();
+        for shard in forgotten.drain(..) {
+            after.remove(&shard);
+            idle.remove(&shard);
+        }
+        // The next interval starts from this snapshot: nothing written meanwhile is missed.
+        before = after;
         before_at = now;
 
         let stream = tokio::select! {
