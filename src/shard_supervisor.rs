@@ -32,8 +32,9 @@ use crate::retry::{RetryEpisode, RetryPolicy};
 pub const SHARD_RECORDS_PER_SEC: f64 = 1000.0;
 /// Bytes (data + partition key) per second one shard takes.
 pub const SHARD_BYTES_PER_SEC: f64 = 1024.0 * 1024.0;
-/// Intervals without a record after which a shard's series are dropped (a shard closed by a
-/// resize takes no more records), so that the label set stays that of the current shards.
+/// Intervals without a record after which a shard's series may be dropped, when there are more
+/// of them than open shards (a shard closed by a resize takes no more records), so that the
+/// label set stays about that of the current shards.
 const FORGET_IDLE_SHARD_AFTER: u32 = 10;
 
 /// Records and bytes written to one shard since start.
@@ -433,7 +434,6 @@ pub async fn run(client: Client, settings: SupervisorSettings, metrics: Arc<Metr
     let mut before = tally.snapshot();
     let mut before_at = Instant::now();
     let mut idle: HashMap<String, u32> = HashMap::new();
-    let mut forgotten = Vec::new();
     let mut mode_seen = None;
     let mut ticker = tokio::time::interval(settings.interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -444,7 +444,7 @@ pub async fn run(client: Client, settings: SupervisorSettings, metrics: Arc<Metr
             _ = shutdown.cancelled() => return,
         }
         let now = Instant::now();
-        let mut after = tally.snapshot();
+        let after = tally.snapshot();
         let per_shard = rates(&before, &after, now - before_at);
         let mut utilisations = Vec::with_capacity(per_shard.len());
         for (shard, rate) in &per_shard {
@@ -456,15 +456,8 @@ pub async fn run(client: Client, settings: SupervisorSettings, metrics: Arc<Metr
                 .set(u);
             let quiet = idle.entry(shard.clone()).or_default();
             *quiet = if rate.records_per_sec > 0.0 { 0 } else { *quiet + 1 };
-            if *quiet >= FORGET_IDLE_SHARD_AFTER && tally.forget_if_unchanged(shard, after[shard]) {
-                metrics.shard_utilisation.remove(&[("shard", shard.clone())]);
-                forgotten.push(shard.clone());
-            }
         }
-        for shard in forgotten.drain(..) {
-            after.remove(&shard);
-            idle.remove(&shard);
-        }
+        idle.retain(|shard, _| per_shard.contains_key(shard));
         // The next interval starts from this snapshot: nothing written meanwhile is missed.
         before = after;
         before_at = now;
@@ -486,6 +479,15 @@ pub async fn run(client: Client, settings: SupervisorSettings, metrics: Arc<Metr
             }
         };
         metrics.stream_open_shards.set(stream.open_shards as i64);
+        for shard in shards_to_forget(&idle, stream.open_shards) {
+            if let Some(seen) = before.get(&shard)
+                && tally.forget_if_unchanged(&shard, *seen)
+            {
+                metrics.shard_utilisation.remove(&[("shard", shard.clone())]);
+                before.remove(&shard);
+                idle.remove(&shard);
+            }
+        }
         let utilisation = stream_utilisation(&utilisations, stream.open_shards);
         metrics
             .stream_utilisation
@@ -526,6 +528,25 @@ pub async fn run(client: Client, settings: SupervisorSettings, metrics: Arc<Metr
             _ => {}
         }
     }
+}
+
+/// The shards whose series to drop: while more shards have series than the stream has open
+/// shards, the surplus is shards closed by a resize; the longest idle of them go, once idle
+/// for [`FORGET_IDLE_SHARD_AFTER`] intervals. An open shard that takes nothing keeps its series
+/// (at 0) as long as the count allows.
+fn shards_to_forget(idle: &HashMap<String, u32>, open_shards: u32) -> Vec<String> {
+    let surplus = idle.len().saturating_sub(open_shards as usize);
+    let mut candidates: Vec<(&String, u32)> = idle
+        .iter()
+        .filter(|(_, quiet)| **quiet >= FORGET_IDLE_SHARD_AFTER)
+        .map(|(shard, quiet)| (shard, *quiet))
+        .collect();
+    candidates.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(b.0)));
+    candidates
+        .into_iter()
+        .take(surplus)
+        .map(|(shard, _)| shard.clone())
+        .collect()
 }
 
 fn count_decision(metrics: &Metrics, decision: &'static str) {
@@ -718,6 +739,24 @@ mod tests {
         assert!(!tally.forget_if_unchanged("s-1", totals["s-1"]));
         assert!(tally.forget_if_unchanged("s-2", totals["s-2"]));
         assert!(!tally.snapshot().contains_key("s-2"));
+    }
+
+    #[test]
+    fn only_the_surplus_of_long_idle_shards_is_forgotten() {
+        let idle = HashMap::from([
+            ("closed-a".to_owned(), 30),
+            ("closed-b".to_owned(), 12),
+            ("open-quiet".to_owned(), 11),
+            ("open-busy".to_owned(), 0),
+        ]);
+        // Two open shards: two of the four go, the longest idle first.
+        assert_eq!(shards_to_forget(&idle, 2), ["closed-a", "closed-b"]);
+        assert_eq!(shards_to_forget(&idle, 3), ["closed-a"]);
+        // No more series than open shards: an idle open shard keeps its series.
+        assert!(shards_to_forget(&idle, 4).is_empty());
+        // Only shards idle long enough, even when more should go.
+        let recent = HashMap::from([("a".to_owned(), 2), ("b".to_owned(), 0)]);
+        assert!(shards_to_forget(&recent, 1).is_empty());
     }
 
     #[test]
