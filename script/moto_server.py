@@ -1,8 +1,8 @@
 """moto's server with the two races that matter to the collector's tests closed.
 
 moto serves requests on threads, but its Kinesis shard assigns sequence numbers without a lock
-(two concurrent PutRecords calls can get the same number, and one record overwrites the other)
-and its SQS ReceiveMessage checks and marks visibility without a lock (two concurrent receives
+(two concurrent PutRecords calls can get the same number, and one record overwrites the other),
+its resharding rewrites a shard's records while others are being written, and its SQS ReceiveMessage checks and marks visibility without a lock (two concurrent receives
 can both take the same message). Tests of a collector that calls both concurrently would see
 those as lost or duplicated data. Here every such call holds one lock; long polls wait outside
 it.
@@ -16,7 +16,7 @@ import threading
 import time
 
 from moto import server
-from moto.kinesis.models import Shard
+from moto.kinesis.models import Shard, Stream
 from moto.sqs.models import SQSBackend
 
 LOCK = threading.RLock()
@@ -32,6 +32,10 @@ def locked(method):
 
 
 Shard.put_record = locked(Shard.put_record)
+# moto's resharding moves a shard's records out and writes them again; a record written by a
+# concurrent PutRecords in between would be lost or land ahead of older ones.
+Stream.split_shard = locked(Stream.split_shard)
+Stream.merge_shards = locked(Stream.merge_shards)
 for name in (
     "send_message",
     "send_message_batch",

@@ -15,6 +15,7 @@ use std::time::Duration;
 use chrono::{NaiveDateTime, TimeDelta};
 
 use crate::event::PartitionKey;
+use crate::shard_supervisor::Policy;
 use crate::submission::TimeBounds;
 
 /// One environment variable the collector reads.
@@ -186,6 +187,54 @@ pub const STATS_LOG_INTERVAL_SEC: Setting = setting(
     "1-86400",
     "Period of the info log line that summarises throughput.",
 );
+pub const SHARD_SUPERVISOR_INTERVAL_SEC: Setting = setting(
+    "SHARD_SUPERVISOR_INTERVAL_SEC",
+    "60",
+    "1-3600",
+    "Window of the shard supervisor: every interval it measures the records and bytes written to each shard, exports each shard's utilisation (the larger of records/s / 1000 and bytes/s / 1 MiB) and decides whether the shard count fits.",
+);
+pub const SHARD_SUPERVISOR_WINDOWS: Setting = setting(
+    "SHARD_SUPERVISOR_WINDOWS",
+    "5",
+    "1-1440",
+    "Consecutive intervals the stream's mean utilisation must stay above or below the target band before a resize is recommended (or made).",
+);
+pub const SHARD_UTILISATION_TARGET_LOW: Setting = setting(
+    "SHARD_UTILISATION_TARGET_LOW",
+    "30",
+    "0-100 (percent, decimals allowed), below SHARD_UTILISATION_TARGET_HIGH",
+    "Lower bound of the target band of mean shard utilisation; persistently below it, fewer shards are recommended.",
+);
+pub const SHARD_UTILISATION_TARGET_HIGH: Setting = setting(
+    "SHARD_UTILISATION_TARGET_HIGH",
+    "80",
+    "0.01-100 (percent, decimals allowed)",
+    "Upper bound of the target band; persistently above it, more shards are recommended. A recommendation aims at the middle of the band.",
+);
+pub const SHARD_AUTOSCALE_ENABLED: Setting = setting(
+    "SHARD_AUTOSCALE_ENABLED",
+    "false",
+    "`true` or `false`",
+    "When `true`, the recommended shard count is applied with UpdateShardCount (uniform scaling) on provisioned streams, never on on-demand ones. Enable it in one replica only; it needs `kinesis:UpdateShardCount`.",
+);
+pub const SHARD_COUNT_MIN: Setting = setting(
+    "SHARD_COUNT_MIN",
+    "1",
+    "1-10000",
+    "Fewest shards the supervisor recommends or sets.",
+);
+pub const SHARD_COUNT_MAX: Setting = setting(
+    "SHARD_COUNT_MAX",
+    "16",
+    "SHARD_COUNT_MIN-10000",
+    "Most shards the supervisor recommends or sets.",
+);
+pub const SHARD_RESIZE_COOLDOWN_SEC: Setting = setting(
+    "SHARD_RESIZE_COOLDOWN_SEC",
+    "3600",
+    "0-86400",
+    "Least time between two UpdateShardCount calls (AWS allows 10 per stream per rolling 24 hours).",
+);
 
 /// Every setting, in the order of the README table.
 pub const SETTINGS: &[Setting] = &[
@@ -215,6 +264,14 @@ pub const SETTINGS: &[Setting] = &[
     TIME_CREATED_MAX_AHEAD_HOURS,
     SHUTDOWN_DRAIN_TIMEOUT_SEC,
     STATS_LOG_INTERVAL_SEC,
+    SHARD_SUPERVISOR_INTERVAL_SEC,
+    SHARD_SUPERVISOR_WINDOWS,
+    SHARD_UTILISATION_TARGET_LOW,
+    SHARD_UTILISATION_TARGET_HIGH,
+    SHARD_AUTOSCALE_ENABLED,
+    SHARD_COUNT_MIN,
+    SHARD_COUNT_MAX,
+    SHARD_RESIZE_COOLDOWN_SEC,
 ];
 
 /// A setting whose value is not allowed. Its `Display` is the one line printed at start.
@@ -259,6 +316,8 @@ pub struct Config {
     pub time_bounds: TimeBounds,
     pub drain_timeout: Duration,
     pub stats_interval: Duration,
+    pub shard_supervisor_interval: Duration,
+    pub shard_policy: Policy,
 }
 
 impl Config {
@@ -320,6 +379,27 @@ impl Config {
                 .map_err(|_| env.invalid(&TIME_CREATED_NOT_BEFORE, raw, TIME_CREATED_NOT_BEFORE.allowed))?
         };
         let max_ahead_hours: i64 = env.int(&TIME_CREATED_MAX_AHEAD_HOURS, 0, 8760)?;
+        let band_high = env.percent(&SHARD_UTILISATION_TARGET_HIGH, 0.01, 100.0)?;
+        let band_low = env.percent(&SHARD_UTILISATION_TARGET_LOW, 0.0, 100.0)?;
+        // The band must have room: a recommendation aims at its middle.
+        if band_low >= band_high {
+            let raw = env.raw(&SHARD_UTILISATION_TARGET_LOW);
+            return Err(env.invalid(
+                &SHARD_UTILISATION_TARGET_LOW,
+                raw,
+                "a percentage below SHARD_UTILISATION_TARGET_HIGH",
+            ));
+        }
+        let min_shards: u32 = env.int(&SHARD_COUNT_MIN, 1, 10_000)?;
+        let shard_policy = Policy {
+            band_low: band_low / 100.0,
+            band_high: band_high / 100.0,
+            windows: env.int(&SHARD_SUPERVISOR_WINDOWS, 1, 1440)?,
+            min_shards,
+            max_shards: env.int(&SHARD_COUNT_MAX, min_shards, 10_000)?,
+            cooldown: Duration::from_secs(env.int(&SHARD_RESIZE_COOLDOWN_SEC, 0, 86_400)?),
+            autoscale: env.boolean(&SHARD_AUTOSCALE_ENABLED)?,
+        };
         Ok(Config {
             queue,
             stream_name: env.name(&EVENTS_DATA_STREAM_NAME, 128)?,
@@ -348,6 +428,8 @@ impl Config {
             },
             drain_timeout: Duration::from_secs(env.int(&SHUTDOWN_DRAIN_TIMEOUT_SEC, 1, 3600)?),
             stats_interval: Duration::from_secs(env.int(&STATS_LOG_INTERVAL_SEC, 1, 86_400)?),
+            shard_supervisor_interval: Duration::from_secs(env.int(&SHARD_SUPERVISOR_INTERVAL_SEC, 1, 3600)?),
+            shard_policy,
         })
     }
 }
@@ -379,6 +461,24 @@ impl Vars<'_> {
         match raw.trim().parse::<T>() {
             Ok(v) if v >= min && v <= max => Ok(v),
             _ => Err(self.invalid(s, raw, &format!("an integer from {min} to {max}"))),
+        }
+    }
+
+    /// A percentage with decimals, from `min` to `max`.
+    fn percent(&self, s: &Setting, min: f64, max: f64) -> Result<f64, ConfigError> {
+        let raw = self.raw(s);
+        match raw.trim().parse::<f64>() {
+            Ok(v) if (min..=max).contains(&v) => Ok(v),
+            _ => Err(self.invalid(s, raw, &format!("a percentage from {min} to {max}"))),
+        }
+    }
+
+    fn boolean(&self, s: &Setting) -> Result<bool, ConfigError> {
+        let raw = self.raw(s);
+        match raw.trim() {
+            "true" => Ok(true),
+            "false" => Ok(false),
+            _ => Err(self.invalid(s, raw, "true or false")),
         }
     }
 
@@ -508,6 +608,47 @@ mod tests {
             ]),
             "QUEUE_VISIBILITY_MAX_TOTAL_SEC=\"30\" is invalid: expected an integer from 60 to 43200"
         );
+    }
+
+    #[test]
+    fn shard_supervisor_settings_are_read_and_checked() {
+        let c = Config::from_vars(&HashMap::new()).unwrap();
+        assert_eq!(c.shard_supervisor_interval, Duration::from_secs(60));
+        assert!(!c.shard_policy.autoscale, "resizing is opt-in");
+        assert_eq!((c.shard_policy.band_low, c.shard_policy.band_high), (0.3, 0.8));
+        let c = Config::from_vars(&vars(&[
+            ("SHARD_UTILISATION_TARGET_LOW", "0.1"),
+            ("SHARD_UTILISATION_TARGET_HIGH", "1"),
+            ("SHARD_AUTOSCALE_ENABLED", "true"),
+            ("SHARD_COUNT_MIN", "2"),
+            ("SHARD_COUNT_MAX", "2"),
+            ("SHARD_RESIZE_COOLDOWN_SEC", "0"),
+        ]))
+        .unwrap();
+        assert!((c.shard_policy.band_low - 0.001).abs() < 1e-12);
+        assert_eq!(c.shard_policy.band_high, 0.01);
+        assert!(c.shard_policy.autoscale);
+        assert_eq!((c.shard_policy.min_shards, c.shard_policy.max_shards), (2, 2));
+        assert_eq!(c.shard_policy.cooldown, Duration::ZERO);
+        assert_eq!(
+            error(&[("SHARD_UTILISATION_TARGET_HIGH", "150")]),
+            "SHARD_UTILISATION_TARGET_HIGH=\"150\" is invalid: expected a percentage from 0.01 to 100"
+        );
+        assert_eq!(
+            error(&[("SHARD_UTILISATION_TARGET_LOW", "80")]),
+            "SHARD_UTILISATION_TARGET_LOW=\"80\" is invalid: expected a percentage below SHARD_UTILISATION_TARGET_HIGH"
+        );
+        assert_eq!(
+            error(&[("SHARD_AUTOSCALE_ENABLED", "yes")]),
+            "SHARD_AUTOSCALE_ENABLED=\"yes\" is invalid: expected true or false"
+        );
+        assert_eq!(
+            error(&[("SHARD_COUNT_MIN", "8"), ("SHARD_COUNT_MAX", "4")]),
+            "SHARD_COUNT_MAX=\"4\" is invalid: expected an integer from 8 to 10000"
+        );
+        assert!(error(&[("SHARD_SUPERVISOR_INTERVAL_SEC", "0")]).starts_with("SHARD_SUPERVISOR_INTERVAL_SEC="));
+        assert!(error(&[("SHARD_SUPERVISOR_WINDOWS", "0")]).starts_with("SHARD_SUPERVISOR_WINDOWS="));
+        assert!(error(&[("SHARD_RESIZE_COOLDOWN_SEC", "-1")]).starts_with("SHARD_RESIZE_COOLDOWN_SEC="));
     }
 
     #[test]

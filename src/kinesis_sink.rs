@@ -303,6 +303,15 @@ impl Lane {
         match outcome {
             Ok(output) => {
                 let sent = batch.len();
+                // What each shard took, for the shard supervisor: every written record counts,
+                // resends included, as they use the shard's capacity all the same.
+                metrics.shard_writes.add_response(
+                    batch
+                        .iter()
+                        .zip(output.records())
+                        .filter(|(_, result)| result.error_code().is_none())
+                        .filter_map(|(record, result)| Some((result.shard_id()?, record.size()))),
+                );
                 let settled = settle(batch, output.records());
                 if settled.confirmed.is_empty() {
                     self.context.breaker.failed();

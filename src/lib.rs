@@ -13,7 +13,8 @@
 //! A message is deleted only when its ledger counter reaches zero, i.e. every one of its events
 //! has a successful PutRecords result; everything else leaves it in the queue to come back.
 //! Around the pipeline: `breaker` pauses receiving while Kinesis fails, `http_server` answers
-//! `/healthz`, `/readyz` and `/metrics`, `retry` paces every retry.
+//! `/healthz`, `/readyz` and `/metrics`, `retry` paces every retry, `shard_supervisor` watches
+//! the shards' utilisation (and, opt-in, resizes the stream).
 //!
 //! [`fleet`] is not part of that path: it is the sensor-fleet simulator's side (generated
 //! submissions, the manifest of what was sent, and the check of a stream against it), used by
@@ -30,6 +31,7 @@ pub mod kinesis_sink;
 pub mod ledger;
 pub mod metrics;
 pub mod retry;
+pub mod shard_supervisor;
 pub mod sqs_source;
 pub mod submission;
 pub mod visibility;
@@ -208,6 +210,17 @@ pub async fn run(
     // when every ledger entry is gone.
     drop(outputs);
 
+    let shard_supervisor = tokio::spawn(shard_supervisor::run(
+        kinesis.clone(),
+        shard_supervisor::SupervisorSettings {
+            stream_name: config.stream_name.clone(),
+            interval: config.shard_supervisor_interval,
+            policy: config.shard_policy,
+            retry,
+        },
+        metrics.clone(),
+        shutdown.clone(),
+    ));
     let stats = tokio::spawn(log_stats(metrics.clone(), config.stats_interval));
     shutdown.cancelled().await;
     readiness.stopping.store(true, Ordering::Release);
@@ -221,6 +234,7 @@ pub async fn run(
     .await;
     stats.abort();
     probe.abort();
+    shard_supervisor.abort();
     let s = metrics.snapshot();
     match drained {
         Ok(()) => tracing::info!(events_published = s.events_published, "stopped after draining"),

@@ -9,8 +9,15 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Metric, Registry};
+use std::sync::atomic::AtomicU64;
+
+use crate::shard_supervisor::ShardTally;
 
 type Labels = [(&'static str, &'static str); 1];
+/// A shard id label (`shard`): bounded by the shards of one stream.
+pub type ShardLabels = [(&'static str, String); 1];
+/// A gauge holding a fraction (utilisation: 1.0 = the shard's write limit).
+pub type Ratio = Gauge<f64, AtomicU64>;
 
 pub struct Metrics {
     pub registry: Registry,
@@ -35,6 +42,15 @@ pub struct Metrics {
     pub breaker_open: Gauge,
     pub kinesis_probes: Family<Labels, Counter>,
     pub ready: Gauge,
+    pub shard_records_published: Family<ShardLabels, Counter>,
+    pub shard_bytes_published: Family<ShardLabels, Counter>,
+    pub shard_utilisation: Family<ShardLabels, Ratio>,
+    pub stream_utilisation: Family<Labels, Ratio>,
+    pub stream_open_shards: Gauge,
+    pub shard_supervisor_decisions: Family<Labels, Counter>,
+    pub shard_resize_calls: Family<Labels, Counter>,
+    /// Records and bytes written per shard, fed by the sink lanes, read by the shard supervisor.
+    pub shard_writes: ShardTally,
 }
 
 impl Metrics {
@@ -42,6 +58,18 @@ impl Metrics {
         let mut registry = Registry::with_prefix("collector");
         // Seconds: 5 ms to ~40 s, doubling.
         let seconds = || Histogram::new(exponential_buckets(0.005, 2.0, 14));
+        let shard_records_published: Family<ShardLabels, Counter> = add(
+            &mut registry,
+            "shard_records_published",
+            "Records written to each shard (successful PutRecords results, resends included), by shard",
+            Family::default(),
+        );
+        let shard_bytes_published: Family<ShardLabels, Counter> = add(
+            &mut registry,
+            "shard_bytes_published",
+            "Bytes (data + partition key) written to each shard, by shard",
+            Family::default(),
+        );
         Metrics {
             receive_calls: add(
                 &mut registry,
@@ -168,6 +196,39 @@ impl Metrics {
                 "ready",
                 "1 when the queue and stream are resolved and the breaker is closed (what /readyz answers)",
                 Gauge::default(),
+            ),
+            shard_writes: ShardTally::new(shard_records_published.clone(), shard_bytes_published.clone()),
+            shard_records_published,
+            shard_bytes_published,
+            shard_utilisation: add(
+                &mut registry,
+                "shard_utilisation_ratio",
+                "Each shard's write utilisation over the last supervisor interval: the larger of records/s / 1000 and bytes/s / 1 MiB",
+                Family::default(),
+            ),
+            stream_utilisation: add(
+                &mut registry,
+                "stream_utilisation_ratio",
+                "The stream's write utilisation over the last supervisor interval: `hottest` shard, and `mean` over the open shards",
+                Family::default(),
+            ),
+            stream_open_shards: add(
+                &mut registry,
+                "stream_open_shards",
+                "Open shards of the stream (DescribeStreamSummary), read by the shard supervisor",
+                Gauge::default(),
+            ),
+            shard_supervisor_decisions: add(
+                &mut registry,
+                "shard_supervisor_decisions",
+                "Shard supervisor decisions, one per interval, by decision",
+                Family::default(),
+            ),
+            shard_resize_calls: add(
+                &mut registry,
+                "shard_resize_calls",
+                "UpdateShardCount calls made by the shard supervisor, by outcome (ok, failed)",
+                Family::default(),
             ),
             registry,
         }

@@ -1,0 +1,947 @@
+//! Shard capacity supervisor: is the stream's shard count right for what is written to it?
+//!
+//! The sink lanes add each PutRecords response's successful records and bytes (data + partition
+//! key, as Kinesis counts them) to a [`ShardTally`], by the shard id the response names. Every
+//! `SHARD_SUPERVISOR_INTERVAL_SEC` the supervisor turns the tally's growth into rates, computes
+//! each shard's utilisation against the per-shard write limits (1,000 records/s, 1 MiB/s),
+//! exports it, and asks [`Decider`] whether the stream has been above or below the target band
+//! for `SHARD_SUPERVISOR_WINDOWS` intervals in a row. If so it logs a recommendation, once per
+//! episode, and, only when `SHARD_AUTOSCALE_ENABLED` is set and the stream is provisioned and
+//! not already resizing, calls UpdateShardCount (uniform scaling) within the configured bounds
+//! and cooldown.
+//!
+//! What is measured is what *this* collector wrote. With several replicas each sees its share
+//! only: the stream carries at least what a replica sees, so "above the band" is sound
+//! evidence, while "below the band" may not be. Resizing should be enabled in one replica only.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use aws_sdk_kinesis::Client;
+use aws_sdk_kinesis::error::DisplayErrorContext;
+use aws_sdk_kinesis::types::{ScalingType, StreamMode as SdkStreamMode, StreamStatus};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use tokio_util::sync::CancellationToken;
+
+use crate::metrics::{Metrics, ShardLabels};
+use crate::retry::{RetryEpisode, RetryPolicy};
+
+/// Records per second one shard takes.
+pub const SHARD_RECORDS_PER_SEC: f64 = 1000.0;
+/// Bytes (data + partition key) per second one shard takes.
+pub const SHARD_BYTES_PER_SEC: f64 = 1024.0 * 1024.0;
+/// Intervals without a record after which a shard's series may be dropped, when there are more
+/// of them than open shards (a shard closed by a resize takes no more records), so that the
+/// label set stays about that of the current shards.
+const FORGET_IDLE_SHARD_AFTER: u32 = 10;
+
+/// Records and bytes written to one shard since start.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ShardTotals {
+    pub records: u64,
+    pub bytes: u64,
+}
+
+/// What the sink lanes have written, per shard; shared by the lanes and the supervisor (it
+/// lives in [`Metrics`], which both hold). It also keeps the per-shard counters.
+pub struct ShardTally {
+    totals: Mutex<HashMap<String, ShardTotals>>,
+    records: Family<ShardLabels, Counter>,
+    bytes: Family<ShardLabels, Counter>,
+}
+
+impl ShardTally {
+    pub fn new(records: Family<ShardLabels, Counter>, bytes: Family<ShardLabels, Counter>) -> ShardTally {
+        ShardTally {
+            totals: Mutex::new(HashMap::new()),
+            records,
+            bytes,
+        }
+    }
+
+    /// Adds one PutRecords response's successful records, given as (shard id, record bytes);
+    /// takes the lock once per response.
+    pub fn add_response<'a>(&self, written: impl IntoIterator<Item = (&'a str, usize)>) {
+        let mut per_shard: Vec<(&str, ShardTotals)> = Vec::new();
+        for (shard, bytes) in written {
+            // A response names few distinct shards: a short scan beats hashing.
+            let i = match per_shard.iter().position(|(s, _)| *s == shard) {
+                Some(i) => i,
+                None => {
+                    per_shard.push((shard, ShardTotals::default()));
+                    per_shard.len() - 1
+                }
+            };
+            per_shard[i].1.records += 1;
+            per_shard[i].1.bytes += bytes as u64;
+        }
+        if per_shard.is_empty() {
+            return;
+        }
+        {
+            let mut totals = self.totals.lock().unwrap_or_else(PoisonError::into_inner);
+            for (shard, add) in &per_shard {
+                match totals.get_mut(*shard) {
+                    Some(t) => {
+                        t.records += add.records;
+                        t.bytes += add.bytes;
+                    }
+                    None => {
+                        totals.insert((*shard).to_owned(), *add);
+                    }
+                }
+            }
+        }
+        for (shard, add) in per_shard {
+            let label = [("shard", shard.to_owned())];
+            self.records.get_or_create(&label).inc_by(add.records);
+            self.bytes.get_or_create(&label).inc_by(add.bytes);
+        }
+    }
+
+    pub fn snapshot(&self) -> HashMap<String, ShardTotals> {
+        self.totals.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    /// Drops a shard's totals and series, unless records arrived since `seen` was read.
+    fn forget_if_unchanged(&self, shard: &str, seen: ShardTotals) -> bool {
+        let mut totals = self.totals.lock().unwrap_or_else(PoisonError::into_inner);
+        if totals.get(shard) != Some(&seen) {
+            return false;
+        }
+        totals.remove(shard);
+        let label = [("shard", shard.to_owned())];
+        self.records.remove(&label);
+        self.bytes.remove(&label);
+        true
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The decision, without AWS: rates in, a decision out.
+
+/// Write rates of one shard over one interval.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ShardRate {
+    pub records_per_sec: f64,
+    pub bytes_per_sec: f64,
+}
+
+impl ShardRate {
+    /// The share of the shard's write capacity used: whichever limit is nearer.
+    pub fn utilisation(&self) -> f64 {
+        (self.records_per_sec / SHARD_RECORDS_PER_SEC).max(self.bytes_per_sec / SHARD_BYTES_PER_SEC)
+    }
+}
+
+/// Each shard's rate between two tally snapshots `elapsed` apart.
+pub fn rates(
+    before: &HashMap<String, ShardTotals>,
+    after: &HashMap<String, ShardTotals>,
+    elapsed: Duration,
+) -> HashMap<String, ShardRate> {
+    let secs = elapsed.as_secs_f64().max(1e-3);
+    after
+        .iter()
+        .map(|(shard, now)| {
+            let then = before.get(shard).copied().unwrap_or_default();
+            let rate = ShardRate {
+                records_per_sec: now.records.saturating_sub(then.records) as f64 / secs,
+                bytes_per_sec: now.bytes.saturating_sub(then.bytes) as f64 / secs,
+            };
+            (shard.clone(), rate)
+        })
+        .collect()
+}
+
+/// The stream's utilisation over one interval.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StreamUtilisation {
+    /// The busiest shard's.
+    pub hottest: f64,
+    /// Over the open shards: shards that took nothing count as 0.
+    pub mean: f64,
+}
+
+pub fn stream_utilisation(per_shard: &[f64], open_shards: u32) -> StreamUtilisation {
+    let hottest = per_shard.iter().copied().fold(0.0, f64::max);
+    // A shard closed by a resize can still show records of the interval: never divide by less
+    // than the shards that took records.
+    let shards = (open_shards as usize).max(per_shard.len()).max(1);
+    StreamUtilisation {
+        hottest,
+        mean: per_shard.iter().sum::<f64>() / shards as f64,
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamMode {
+    Provisioned,
+    /// Kinesis sizes the stream itself: never resized here.
+    OnDemand,
+}
+
+/// What DescribeStreamSummary says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamState {
+    pub mode: StreamMode,
+    /// A resize (or other update) is under way: nothing to decide until it ends.
+    pub updating: bool,
+    pub open_shards: u32,
+}
+
+/// The configured band, persistence, bounds and cooldown.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Policy {
+    /// Target band of mean utilisation, as fractions (0.3 = 30%).
+    pub band_low: f64,
+    pub band_high: f64,
+    /// Consecutive intervals outside the band before acting.
+    pub windows: u32,
+    pub min_shards: u32,
+    pub max_shards: u32,
+    pub cooldown: Duration,
+    /// Call UpdateShardCount; otherwise only recommend.
+    pub autoscale: bool,
+}
+
+impl Policy {
+    /// The shard count that brings the mean utilisation to the middle of the band, within the
+    /// bounds and within what one UpdateShardCount call may do (at most double, at least half
+    /// the current count). Never moves against `direction`.
+    pub fn target(&self, direction: Direction, current: u32, mean: f64) -> u32 {
+        let current = current.max(1);
+        let middle = (self.band_low + self.band_high) / 2.0;
+        let ideal = (current as f64 * mean / middle).ceil();
+        let ideal = if ideal.is_finite() {
+            ideal.clamp(1.0, 1e6) as u32
+        } else {
+            current
+        };
+        match direction {
+            Direction::Up => ideal.min(current.saturating_mul(2)).min(self.max_shards).max(current),
+            Direction::Down => ideal.max(current.div_ceil(2)).max(self.min_shards).min(current),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// Above the band: more shards.
+    Up,
+    /// Below the band: fewer shards.
+    Down,
+}
+
+impl Direction {
+    fn as_str(self) -> &'static str {
+        match self {
+            Direction::Up => "up",
+            Direction::Down => "down",
+        }
+    }
+}
+
+/// A shard count to move to, and why.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Recommendation {
+    pub direction: Direction,
+    pub current: u32,
+    pub target: u32,
+    pub utilisation: StreamUtilisation,
+    /// Intervals in a row outside the band.
+    pub windows: u32,
+}
+
+/// Why a recommendation is not applied now.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Held {
+    AutoscaleDisabled,
+    /// Already at SHARD_COUNT_MAX (up) or SHARD_COUNT_MIN (down).
+    AtBound,
+    Cooldown {
+        remaining: Duration,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Decision {
+    WithinBand,
+    /// Outside the band for fewer intervals than required.
+    OutsideBand {
+        direction: Direction,
+        windows: u32,
+    },
+    /// Persistently outside the band, not acted on; `first` once per episode (to log it).
+    Recommend {
+        recommendation: Recommendation,
+        held: Held,
+        first: bool,
+    },
+    /// Call UpdateShardCount with the recommendation's target.
+    Resize(Recommendation),
+    OnDemand,
+    Updating,
+}
+
+impl Decision {
+    /// The `decision` label of `collector_shard_supervisor_decisions_total`.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Decision::WithinBand => "within_band",
+            Decision::OutsideBand { .. } => "outside_band",
+            Decision::Recommend { recommendation: r, .. } => match r.direction {
+                Direction::Up => "recommend_up",
+                Direction::Down => "recommend_down",
+            },
+            Decision::Resize(r) => match r.direction {
+                Direction::Up => "resize_up",
+                Direction::Down => "resize_down",
+            },
+            Decision::OnDemand => "on_demand",
+            Decision::Updating => "updating",
+        }
+    }
+}
+
+/// The supervisor's memory between intervals: the current streak outside the band, whether its
+/// recommendation was logged, and when the last resize was asked for.
+#[derive(Debug)]
+pub struct Decider {
+    policy: Policy,
+    streak: Option<(Direction, u32)>,
+    recommended: bool,
+    last_resize: Option<Instant>,
+}
+
+impl Decider {
+    pub fn new(policy: Policy) -> Decider {
+        Decider {
+            policy,
+            streak: None,
+            recommended: false,
+            last_resize: None,
+        }
+    }
+
+    /// One interval's verdict.
+    pub fn decide(&mut self, utilisation: StreamUtilisation, stream: StreamState, now: Instant) -> Decision {
+        if stream.mode == StreamMode::OnDemand {
+            self.end_episode();
+            return Decision::OnDemand;
+        }
+        if stream.updating {
+            // Rates measured while shards split or merge say little about the new count.
+            self.end_episode();
+            return Decision::Updating;
+        }
+        let p = &self.policy;
+        let direction = if utilisation.mean > p.band_high {
+            Direction::Up
+        } else if utilisation.mean < p.band_low && utilisation.hottest <= p.band_high {
+            // Not while one shard is already hot: fewer shards would make it hotter.
+            Direction::Down
+        } else {
+            self.end_episode();
+            return Decision::WithinBand;
+        };
+        let windows = match self.streak {
+            Some((d, n)) if d == direction => n + 1,
+            _ => {
+                self.recommended = false;
+                1
+            }
+        };
+        self.streak = Some((direction, windows));
+        if windows < p.windows {
+            return Decision::OutsideBand { direction, windows };
+        }
+        let current = stream.open_shards.max(1);
+        let recommendation = Recommendation {
+            direction,
+            current,
+            target: p.target(direction, current, utilisation.mean),
+            utilisation,
+            windows,
+        };
+        let held = if recommendation.target == current {
+            Some(Held::AtBound)
+        } else if !p.autoscale {
+            Some(Held::AutoscaleDisabled)
+        } else {
+            self.last_resize
+                .map(|at| (at + p.cooldown).saturating_duration_since(now))
+                .filter(|remaining| !remaining.is_zero())
+                .map(|remaining| Held::Cooldown { remaining })
+        };
+        match held {
+            Some(held) => {
+                let first = !self.recommended;
+                self.recommended = true;
+                Decision::Recommend {
+                    recommendation,
+                    held,
+                    first,
+                }
+            }
+            None => Decision::Resize(recommendation),
+        }
+    }
+
+    /// An UpdateShardCount call was made (whatever its outcome): the cooldown starts, and the
+    /// band is judged afresh.
+    pub fn resize_called(&mut self, now: Instant) {
+        self.last_resize = Some(now);
+        self.end_episode();
+    }
+
+    fn end_episode(&mut self) {
+        self.streak = None;
+        self.recommended = false;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The running supervisor.
+
+#[derive(Debug, thiserror::Error)]
+pub enum SupervisorError {
+    #[error("DescribeStreamSummary failed: {0}")]
+    Describe(String),
+    #[error("DescribeStreamSummary answered without a description")]
+    NoDescription,
+}
+
+#[derive(Debug, Clone)]
+pub struct SupervisorSettings {
+    pub stream_name: String,
+    pub interval: Duration,
+    pub policy: Policy,
+    /// Paces nothing here (the next try is the next interval); words the failure logs.
+    pub retry: RetryPolicy,
+}
+
+/// Runs until `shutdown`: one measurement and decision per interval.
+pub async fn run(client: Client, settings: SupervisorSettings, metrics: Arc<Metrics>, shutdown: CancellationToken) {
+    let tally = &metrics.shard_writes;
+    let mut decider = Decider::new(settings.policy);
+    let mut describe_episode = RetryEpisode::new(
+        format!("DescribeStreamSummary {} (shard supervisor)", settings.stream_name),
+        settings.retry,
+    );
+    let mut before = tally.snapshot();
+    let mut before_at = Instant::now();
+    let mut idle: HashMap<String, u32> = HashMap::new();
+    let mut mode_seen = None;
+    let mut ticker = tokio::time::interval(settings.interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticker.tick().await;
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = shutdown.cancelled() => return,
+        }
+        let now = Instant::now();
+        let after = tally.snapshot();
+        let per_shard = rates(&before, &after, now - before_at);
+        let mut utilisations = Vec::with_capacity(per_shard.len());
+        for (shard, rate) in &per_shard {
+            let u = rate.utilisation();
+            utilisations.push(u);
+            metrics
+                .shard_utilisation
+                .get_or_create(&[("shard", shard.clone())])
+                .set(u);
+            let quiet = idle.entry(shard.clone()).or_default();
+            *quiet = if rate.records_per_sec > 0.0 { 0 } else { *quiet + 1 };
+        }
+        idle.retain(|shard, _| per_shard.contains_key(shard));
+        // The next interval starts from this snapshot: nothing written meanwhile is missed.
+        before = after;
+        before_at = now;
+
+        let stream = tokio::select! {
+            stream = describe(&client, &settings.stream_name) => stream,
+            _ = shutdown.cancelled() => return,
+        };
+        let stream = match stream {
+            Ok(stream) => {
+                describe_episode.succeeded();
+                stream
+            }
+            Err(error) => {
+                // The next interval tries again; the failure is logged once per episode.
+                describe_episode.failed(&error);
+                count_decision(&metrics, "stream_unknown");
+                continue;
+            }
+        };
+        metrics.stream_open_shards.set(stream.open_shards as i64);
+        for shard in shards_to_forget(&idle, stream.open_shards) {
+            if let Some(seen) = before.get(&shard)
+                && tally.forget_if_unchanged(&shard, *seen)
+            {
+                metrics.shard_utilisation.remove(&[("shard", shard.clone())]);
+                before.remove(&shard);
+                idle.remove(&shard);
+            }
+        }
+        let utilisation = stream_utilisation(&utilisations, stream.open_shards);
+        metrics
+            .stream_utilisation
+            .get_or_create(&[("stat", "hottest")])
+            .set(utilisation.hottest);
+        metrics
+            .stream_utilisation
+            .get_or_create(&[("stat", "mean")])
+            .set(utilisation.mean);
+        if mode_seen != Some(stream.mode) {
+            if stream.mode == StreamMode::OnDemand {
+                tracing::info!(
+                    stream = settings.stream_name,
+                    "stream is on-demand; the shard supervisor reports utilisation and never resizes it"
+                );
+            }
+            mode_seen = Some(stream.mode);
+        }
+
+        let decision = decider.decide(utilisation, stream, now);
+        count_decision(&metrics, decision.label());
+        match decision {
+            Decision::Recommend {
+                recommendation: r,
+                held,
+                first: true,
+            } => log_recommendation(&settings, &r, held),
+            Decision::Resize(r) => {
+                resize(&client, &settings.stream_name, &r, &metrics).await;
+                decider.resize_called(Instant::now());
+            }
+            Decision::OutsideBand { direction, windows } => tracing::debug!(
+                direction = direction.as_str(),
+                windows,
+                mean_utilisation = utilisation.mean,
+                "stream utilisation outside the target band"
+            ),
+            _ => {}
+        }
+    }
+}
+
+/// The shards whose series to drop: while more shards have series than the stream has open
+/// shards, the surplus is shards closed by a resize; the longest idle of them go, once idle
+/// for [`FORGET_IDLE_SHARD_AFTER`] intervals. An open shard that takes nothing keeps its series
+/// (at 0) as long as the count allows.
+fn shards_to_forget(idle: &HashMap<String, u32>, open_shards: u32) -> Vec<String> {
+    let surplus = idle.len().saturating_sub(open_shards as usize);
+    let mut candidates: Vec<(&String, u32)> = idle
+        .iter()
+        .filter(|(_, quiet)| **quiet >= FORGET_IDLE_SHARD_AFTER)
+        .map(|(shard, quiet)| (shard, *quiet))
+        .collect();
+    candidates.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(b.0)));
+    candidates
+        .into_iter()
+        .take(surplus)
+        .map(|(shard, _)| shard.clone())
+        .collect()
+}
+
+fn count_decision(metrics: &Metrics, decision: &'static str) {
+    metrics
+        .shard_supervisor_decisions
+        .get_or_create(&[("decision", decision)])
+        .inc();
+}
+
+fn log_recommendation(settings: &SupervisorSettings, r: &Recommendation, held: Held) {
+    let reason = match held {
+        Held::AutoscaleDisabled => "SHARD_AUTOSCALE_ENABLED is false".to_owned(),
+        Held::AtBound => match r.direction {
+            Direction::Up => "already at SHARD_COUNT_MAX".to_owned(),
+            Direction::Down => "already at SHARD_COUNT_MIN".to_owned(),
+        },
+        Held::Cooldown { remaining } => {
+            format!("SHARD_RESIZE_COOLDOWN_SEC: {} s left", remaining.as_secs())
+        }
+    };
+    let (low, high) = (settings.policy.band_low * 100.0, settings.policy.band_high * 100.0);
+    macro_rules! recommend {
+        ($level:ident) => {
+            tracing::$level!(
+                stream = settings.stream_name,
+                direction = r.direction.as_str(),
+                current_shards = r.current,
+                recommended_shards = r.target,
+                mean_utilisation_pct = r.utilisation.mean * 100.0,
+                hottest_shard_utilisation_pct = r.utilisation.hottest * 100.0,
+                band_pct = format!("{low}-{high}"),
+                intervals = r.windows,
+                not_applied_because = reason,
+                "shard count recommendation"
+            )
+        };
+    }
+    // Too few shards means throttling soon; too many only costs money.
+    match r.direction {
+        Direction::Up => recommend!(warn),
+        Direction::Down => recommend!(info),
+    }
+}
+
+async fn resize(client: &Client, stream: &str, r: &Recommendation, metrics: &Metrics) {
+    let target = i32::try_from(r.target).unwrap_or(i32::MAX);
+    let result = client
+        .update_shard_count()
+        .stream_name(stream)
+        .target_shard_count(target)
+        .scaling_type(ScalingType::UniformScaling)
+        .send()
+        .await;
+    match result {
+        Ok(_) => {
+            Metrics::outcome(&metrics.shard_resize_calls, "ok", 1);
+            tracing::info!(
+                stream,
+                direction = r.direction.as_str(),
+                current_shards = r.current,
+                target_shards = r.target,
+                mean_utilisation_pct = r.utilisation.mean * 100.0,
+                hottest_shard_utilisation_pct = r.utilisation.hottest * 100.0,
+                intervals = r.windows,
+                "resizing the stream: UpdateShardCount accepted"
+            );
+        }
+        Err(e) => {
+            Metrics::outcome(&metrics.shard_resize_calls, "failed", 1);
+            tracing::warn!(
+                stream,
+                current_shards = r.current,
+                target_shards = r.target,
+                error = %DisplayErrorContext(e),
+                "UpdateShardCount failed; tried again after the cooldown if still needed (check kinesis:UpdateShardCount and the account's shard limits)"
+            );
+        }
+    }
+}
+
+async fn describe(client: &Client, stream: &str) -> Result<StreamState, SupervisorError> {
+    let output = client
+        .describe_stream_summary()
+        .stream_name(stream)
+        .send()
+        .await
+        .map_err(|e| SupervisorError::Describe(DisplayErrorContext(e).to_string()))?;
+    let summary = output
+        .stream_description_summary
+        .ok_or(SupervisorError::NoDescription)?;
+    let mode = match summary.stream_mode_details.map(|d| d.stream_mode) {
+        Some(SdkStreamMode::OnDemand) => StreamMode::OnDemand,
+        // Endpoints that predate on-demand streams do not say: those are provisioned.
+        _ => StreamMode::Provisioned,
+    };
+    Ok(StreamState {
+        mode,
+        updating: summary.stream_status == StreamStatus::Updating,
+        open_shards: summary.open_shard_count.max(0) as u32,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy() -> Policy {
+        Policy {
+            band_low: 0.3,
+            band_high: 0.8,
+            windows: 3,
+            min_shards: 1,
+            max_shards: 16,
+            cooldown: Duration::from_secs(600),
+            autoscale: true,
+        }
+    }
+
+    fn provisioned(open_shards: u32) -> StreamState {
+        StreamState {
+            mode: StreamMode::Provisioned,
+            updating: false,
+            open_shards,
+        }
+    }
+
+    fn at(mean: f64) -> StreamUtilisation {
+        StreamUtilisation { hottest: mean, mean }
+    }
+
+    #[test]
+    fn utilisation_is_the_nearer_of_the_two_limits() {
+        let records_bound = ShardRate {
+            records_per_sec: 500.0,
+            bytes_per_sec: 100_000.0,
+        };
+        assert_eq!(records_bound.utilisation(), 0.5);
+        let bytes_bound = ShardRate {
+            records_per_sec: 100.0,
+            bytes_per_sec: 786_432.0,
+        };
+        assert_eq!(bytes_bound.utilisation(), 0.75);
+    }
+
+    #[test]
+    fn rates_are_the_growth_per_second_between_snapshots() {
+        let t = |records, bytes| ShardTotals { records, bytes };
+        let before = HashMap::from([("a".to_owned(), t(100, 10_000))]);
+        let after = HashMap::from([("a".to_owned(), t(2_100, 1_058_576)), ("b".to_owned(), t(50, 500))]);
+        let r = rates(&before, &after, Duration::from_secs(2));
+        assert_eq!(
+            r["a"],
+            ShardRate {
+                records_per_sec: 1000.0,
+                bytes_per_sec: 524_288.0
+            }
+        );
+        assert_eq!(r["a"].utilisation(), 1.0);
+        assert_eq!(r["b"].records_per_sec, 25.0);
+    }
+
+    #[test]
+    fn the_mean_counts_idle_open_shards_and_the_hottest_is_the_maximum() {
+        let u = stream_utilisation(&[0.9, 0.3], 4);
+        assert_eq!(u.hottest, 0.9);
+        assert!((u.mean - 0.3).abs() < 1e-9);
+        // More shards seen than open (a closed parent still took records this interval).
+        assert!((stream_utilisation(&[0.5, 0.5, 0.5], 2).mean - 0.5).abs() < 1e-9);
+        assert_eq!(
+            stream_utilisation(&[], 2),
+            StreamUtilisation {
+                hottest: 0.0,
+                mean: 0.0
+            }
+        );
+    }
+
+    #[test]
+    fn the_tally_adds_per_shard_once_per_response_and_forgets_only_unchanged_shards() {
+        let metrics = Metrics::new();
+        let tally = &metrics.shard_writes;
+        tally.add_response([("s-1", 100), ("s-2", 50), ("s-1", 20)]);
+        tally.add_response([("s-2", 5)]);
+        let totals = tally.snapshot();
+        assert_eq!(totals["s-1"], ShardTotals { records: 2, bytes: 120 });
+        assert_eq!(totals["s-2"], ShardTotals { records: 2, bytes: 55 });
+        let label = [("shard", "s-1".to_owned())];
+        assert_eq!(metrics.shard_bytes_published.get_or_create(&label).get(), 120);
+        tally.add_response([("s-1", 1)]);
+        assert!(!tally.forget_if_unchanged("s-1", totals["s-1"]));
+        assert!(tally.forget_if_unchanged("s-2", totals["s-2"]));
+        assert!(!tally.snapshot().contains_key("s-2"));
+    }
+
+    #[test]
+    fn only_the_surplus_of_long_idle_shards_is_forgotten() {
+        let idle = HashMap::from([
+            ("closed-a".to_owned(), 30),
+            ("closed-b".to_owned(), 12),
+            ("open-quiet".to_owned(), 11),
+            ("open-busy".to_owned(), 0),
+        ]);
+        // Two open shards: two of the four go, the longest idle first.
+        assert_eq!(shards_to_forget(&idle, 2), ["closed-a", "closed-b"]);
+        assert_eq!(shards_to_forget(&idle, 3), ["closed-a"]);
+        // No more series than open shards: an idle open shard keeps its series.
+        assert!(shards_to_forget(&idle, 4).is_empty());
+        // Only shards idle long enough, even when more should go.
+        let recent = HashMap::from([("a".to_owned(), 2), ("b".to_owned(), 0)]);
+        assert!(shards_to_forget(&recent, 1).is_empty());
+    }
+
+    #[test]
+    fn targets_aim_at_the_middle_of_the_band_within_aws_steps_and_bounds() {
+        let p = policy(); // middle 55%
+        // 4 shards at 110%: 8 shards bring it to 55%.
+        assert_eq!(p.target(Direction::Up, 4, 1.1), 8);
+        // At most double per call.
+        assert_eq!(p.target(Direction::Up, 4, 5.0), 8);
+        // Within SHARD_COUNT_MAX.
+        assert_eq!(p.target(Direction::Up, 12, 1.0), 16);
+        assert_eq!(p.target(Direction::Up, 16, 1.0), 16);
+        // Rounds up: 3 shards at 90% need 4.91, so 5.
+        assert_eq!(p.target(Direction::Up, 3, 0.9), 5);
+        // Down: 8 shards at 20% need 2.9, so 3, but at most halve: 4.
+        assert_eq!(p.target(Direction::Down, 8, 0.2), 4);
+        assert_eq!(p.target(Direction::Down, 8, 0.25), 4);
+        assert_eq!(p.target(Direction::Down, 10, 0.4), 8);
+        // Never below SHARD_COUNT_MIN, never 0.
+        let p2 = Policy { min_shards: 6, ..p };
+        assert_eq!(p2.target(Direction::Down, 8, 0.0), 6);
+        assert_eq!(p.target(Direction::Down, 1, 0.0), 1);
+        // A stream already outside the bounds is never moved against the direction.
+        assert_eq!(p.target(Direction::Up, 40, 1.0), 40);
+        assert_eq!(p2.target(Direction::Down, 3, 0.1), 3);
+    }
+
+    #[test]
+    fn a_resize_needs_the_configured_number_of_intervals_in_a_row() {
+        let mut d = Decider::new(policy());
+        let now = Instant::now();
+        assert_eq!(
+            d.decide(at(0.9), provisioned(2), now),
+            Decision::OutsideBand {
+                direction: Direction::Up,
+                windows: 1
+            }
+        );
+        assert!(matches!(
+            d.decide(at(0.9), provisioned(2), now),
+            Decision::OutsideBand { windows: 2, .. }
+        ));
+        // One interval back in the band starts the count again.
+        assert_eq!(d.decide(at(0.5), provisioned(2), now), Decision::WithinBand);
+        assert!(matches!(
+            d.decide(at(0.9), provisioned(2), now),
+            Decision::OutsideBand { windows: 1, .. }
+        ));
+        // So does a change of direction.
+        assert!(matches!(
+            d.decide(at(0.1), provisioned(2), now),
+            Decision::OutsideBand {
+                direction: Direction::Down,
+                windows: 1
+            }
+        ));
+        assert!(matches!(
+            d.decide(at(0.9), provisioned(2), now),
+            Decision::OutsideBand { windows: 1, .. }
+        ));
+        d.decide(at(0.9), provisioned(2), now);
+        match d.decide(at(0.9), provisioned(2), now) {
+            Decision::Resize(r) => {
+                assert_eq!((r.direction, r.current, r.target, r.windows), (Direction::Up, 2, 4, 3));
+            }
+            other => panic!("expected a resize, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn after_a_resize_the_cooldown_holds_the_next_one_and_it_is_logged_once() {
+        let mut d = Decider::new(Policy { windows: 1, ..policy() });
+        let t0 = Instant::now();
+        assert!(matches!(d.decide(at(0.95), provisioned(1), t0), Decision::Resize(_)));
+        d.resize_called(t0);
+        let t1 = t0 + Duration::from_secs(60);
+        match d.decide(at(0.95), provisioned(2), t1) {
+            Decision::Recommend {
+                recommendation,
+                held: Held::Cooldown { remaining },
+                first: true,
+            } => {
+                assert_eq!(recommendation.target, 4);
+                assert_eq!(remaining, Duration::from_secs(540));
+            }
+            other => panic!("expected a held recommendation, got {other:?}"),
+        }
+        // The same episode: counted again, not logged again.
+        assert!(matches!(
+            d.decide(at(0.95), provisioned(2), t1 + Duration::from_secs(60)),
+            Decision::Recommend { first: false, .. }
+        ));
+        assert!(matches!(
+            d.decide(at(0.95), provisioned(2), t0 + Duration::from_secs(600)),
+            Decision::Resize(Recommendation { target: 4, .. })
+        ));
+    }
+
+    #[test]
+    fn with_autoscale_off_it_only_recommends_once_per_episode() {
+        let mut d = Decider::new(Policy {
+            autoscale: false,
+            windows: 2,
+            ..policy()
+        });
+        let now = Instant::now();
+        let decisions: Vec<Decision> = (0..4).map(|_| d.decide(at(0.1), provisioned(8), now)).collect();
+        assert!(matches!(decisions[0], Decision::OutsideBand { .. }));
+        let firsts: Vec<bool> = decisions[1..]
+            .iter()
+            .map(|x| match x {
+                Decision::Recommend {
+                    held: Held::AutoscaleDisabled,
+                    recommendation,
+                    first,
+                } => {
+                    assert_eq!((recommendation.direction, recommendation.target), (Direction::Down, 4));
+                    *first
+                }
+                other => panic!("expected a recommendation, got {other:?}"),
+            })
+            .collect();
+        assert_eq!(firsts, [true, false, false]);
+        assert_eq!(decisions[1].label(), "recommend_down");
+        // Back in the band, then out again: a new episode, logged again.
+        d.decide(at(0.5), provisioned(8), now);
+        d.decide(at(0.1), provisioned(8), now);
+        assert!(matches!(
+            d.decide(at(0.1), provisioned(8), now),
+            Decision::Recommend { first: true, .. }
+        ));
+    }
+
+    #[test]
+    fn on_demand_streams_are_never_resized() {
+        let mut d = Decider::new(Policy {
+            windows: 1,
+            cooldown: Duration::ZERO,
+            ..policy()
+        });
+        let on_demand = StreamState {
+            mode: StreamMode::OnDemand,
+            updating: false,
+            open_shards: 4,
+        };
+        for mean in [5.0, 0.0, 0.95, 0.01] {
+            assert_eq!(d.decide(at(mean), on_demand, Instant::now()), Decision::OnDemand);
+        }
+    }
+
+    #[test]
+    fn nothing_is_decided_while_the_stream_is_updating_and_the_count_restarts_after() {
+        let mut d = Decider::new(Policy { windows: 2, ..policy() });
+        let now = Instant::now();
+        d.decide(at(0.9), provisioned(2), now);
+        let updating = StreamState {
+            updating: true,
+            ..provisioned(2)
+        };
+        assert_eq!(d.decide(at(0.9), updating, now), Decision::Updating);
+        assert!(matches!(
+            d.decide(at(0.9), provisioned(4), now),
+            Decision::OutsideBand { windows: 1, .. }
+        ));
+    }
+
+    #[test]
+    fn at_a_bound_it_recommends_without_resizing_and_one_hot_shard_blocks_scaling_down() {
+        let mut d = Decider::new(Policy {
+            windows: 1,
+            max_shards: 4,
+            ..policy()
+        });
+        let now = Instant::now();
+        assert!(matches!(
+            d.decide(at(0.9), provisioned(4), now),
+            Decision::Recommend {
+                held: Held::AtBound,
+                ..
+            }
+        ));
+        let skewed = StreamUtilisation {
+            hottest: 0.85,
+            mean: 0.2,
+        };
+        assert_eq!(d.decide(skewed, provisioned(4), now), Decision::WithinBand);
+    }
+}
