@@ -72,7 +72,7 @@ impl Plan {
             submissions: var("CHAOS_SUBMISSIONS", 2_000),
             invalid_share: var("CHAOS_INVALID_SHARE", 0.1),
             max_events: var("CHAOS_MAX_EVENTS", 12),
-            rate: var("CHAOS_RATE", 25.0),
+            rate: var("CHAOS_RATE", 20.0),
             kills: var("CHAOS_KILLS", 2),
             sigterms: var("CHAOS_SIGTERMS", 1),
             kinesis_cut: seconds("CHAOS_KINESIS_CUT_SEC", 3.0),
