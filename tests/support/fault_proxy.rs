@@ -6,12 +6,15 @@
 //! positions, with HTTP 200. The emulator does not check signatures, so the rewritten body
 //! needs no new one.
 //!
-//! Outages: every call can be cut (`set_offline`), or every Kinesis call (`set_kinesis_down`).
-//! The proxy also notes every receipt handle SQS hands out, so tests can look for them in logs.
+//! Outages: every call can be cut (`set_offline`), every Kinesis call (`set_kinesis_down`) or
+//! every SQS call (`set_sqs_down`); `set_latency` holds every call back before it is handled, a
+//! slow network path. The proxy also notes every receipt handle SQS hands out, so tests can
+//! look for them in logs.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -28,6 +31,7 @@ const DELETE_MESSAGE_BATCH_TARGET: &str = "AmazonSQS.DeleteMessageBatch";
 const CHANGE_VISIBILITY_BATCH_TARGET: &str = "AmazonSQS.ChangeMessageVisibilityBatch";
 const RECEIVE_MESSAGE_TARGET: &str = "AmazonSQS.ReceiveMessage";
 const KINESIS_TARGET_PREFIX: &str = "Kinesis_20131202.";
+const SQS_TARGET_PREFIX: &str = "AmazonSQS.";
 
 /// Shared, adjustable fault plan and what the proxy did.
 #[derive(Default)]
@@ -48,8 +52,16 @@ pub struct Faults {
     pub records_forwarded: AtomicU64,
     offline: AtomicBool,
     kinesis_down: AtomicBool,
-    /// Calls cut because of `offline` or `kinesis_down`.
+    sqs_down: AtomicBool,
+    /// Calls cut because of `offline`, `kinesis_down` or `sqs_down`.
     pub calls_cut: AtomicU64,
+    /// Of those, the Kinesis and the SQS calls.
+    pub kinesis_calls_cut: AtomicU64,
+    pub sqs_calls_cut: AtomicU64,
+    /// Added delay per call, in milliseconds.
+    latency_ms: AtomicU64,
+    /// Calls held back by that delay.
+    pub calls_delayed: AtomicU64,
     /// Every receipt handle SQS returned through the proxy.
     pub receipt_handles: Mutex<Vec<String>>,
     rng: AtomicU64,
@@ -82,6 +94,16 @@ impl Faults {
     /// Cuts every Kinesis call while set; SQS still answers.
     pub fn set_kinesis_down(&self, down: bool) {
         self.kinesis_down.store(down, Ordering::SeqCst);
+    }
+
+    /// Cuts every SQS call while set; Kinesis still answers.
+    pub fn set_sqs_down(&self, down: bool) {
+        self.sqs_down.store(down, Ordering::SeqCst);
+    }
+
+    /// Holds every call back by `delay` before handling it (zero: no delay).
+    pub fn set_latency(&self, delay: Duration) {
+        self.latency_ms.store(delay.as_millis() as u64, Ordering::SeqCst);
     }
 
     /// xorshift: reproducible enough and needs no dependency.
@@ -161,10 +183,23 @@ async fn handle(
         .get("x-amz-target")
         .map(|v| v.to_str().unwrap_or_default().to_owned())
         .unwrap_or_default();
+    let latency = faults.latency_ms.load(Ordering::SeqCst);
+    if latency > 0 {
+        faults.calls_delayed.fetch_add(1, Ordering::Relaxed);
+        tokio::time::sleep(Duration::from_millis(latency)).await;
+    }
+    let kinesis = target.starts_with(KINESIS_TARGET_PREFIX);
+    let sqs = target.starts_with(SQS_TARGET_PREFIX);
     if faults.offline.load(Ordering::SeqCst)
-        || (target.starts_with(KINESIS_TARGET_PREFIX) && faults.kinesis_down.load(Ordering::SeqCst))
+        || (kinesis && faults.kinesis_down.load(Ordering::SeqCst))
+        || (sqs && faults.sqs_down.load(Ordering::SeqCst))
     {
         faults.calls_cut.fetch_add(1, Ordering::Relaxed);
+        if kinesis {
+            faults.kinesis_calls_cut.fetch_add(1, Ordering::Relaxed);
+        } else if sqs {
+            faults.sqs_calls_cut.fetch_add(1, Ordering::Relaxed);
+        }
         return Err(ConnectionCut);
     }
     if target == PUT_RECORDS_TARGET && faults.next_ppm() < faults.put_records_call_failure_ppm.load(Ordering::SeqCst) {
