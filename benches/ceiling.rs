@@ -41,6 +41,7 @@ fn main() {
 
     let own_pid = std::process::id();
     let mut collector = CollectorProcess::start(&fake.endpoint, "ceiling");
+    println!("collector pid {} (to profile it: perf record -p PID)", collector.pid());
     let started = Instant::now();
     while state.first_served_at.get().is_none() {
         collector.check_running();

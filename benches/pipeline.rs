@@ -11,6 +11,8 @@
 //! Environment: `PIPELINE_SIZES` (events per submission, comma-separated, default
 //! `1,5,20,100,400`), `PIPELINE_MIX` (submissions in the fleet mix, default 200; 0 leaves it
 //! out). Criterion's own options follow `--`, e.g. `-- --warm-up-time 1 --measurement-time 2`.
+//! `PIPELINE_PASSES=N` skips criterion and runs N passes over every case, for a profiler
+//! (`perf record`, `valgrind --tool=callgrind` or `--tool=dhat`) to watch a fixed workload.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
@@ -187,6 +189,18 @@ fn main() {
     let bounds = TimeBounds::default();
     let cases = cases();
     print_allocations(&cases, &bounds);
+    if let Ok(passes) = std::env::var("PIPELINE_PASSES") {
+        let passes: u64 = passes.parse().expect("PIPELINE_PASSES is a number");
+        let started = std::time::Instant::now();
+        let events: u64 = (0..passes)
+            .map(|_| cases.iter().map(|case| run_case(case, &bounds)).sum::<u64>())
+            .sum();
+        println!(
+            "{passes} passes: {events} events in {:.3} s",
+            started.elapsed().as_secs_f64()
+        );
+        return;
+    }
 
     let mut criterion = Criterion::default().configure_from_args();
     {
