@@ -10,7 +10,8 @@
 //!
 //! Environment: `BACKLOG_MESSAGES` (default 1000000), `BACKLOG_POOL` (distinct submissions,
 //! default 2000), `BACKLOG_PUT_DELAY_MS` (default 500), `BACKLOG_SLOW_SECONDS` (default 20),
-//! `BACKLOG_FAST_SECONDS` (default 20). Collector settings in the environment are passed on.
+//! `BACKLOG_FAST_SECONDS` (default 20). Collector settings in the environment are passed on;
+//! `COLLECTOR_BIN` runs another build of the collector.
 
 mod support;
 

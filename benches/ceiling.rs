@@ -10,7 +10,7 @@
 //! Environment: `CEILING_EVENTS` (default 1000000), `CEILING_POOL` (distinct submissions,
 //! default 2000), `CEILING_INVALID_SHARE` (default 0), `CEILING_TIMEOUT_SEC` (default 600).
 //! Collector settings (`QUEUE_RECEIVERS`, `DATA_STREAM_CONCURRENCY`, ...) set in the environment
-//! are passed on to it.
+//! are passed on to it; `COLLECTOR_BIN` runs another build of the collector (to compare two).
 
 mod support;
 

@@ -94,14 +94,18 @@ pub struct CollectorProcess {
 impl CollectorProcess {
     /// Starts the collector with the SDK's standard variables pointing at `endpoint`. Collector
     /// settings (`MAX_IN_FLIGHT_MESSAGES`, ...) set in the benchmark's environment are passed on.
+    /// `COLLECTOR_BIN` runs another build instead of this one's, to compare two versions.
     pub fn start(endpoint: &str, name: &str) -> CollectorProcess {
+        let binary = std::env::var_os("COLLECTOR_BIN")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_telemetry-collector")));
         let log = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}-collector.log"));
         let out = std::fs::File::create(&log).expect("collector log file");
         let http_port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .map(|a| a.port())
             .expect("a free port");
-        let child = Command::new(env!("CARGO_BIN_EXE_telemetry-collector"))
+        let child = Command::new(&binary)
             .env("AWS_ENDPOINT_URL", endpoint)
             .env("AWS_REGION", "us-east-1")
             .env("AWS_ACCESS_KEY_ID", "bench")
@@ -118,7 +122,7 @@ impl CollectorProcess {
             .stdout(out.try_clone().expect("collector log file"))
             .stderr(out)
             .spawn()
-            .expect("start telemetry-collector");
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", binary.display()));
         CollectorProcess { child, log }
     }
 
