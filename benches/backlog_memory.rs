@@ -11,7 +11,8 @@
 //! Environment: `BACKLOG_MESSAGES` (default 1000000), `BACKLOG_POOL` (distinct submissions,
 //! default 2000), `BACKLOG_PUT_DELAY_MS` (default 500), `BACKLOG_SLOW_SECONDS` (default 20),
 //! `BACKLOG_FAST_SECONDS` (default 20). Collector settings in the environment are passed on;
-//! `COLLECTOR_BIN` runs another build of the collector.
+//! `COLLECTOR_BIN` runs another build of the collector; `BACKLOG_TRACE=1` prints the fake's
+//! counters every half second.
 
 mod support;
 
@@ -40,6 +41,19 @@ fn sample_for(collector: &mut CollectorProcess, state: &FakeState, how_long: Dur
         let in_flight = state.messages_served.load(Ordering::SeqCst) - state.messages_deleted.load(Ordering::SeqCst);
         phase.max_in_flight = phase.max_in_flight.max(in_flight);
         phase.samples += 1;
+        if std::env::var_os("BACKLOG_TRACE").is_some() && phase.samples % 10 == 0 {
+            eprintln!(
+                "trace: served {} deleted {} acked {} receive {} put {} put waiting {} started {} answered {}",
+                state.messages_served.load(Ordering::SeqCst),
+                state.messages_deleted.load(Ordering::SeqCst),
+                state.records_acknowledged.load(Ordering::SeqCst),
+                state.receive_calls.load(Ordering::SeqCst),
+                state.put_records_calls.load(Ordering::SeqCst),
+                state.put_records_waiting.load(Ordering::SeqCst),
+                state.requests_started.load(Ordering::SeqCst),
+                state.requests_answered.load(Ordering::SeqCst)
+            );
+        }
         std::thread::sleep(SAMPLE);
     }
     phase
@@ -88,10 +102,10 @@ fn main() {
     let acknowledged = state.records_acknowledged.load(Ordering::SeqCst);
     println!("\nbacklog_memory summary");
     println!(
-        "  slow stream: peak RSS MiB {:.1}, most messages in flight {}, events acknowledged {acknowledged_slow} ({} samples)",
+        "  slow stream: peak RSS MiB {:.1}, most messages in flight {}, events acknowledged {acknowledged_slow} ({:.0} events/s)",
         mib(slow_phase.peak_rss),
         slow_phase.max_in_flight,
-        slow_phase.samples
+        acknowledged_slow as f64 / slow.as_secs_f64().max(1e-9)
     );
     println!(
         "  fast stream: peak RSS MiB {:.1}, most messages in flight {}, events acknowledged {} ({:.0} events/s)",
@@ -113,6 +127,14 @@ fn main() {
         mib(hwm)
     );
     println!("  collector RSS at end MiB   {:.1}", mib(final_rss));
+    println!(
+        "  calls                      ReceiveMessage {}, PutRecords {} ({} unanswered at the end), DeleteMessageBatch {}, visibility changes {}",
+        state.receive_calls.load(Ordering::SeqCst),
+        state.put_records_calls.load(Ordering::SeqCst),
+        state.put_records_waiting.load(Ordering::SeqCst),
+        state.delete_calls.load(Ordering::SeqCst),
+        state.visibility_changes.load(Ordering::SeqCst)
+    );
     let bad = state.bad_requests.load(Ordering::SeqCst);
     if bad > 0 {
         eprintln!(

@@ -89,6 +89,11 @@ pub struct FakeState {
     pub visibility_changes: AtomicU64,
     pub receive_calls: AtomicU64,
     pub put_records_calls: AtomicU64,
+    pub connections: AtomicU64,
+    pub requests_started: AtomicU64,
+    pub requests_answered: AtomicU64,
+    /// PutRecords calls received and not yet answered.
+    pub put_records_waiting: AtomicU64,
     pub delete_calls: AtomicU64,
     /// Requests the fake could not understand (an unknown operation or a malformed body).
     pub bad_requests: AtomicU64,
@@ -113,6 +118,10 @@ impl FakeState {
             visibility_changes: AtomicU64::new(0),
             receive_calls: AtomicU64::new(0),
             put_records_calls: AtomicU64::new(0),
+            put_records_waiting: AtomicU64::new(0),
+            connections: AtomicU64::new(0),
+            requests_started: AtomicU64::new(0),
+            requests_answered: AtomicU64::new(0),
             delete_calls: AtomicU64::new(0),
             bad_requests: AtomicU64::new(0),
             first_bad_request: Mutex::new(None),
@@ -184,6 +193,7 @@ async fn serve(listener: std::net::TcpListener, state: Arc<FakeState>) {
             continue;
         };
         let _ = stream.set_nodelay(true);
+        state.connections.fetch_add(1, Ordering::Relaxed);
         let state = state.clone();
         tokio::spawn(async move {
             let service = service_fn(move |req| handle(req, state.clone()));
@@ -195,6 +205,7 @@ async fn serve(listener: std::net::TcpListener, state: Arc<FakeState>) {
 }
 
 async fn handle(req: Request<Incoming>, state: Arc<FakeState>) -> Result<Response<Full<Bytes>>, hyper::Error> {
+    state.requests_started.fetch_add(1, Ordering::Relaxed);
     let (parts, body) = req.into_parts();
     let body = body.collect().await?.to_bytes();
     let target = parts
@@ -225,6 +236,7 @@ async fn handle(req: Request<Incoming>, state: Arc<FakeState>) -> Result<Respons
         "Kinesis_20131202.DescribeStreamSummary" => json_response(KINESIS_CONTENT_TYPE, STREAM_SUMMARY.to_owned()),
         other => state.bad_request(format!("unexpected operation {other:?}")),
     };
+    state.requests_answered.fetch_add(1, Ordering::Relaxed);
     Ok(response)
 }
 
@@ -389,7 +401,9 @@ async fn put_records(state: &FakeState, body: &[u8]) -> Response<Full<Bytes>> {
     }
     let delay_us = state.put_records_delay_us.load(Ordering::Relaxed);
     if delay_us > 0 {
+        state.put_records_waiting.fetch_add(1, Ordering::SeqCst);
         tokio::time::sleep(Duration::from_micros(delay_us)).await;
+        state.put_records_waiting.fetch_sub(1, Ordering::SeqCst);
     }
     state.put_records_calls.fetch_add(1, Ordering::Relaxed);
     let mut out = String::with_capacity(40 + records * (RECORD_RESULT.len() + 1));
