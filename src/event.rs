@@ -17,8 +17,31 @@ pub const EVENT_ID_NAMESPACE: Uuid = Uuid::from_u128(0x6f1e_2a8c_5d34_4b7e_9a01_
 /// The deterministic id of the event at `index` of a submission: UUID v5 over
 /// `"<submission id, lowercase hyphenated>/<index>"`.
 pub fn event_id(submission_id: Uuid, index: usize) -> Uuid {
-    let name = format!("{}/{}", submission_id.hyphenated(), index);
-    Uuid::new_v5(&EVENT_ID_NAMESPACE, name.as_bytes())
+    // Built on the stack: this runs once per event.
+    let mut digits = [0u8; MAX_USIZE_DIGITS];
+    let index_digits = decimal(index, &mut digits);
+    let mut name = [0u8; uuid::fmt::Hyphenated::LENGTH + 1 + MAX_USIZE_DIGITS];
+    let id_len = submission_id.hyphenated().encode_lower(&mut name).len();
+    name[id_len] = b'/';
+    let len = id_len + 1 + index_digits.len();
+    name[id_len + 1..len].copy_from_slice(index_digits);
+    Uuid::new_v5(&EVENT_ID_NAMESPACE, &name[..len])
+}
+
+const MAX_USIZE_DIGITS: usize = 20;
+
+/// Writes `n` in decimal at the end of `buf` (which must be long enough) and returns the digits.
+fn decimal(mut n: usize, buf: &mut [u8]) -> &[u8] {
+    let mut start = buf.len();
+    loop {
+        start -= 1;
+        buf[start] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    &buf[start..]
 }
 
 /// Which id of a submission is the partition key of its records. Either keeps all events of a
@@ -49,17 +72,17 @@ pub fn to_records(
     max_record_bytes: usize,
 ) -> Result<(String, Vec<Vec<u8>>), Rejection> {
     let key = partition_key.of(submission).hyphenated().to_string();
-    let records: Vec<Vec<u8>> = explode(submission, time_processed).iter().map(Event::to_json).collect();
-    if let Some((index, data)) = records
-        .iter()
-        .enumerate()
-        .find(|(_, d)| d.len() + key.len() > max_record_bytes)
-    {
-        return Err(Rejection::RecordTooLarge {
-            index,
-            bytes: data.len() + key.len(),
-            limit: max_record_bytes,
-        });
+    let mut records = Vec::with_capacity(submission.events.len());
+    for (index, event) in events(submission, time_processed).enumerate() {
+        let data = event.to_json();
+        if data.len() + key.len() > max_record_bytes {
+            return Err(Rejection::RecordTooLarge {
+                index,
+                bytes: data.len() + key.len(),
+                limit: max_record_bytes,
+            });
+        }
+        records.push(data);
     }
     Ok((key, records))
 }
@@ -112,10 +135,89 @@ impl<'a> From<&'a EventData> for TypeSpecificData<'a> {
 }
 
 impl Event<'_> {
-    /// The record data: one UTF-8 JSON object.
+    /// The record data: one UTF-8 JSON object, byte for byte what `serde_json` makes of this
+    /// struct (its `Serialize` is the reference the tests compare with).
+    ///
+    /// Written by hand into one buffer sized up front: this runs once per event, and the
+    /// generic serialiser spent most of its time on escaping ids and times that never need it
+    /// and on growing the buffer.
     pub fn to_json(&self) -> Vec<u8> {
-        // Serialising plain strings, integers and ids into memory cannot fail.
-        serde_json::to_vec(self).unwrap_or_default()
+        let variable = self.time_processed.len()
+            + self.time_created.len()
+            + match self.type_specific_data {
+                TypeSpecificData::NewProcess { cmdl, user } => cmdl.len() + user.len(),
+                TypeSpecificData::NetworkConnection { .. } => 64,
+            };
+        let mut out = Vec::with_capacity(RECORD_FIXED_BYTES + variable);
+        let mut uuid_buf = Uuid::encode_buffer();
+        let mut digits = [0u8; MAX_USIZE_DIGITS];
+        out.extend_from_slice(b"{\"event_id\":\"");
+        out.extend_from_slice(self.event_id.hyphenated().encode_lower(&mut uuid_buf).as_bytes());
+        out.extend_from_slice(b"\",\"type\":");
+        write_json_str(&mut out, self.kind);
+        out.extend_from_slice(b",\"device_id\":\"");
+        out.extend_from_slice(self.device_id.hyphenated().encode_lower(&mut uuid_buf).as_bytes());
+        out.extend_from_slice(b"\",\"submission_id\":\"");
+        out.extend_from_slice(self.submission_id.hyphenated().encode_lower(&mut uuid_buf).as_bytes());
+        out.extend_from_slice(b"\",\"time_processed\":");
+        write_json_str(&mut out, self.time_processed);
+        out.extend_from_slice(b",\"time_created\":");
+        write_json_str(&mut out, self.time_created);
+        out.extend_from_slice(b",\"event_index\":");
+        out.extend_from_slice(decimal(self.event_index, &mut digits));
+        out.extend_from_slice(b",\"event_count\":");
+        out.extend_from_slice(decimal(self.event_count, &mut digits));
+        out.extend_from_slice(b",\"type_specific_data\":");
+        match self.type_specific_data {
+            TypeSpecificData::NewProcess { cmdl, user } => {
+                out.extend_from_slice(b"{\"cmdl\":");
+                write_json_str(&mut out, cmdl);
+                out.extend_from_slice(b",\"user\":");
+                write_json_str(&mut out, user);
+            }
+            TypeSpecificData::NetworkConnection {
+                source_ip,
+                destination_ip,
+                destination_port,
+            } => {
+                out.extend_from_slice(b"{\"source_ip\":\"");
+                write_ipv4(&mut out, source_ip);
+                out.extend_from_slice(b"\",\"destination_ip\":\"");
+                write_ipv4(&mut out, destination_ip);
+                out.extend_from_slice(b"\",\"destination_port\":");
+                out.extend_from_slice(decimal(usize::from(destination_port), &mut digits));
+            }
+        }
+        out.extend_from_slice(b"}}");
+        out
+    }
+}
+
+/// A record's bytes besides its times and type-specific strings: keys, punctuation, three ids,
+/// the type, two integers.
+const RECORD_FIXED_BYTES: usize = 320;
+
+/// A JSON string literal as `serde_json` writes it: as is when nothing needs escaping (the ids
+/// and times always, most command lines), else through `serde_json` itself.
+fn write_json_str(out: &mut Vec<u8>, s: &str) {
+    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        out.push(b'"');
+        out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
+    } else {
+        // Writing into memory cannot fail.
+        let _ = serde_json::to_writer(&mut *out, s);
+    }
+}
+
+/// Dotted-quad text, as `Ipv4Addr`'s `Display` (and so its `Serialize`) writes it.
+fn write_ipv4(out: &mut Vec<u8>, ip: Ipv4Addr) {
+    let mut digits = [0u8; MAX_USIZE_DIGITS];
+    for (i, octet) in ip.octets().into_iter().enumerate() {
+        if i > 0 {
+            out.push(b'.');
+        }
+        out.extend_from_slice(decimal(usize::from(octet), &mut digits));
     }
 }
 
@@ -127,12 +229,16 @@ pub fn format_time_processed(at: DateTime<Utc>) -> String {
 /// Explodes a submission into its events, in document order, each knowing its position and the
 /// submission's total so that consumers can check order and completeness.
 pub fn explode<'a>(submission: &'a Submission, time_processed: &'a str) -> Vec<Event<'a>> {
+    events(submission, time_processed).collect()
+}
+
+fn events<'a>(submission: &'a Submission, time_processed: &'a str) -> impl Iterator<Item = Event<'a>> {
     let event_count = submission.events.len();
     submission
         .events
         .iter()
         .enumerate()
-        .map(|(event_index, data)| Event {
+        .map(move |(event_index, data)| Event {
             event_id: event_id(submission.submission_id, event_index),
             kind: data.type_name(),
             device_id: submission.device_id,
@@ -143,7 +249,6 @@ pub fn explode<'a>(submission: &'a Submission, time_processed: &'a str) -> Vec<E
             event_count,
             type_specific_data: data.into(),
         })
-        .collect()
 }
 
 #[cfg(test)]
@@ -192,6 +297,55 @@ mod tests {
             first["type_specific_data"],
             serde_json::json!({"cmdl": "notepad.exe", "user": "john"})
         );
+    }
+
+    #[test]
+    fn records_are_byte_for_byte_what_serde_json_writes() {
+        let mut sub = submission();
+        for (cmdl, user) in [
+            ("plain.exe --flag", "john"),
+            ("quoted \"arg\" and back\\slash", "tab\there"),
+            ("control \u{1} \u{1f} \n\r\u{8}\u{c} and DEL \u{7f}", "jürgen"),
+            ("Überprüfung.exe /größe:42 \u{2028} 🦀", ""),
+        ] {
+            sub.events.push(EventData::NewProcess {
+                cmdl: cmdl.into(),
+                user: user.into(),
+            });
+        }
+        sub.events.push(EventData::NetworkConnection {
+            source_ip: Ipv4Addr::new(0, 0, 0, 0),
+            destination_ip: Ipv4Addr::new(255, 255, 255, 255),
+            destination_port: 0,
+        });
+        sub.events.push(EventData::NetworkConnection {
+            source_ip: Ipv4Addr::new(10, 20, 100, 7),
+            destination_ip: Ipv4Addr::new(1, 2, 3, 4),
+            destination_port: 65535,
+        });
+        for time_created in ["2021-03-28T15:44:18.592840", "2021-03-28T15:44:18+14:00"] {
+            sub.time_created = time_created.to_owned();
+            for event in explode(&sub, "2021-03-29T12:06:20.123456Z") {
+                let expected = serde_json::to_vec(&event).unwrap();
+                assert_eq!(
+                    String::from_utf8(event.to_json()).unwrap(),
+                    String::from_utf8(expected).unwrap()
+                );
+            }
+        }
+        let mut big = submission();
+        big.events = vec![big.events[0].clone(); 12_345];
+        let events = explode(&big, "2021-03-29T12:06:20.123456Z");
+        assert_eq!(events[12_344].to_json(), serde_json::to_vec(&events[12_344]).unwrap());
+    }
+
+    #[test]
+    fn event_ids_are_the_v5_uuid_of_the_id_and_the_index() {
+        let id = Uuid::parse_str("8BE01974-0F15-4D4F-809F-257A6DE4D3F9").unwrap();
+        for index in [0, 7, 10, 99, 12_345, usize::MAX] {
+            let name = format!("8be01974-0f15-4d4f-809f-257a6de4d3f9/{index}");
+            assert_eq!(event_id(id, index), Uuid::new_v5(&EVENT_ID_NAMESPACE, name.as_bytes()));
+        }
     }
 
     #[test]

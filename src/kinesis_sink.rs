@@ -125,7 +125,11 @@ pub async fn run_lane(lane: usize, context: LaneContext, mut input: mpsc::Receiv
             .buffer
             .front()
             .map(|r| r.enqueued_at + lane.context.settings.flush_interval);
+        // Records already waiting come first: after a slow call the flush deadline of the
+        // records queued meanwhile has passed, and a fair choice would send them one or two
+        // per call, slowing the lane to a crawl just when it has the most to send.
         tokio::select! {
+            biased;
             record = input.recv(), if lane.buffer.len() < capacity => match record {
                 Some(record) => lane.push(record),
                 None => closed = true,

@@ -195,66 +195,83 @@ fn unwrap_body(body: &str) -> Result<Cow<'_, [u8]>, Rejection> {
 }
 
 /// A JSON value that keeps object keys in document order and refuses repeated keys, which
-/// `serde_json::Value` would silently collapse to the last one.
+/// `serde_json::Value` would silently collapse to the last one. Strings and keys borrow from
+/// the text unless they hold escapes: a document is parsed once per message, and copying
+/// every key and value was most of its cost.
 #[derive(Debug, Clone, PartialEq)]
-enum Json {
+enum Json<'a> {
     Null,
     Bool(bool),
     Number(serde_json::Number),
-    String(String),
-    Array(Vec<Json>),
-    Object(Vec<(String, Json)>),
+    String(Cow<'a, str>),
+    Array(Vec<Json<'a>>),
+    Object(Vec<(Cow<'a, str>, Json<'a>)>),
 }
 
-impl<'de> Deserialize<'de> for Json {
+impl<'de> Deserialize<'de> for Json<'de> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         deserializer.deserialize_any(JsonVisitor)
     }
 }
 
+/// Up to this many keys, an object is searched for a repeated key one by one; beyond, with a
+/// hash set, so that a hostile object with a huge number of keys stays linear.
+const KEYS_SCANNED_LINEARLY: usize = 16;
+
 struct JsonVisitor;
 
 impl<'de> Visitor<'de> for JsonVisitor {
-    type Value = Json;
+    type Value = Json<'de>;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("any JSON value")
     }
-    fn visit_unit<E>(self) -> Result<Json, E> {
+    fn visit_unit<E>(self) -> Result<Json<'de>, E> {
         Ok(Json::Null)
     }
-    fn visit_bool<E>(self, v: bool) -> Result<Json, E> {
+    fn visit_bool<E>(self, v: bool) -> Result<Json<'de>, E> {
         Ok(Json::Bool(v))
     }
-    fn visit_i64<E>(self, v: i64) -> Result<Json, E> {
+    fn visit_i64<E>(self, v: i64) -> Result<Json<'de>, E> {
         Ok(Json::Number(v.into()))
     }
-    fn visit_u64<E>(self, v: u64) -> Result<Json, E> {
+    fn visit_u64<E>(self, v: u64) -> Result<Json<'de>, E> {
         Ok(Json::Number(v.into()))
     }
-    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Json, E> {
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Json<'de>, E> {
         serde_json::Number::from_f64(v)
             .map(Json::Number)
             .ok_or_else(|| E::custom("non-finite number"))
     }
-    fn visit_str<E>(self, v: &str) -> Result<Json, E> {
-        Ok(Json::String(v.to_owned()))
+    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Json<'de>, E> {
+        Ok(Json::String(Cow::Borrowed(v)))
     }
-    fn visit_string<E>(self, v: String) -> Result<Json, E> {
-        Ok(Json::String(v))
+    fn visit_str<E>(self, v: &str) -> Result<Json<'de>, E> {
+        Ok(Json::String(Cow::Owned(v.to_owned())))
     }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Json, A::Error> {
+    fn visit_string<E>(self, v: String) -> Result<Json<'de>, E> {
+        Ok(Json::String(Cow::Owned(v)))
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Json<'de>, A::Error> {
         let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(1024));
         while let Some(item) = seq.next_element()? {
             items.push(item);
         }
         Ok(Json::Array(items))
     }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Json, A::Error> {
-        let mut entries: Vec<(String, Json)> = Vec::new();
-        let mut seen: HashSet<String> = HashSet::new();
-        while let Some(key) = map.next_key::<String>()? {
-            if !seen.insert(key.clone()) {
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Json<'de>, A::Error> {
+        let mut entries: Vec<(Cow<'de, str>, Json<'de>)> = Vec::new();
+        let mut seen: HashSet<Cow<'de, str>> = HashSet::new();
+        while let Some(Key(key)) = map.next_key()? {
+            let repeated = if entries.len() < KEYS_SCANNED_LINEARLY {
+                entries.iter().any(|(k, _)| *k == key)
+            } else {
+                if seen.is_empty() {
+                    seen.extend(entries.iter().map(|(k, _)| k.clone()));
+                }
+                !seen.insert(key.clone())
+            };
+            if repeated {
                 return Err(de::Error::custom(format!(
                     "duplicate key \"{}\"",
                     truncate(&key, MAX_KEY_IN_REASON)
@@ -267,9 +284,38 @@ impl<'de> Visitor<'de> for JsonVisitor {
     }
 }
 
+/// An object key, borrowed from the text when it holds no escapes (`Cow`'s own `Deserialize`
+/// always copies).
+struct Key<'a>(Cow<'a, str>);
+
+impl<'de> Deserialize<'de> for Key<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_str(KeyVisitor)
+    }
+}
+
+struct KeyVisitor;
+
+impl<'de> Visitor<'de> for KeyVisitor {
+    type Value = Key<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an object key")
+    }
+    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Key<'de>, E> {
+        Ok(Key(Cow::Borrowed(v)))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Key<'de>, E> {
+        Ok(Key(Cow::Owned(v.to_owned())))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Key<'de>, E> {
+        Ok(Key(Cow::Owned(v)))
+    }
+}
+
 /// Parses JSON text; a repeated key becomes [`Rejection::DuplicateKey`], any other failure
 /// [`Rejection::NotJson`].
-fn parse_strict_json(text: &str) -> Result<Json, Rejection> {
+fn parse_strict_json(text: &str) -> Result<Json<'_>, Rejection> {
     serde_json::from_str::<Json>(text).map_err(|e| match e.classify() {
         // The visitor's only custom error is the repeated key; syntax and EOF errors are the
         // parser's own.
@@ -285,23 +331,39 @@ fn truncate(s: &str, max_chars: usize) -> String {
     }
 }
 
+/// Where an object sits in the document, for rejection reasons. Formatted only when a rule is
+/// broken: every event passes through here.
+#[derive(Clone, Copy)]
+enum Path<'a> {
+    Top,
+    Item { type_name: &'a str, index: usize },
+}
+
+impl fmt::Display for Path<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        match self {
+            Path::Top => Ok(()),
+            Path::Item { type_name, index } => write!(f, "events.{type_name}[{index}]"),
+        }
+    }
+}
+
 /// Fields of one JSON object, looked up by name, with the path used in rejection reasons.
 struct Fields<'a> {
-    path: &'a str,
-    entries: &'a [(String, Json)],
+    path: Path<'a>,
+    entries: &'a [(Cow<'a, str>, Json<'a>)],
 }
 
 impl<'a> Fields<'a> {
     fn field_path(&self, name: &str) -> String {
-        if self.path.is_empty() {
-            name.to_owned()
-        } else {
-            format!("{}.{}", self.path, name)
+        match self.path {
+            Path::Top => name.to_owned(),
+            item => format!("{item}.{name}"),
         }
     }
 
     /// The value of a required field: present and not null.
-    fn required(&self, name: &str) -> Result<&'a Json, Rejection> {
+    fn required(&self, name: &str) -> Result<&'a Json<'a>, Rejection> {
         match self.entries.iter().find(|(k, _)| k == name) {
             None => Err(Rejection::MissingField(self.field_path(name))),
             Some((_, Json::Null)) => Err(Rejection::NullField(self.field_path(name))),
@@ -352,11 +414,14 @@ impl<'a> Fields<'a> {
     }
 }
 
-fn validate(document: Json, bounds: &TimeBounds, now: DateTime<Utc>) -> Result<Submission, Rejection> {
+fn validate(document: Json<'_>, bounds: &TimeBounds, now: DateTime<Utc>) -> Result<Submission, Rejection> {
     let Json::Object(entries) = &document else {
         return Err(Rejection::NotAnObject);
     };
-    let top = Fields { path: "", entries };
+    let top = Fields {
+        path: Path::Top,
+        entries,
+    };
     let submission_id = parse_uuid(top.string("submission_id")?).ok_or(Rejection::InvalidUuid("submission_id"))?;
     let device_id = parse_uuid(top.string("device_id")?).ok_or(Rejection::InvalidUuid("device_id"))?;
     let time_created = top.string("time_created")?;
@@ -370,8 +435,8 @@ fn validate(document: Json, bounds: &TimeBounds, now: DateTime<Utc>) -> Result<S
     };
     let mut events = Vec::new();
     for (type_name, items) in by_type {
-        let type_path = format!("events.{type_name}");
-        let parse_item: fn(&Fields) -> Result<EventData, Rejection> = match type_name.as_str() {
+        let type_name: &str = type_name;
+        let parse_item: fn(&Fields) -> Result<EventData, Rejection> = match type_name {
             EventData::NEW_PROCESS => |f| {
                 Ok(EventData::NewProcess {
                     cmdl: f.string("cmdl")?.to_owned(),
@@ -389,19 +454,17 @@ fn validate(document: Json, bounds: &TimeBounds, now: DateTime<Utc>) -> Result<S
         };
         let Json::Array(items) = items else {
             return Err(Rejection::WrongType {
-                path: type_path,
+                path: format!("events.{type_name}"),
                 expected: "an array",
             });
         };
+        events.reserve(items.len());
         for (index, item) in items.iter().enumerate() {
-            let item_path = format!("{type_path}[{index}]");
+            let path = Path::Item { type_name, index };
             let Json::Object(fields) = item else {
-                return Err(Rejection::ItemNotObject(item_path));
+                return Err(Rejection::ItemNotObject(path.to_string()));
             };
-            events.push(parse_item(&Fields {
-                path: &item_path,
-                entries: fields,
-            })?);
+            events.push(parse_item(&Fields { path, entries: fields })?);
         }
     }
     Ok(Submission {
@@ -427,17 +490,18 @@ fn parse_uuid(text: &str) -> Option<Uuid> {
 /// Parses four decimal octets 0-255 without leading zeros, signs or spaces.
 fn parse_dotted_quad(text: &str) -> Option<Ipv4Addr> {
     let mut octets = [0u8; 4];
-    let mut parts = text.split('.');
+    let mut parts = text.as_bytes().split(|&b| b == b'.');
     for octet in &mut octets {
         let part = parts.next()?;
         let canonical = !part.is_empty()
             && part.len() <= 3
-            && part.bytes().all(|b| b.is_ascii_digit())
-            && !(part.len() > 1 && part.starts_with('0'));
+            && part.iter().all(u8::is_ascii_digit)
+            && !(part.len() > 1 && part[0] == b'0');
         if !canonical {
             return None;
         }
-        *octet = part.parse().ok()?;
+        let value = part.iter().fold(0u16, |v, d| v * 10 + u16::from(d - b'0'));
+        *octet = u8::try_from(value).ok()?;
     }
     if parts.next().is_some() {
         return None;
@@ -467,3 +531,105 @@ fn check_time_created(text: &str, bounds: &TimeBounds, now: DateTime<Utc>) -> Re
 
 #[cfg(test)]
 mod tests;
+
+/// The parser's own shortcuts: borrowed strings, the two ways of finding a repeated key, paths
+/// formatted only on failure, the byte-level dotted-quad parser.
+#[cfg(test)]
+mod parser_tests {
+    use super::*;
+
+    fn object_with_keys(n: usize, repeat_at: Option<usize>) -> String {
+        let fields: Vec<String> = (0..n)
+            .map(|i| match repeat_at {
+                Some(at) if i == at => r#""k3":0"#.to_owned(),
+                _ => format!(r#""k{i}":0"#),
+            })
+            .collect();
+        format!("{{{}}}", fields.join(","))
+    }
+
+    #[test]
+    fn repeated_keys_are_found_in_small_and_large_objects() {
+        for (n, at) in [(5, 4), (16, 15), (17, 16), (40, 39), (1000, 500)] {
+            let text = object_with_keys(n, Some(at));
+            let err = parse_strict_json(&text).unwrap_err();
+            assert!(
+                matches!(&err, Rejection::DuplicateKey(m) if m.starts_with(r#"duplicate key "k3" at line 1 column "#)),
+                "{n} keys, repeat at {at}: {err:?}"
+            );
+            assert!(
+                parse_strict_json(&object_with_keys(n, None)).is_ok(),
+                "{n} distinct keys"
+            );
+        }
+    }
+
+    #[test]
+    fn keys_are_compared_after_unescaping() {
+        let err = parse_strict_json(r#"{"a":1,"\u0061":2}"#).unwrap_err();
+        assert_eq!(err.label(), "duplicate_key");
+        let many: Vec<String> = (0..30).map(|i| format!(r#""k{i}":0"#)).collect();
+        let err = parse_strict_json(&format!(r#"{{{},"k\u0031":1}}"#, many.join(","))).unwrap_err();
+        assert_eq!(err.label(), "duplicate_key");
+    }
+
+    #[test]
+    fn strings_borrow_unless_escaped() {
+        let Json::Object(entries) = parse_strict_json(r#"{"plain":"text","esc\"aped":"a\nb"}"#).unwrap() else {
+            panic!("an object");
+        };
+        assert!(matches!(&entries[0].0, Cow::Borrowed("plain")));
+        assert!(matches!(&entries[0].1, Json::String(Cow::Borrowed("text"))));
+        assert_eq!(entries[1].0, "esc\"aped");
+        assert!(matches!(&entries[1].1, Json::String(Cow::Owned(s)) if s == "a\nb"));
+    }
+
+    #[test]
+    fn item_paths_name_the_type_and_the_position() {
+        let fields = Fields {
+            path: Path::Item {
+                type_name: "network_connection",
+                index: 12,
+            },
+            entries: &[],
+        };
+        assert_eq!(
+            fields.required("source_ip").unwrap_err(),
+            Rejection::MissingField("events.network_connection[12].source_ip".to_owned())
+        );
+        let top = Fields {
+            path: Path::Top,
+            entries: &[],
+        };
+        assert_eq!(
+            top.required("device_id").unwrap_err(),
+            Rejection::MissingField("device_id".to_owned())
+        );
+    }
+
+    #[test]
+    fn dotted_quads_parse_as_the_standard_parser_does_for_canonical_text() {
+        for text in ["0.0.0.0", "255.255.255.255", "10.0.12.1", "192.168.0.2", "1.22.133.9"] {
+            assert_eq!(parse_dotted_quad(text), text.parse().ok(), "{text}");
+        }
+        for text in [
+            "",
+            "1.2.3",
+            "1.2.3.4.5",
+            "256.1.1.1",
+            "1.2.3.999",
+            "01.2.3.4",
+            "1.2.3.00",
+            "1..3.4",
+            "1.2.3.4.",
+            " 1.2.3.4",
+            "1.2.3.+4",
+            "1.2.3.-4",
+            "1.2.3.4a",
+            "1.2.3.٣",
+            "1000.1.1.1",
+        ] {
+            assert_eq!(parse_dotted_quad(text), None, "{text:?}");
+        }
+    }
+}
