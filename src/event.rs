@@ -390,4 +390,36 @@ mod tests {
         sub.events.clear();
         assert!(explode(&sub, "2021-03-29T12:06:20.123456Z").is_empty());
     }
+
+    proptest::proptest! {
+        /// Any text a sensor can send, any ids, positions and addresses: the hand-written record
+        /// is exactly what `serde_json` writes.
+        #[test]
+        fn any_event_is_byte_for_byte_what_serde_json_writes(
+            cmdl in "\\PC*|[\\x00-\\x7f]*",
+            user in proptest::prelude::any::<String>(),
+            time_created in "[ -~]{0,40}",
+            ids in proptest::prelude::any::<(u128, u128)>(),
+            ips in proptest::prelude::any::<(u32, u32, u16)>(),
+            index in 0usize..100_000,
+        ) {
+            let sub = Submission {
+                submission_id: Uuid::from_u128(ids.0),
+                device_id: Uuid::from_u128(ids.1),
+                time_created,
+                events: vec![
+                    EventData::NewProcess { cmdl, user },
+                    EventData::NetworkConnection {
+                        source_ip: Ipv4Addr::from(ips.0),
+                        destination_ip: Ipv4Addr::from(ips.1),
+                        destination_port: ips.2,
+                    },
+                ],
+            };
+            for mut event in explode(&sub, "2021-03-29T12:06:20.123456Z") {
+                event.event_index = index;
+                proptest::prop_assert_eq!(event.to_json(), serde_json::to_vec(&event).unwrap());
+            }
+        }
+    }
 }
