@@ -361,6 +361,9 @@ fn port_rules() {
     assert_eq!(port("18446744073709551616"), "port_out_of_range");
     assert_eq!(port("-1"), "port_negative");
     assert_eq!(port("-1.5"), "port_negative");
+    // The parser hands -0 over as the float -0.0: a minus sign makes a port negative.
+    assert_eq!(port("-0"), "port_negative");
+    assert_eq!(port("-0.0"), "port_negative");
     assert_eq!(port("80.5"), "port_not_integer");
     assert_eq!(port("80.0"), "port_not_integer");
     assert_eq!(port("8e1"), "port_not_integer");
