@@ -442,10 +442,19 @@ fn hostile_catalogue_gets_the_verdicts_it_must() {
     let time_processed = crate::event::format_time_processed(now);
     let mut wrong = Vec::new();
     for case in &cases {
-        assert!(case.body.len() <= hostile::MAX_BODY_BYTES, "{}: body above SQS' limit", case.name);
+        assert!(
+            case.body.len() <= hostile::MAX_BODY_BYTES,
+            "{}: body above SQS' limit",
+            case.name
+        );
         let outcome = decode(&case.body, &TimeBounds::default(), now).and_then(|sub| {
-            crate::event::to_records(&sub, &time_processed, crate::event::PartitionKey::SubmissionId, 1024 * 1024)
-                .map(|(key, records)| (sub, key, records))
+            crate::event::to_records(
+                &sub,
+                &time_processed,
+                crate::event::PartitionKey::SubmissionId,
+                1024 * 1024,
+            )
+            .map(|(key, records)| (sub, key, records))
         });
         match (&case.verdict, outcome) {
             (hostile::Verdict::Invalid(want), Err(got)) if got.label() == *want => {}
@@ -474,7 +483,12 @@ fn hostile_catalogue_gets_the_verdicts_it_must() {
             )),
         }
     }
-    assert!(wrong.is_empty(), "{} wrong verdicts:\n{}", wrong.len(), wrong.join("\n"));
+    assert!(
+        wrong.is_empty(),
+        "{} wrong verdicts:\n{}",
+        wrong.len(),
+        wrong.join("\n")
+    );
 }
 
 // ---- property tests -------------------------------------------------------------------------

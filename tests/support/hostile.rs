@@ -252,7 +252,12 @@ fn encoding(c: &mut Catalogue) {
         "not_base64",
         "SPEC §2: only a body whose first non-blank byte is `{` is taken as JSON itself",
     );
-    c.invalid("blank body", "  \n\t ".into(), "not_json", "blank decodes to an empty document");
+    c.invalid(
+        "blank body",
+        "  \n\t ".into(),
+        "not_json",
+        "blank decodes to an empty document",
+    );
     let d = c.doc();
     c.invalid("0xFF byte in a string", with_cmdl_bytes(d, b"a\xffb"), "not_utf8", "");
     let d = c.doc();
@@ -271,7 +276,12 @@ fn encoding(c: &mut Catalogue) {
     );
     let mut raw = c.doc().json().into_bytes();
     raw.extend_from_slice(b"\xe2\x82");
-    c.invalid("truncated multi-byte sequence at the end", base64_bytes(&raw), "not_utf8", "");
+    c.invalid(
+        "truncated multi-byte sequence at the end",
+        base64_bytes(&raw),
+        "not_utf8",
+        "",
+    );
     let mut raw = b"\xef\xbb\xbf".to_vec();
     raw.extend_from_slice(c.doc().json().as_bytes());
     c.invalid(
@@ -300,7 +310,12 @@ fn encoding(c: &mut Catalogue) {
 
 fn json_syntax(c: &mut Catalogue) {
     let d = c.doc();
-    c.invalid("trailing garbage after the document", STANDARD.encode(d.json() + " x"), "not_json", "");
+    c.invalid(
+        "trailing garbage after the document",
+        STANDARD.encode(d.json() + " x"),
+        "not_json",
+        "",
+    );
     let d = c.doc();
     c.invalid(
         "two documents in one body",
@@ -342,14 +357,24 @@ fn json_syntax(c: &mut Catalogue) {
         "[".repeat(200),
         "]".repeat(200)
     ));
-    c.invalid_doc("deep nesting inside an event item", d, "not_json", "beyond the depth limit");
+    c.invalid_doc(
+        "deep nesting inside an event item",
+        d,
+        "not_json",
+        "beyond the depth limit",
+    );
 }
 
 fn duplicate_keys(c: &mut Catalogue) {
     let why = "SPEC §2: a JSON object repeats a key (even with the same value)";
     let d = c.doc();
     let id = format!("\"{}\"", d.submission_id);
-    c.invalid_doc("submission_id twice", d.push("submission_id", &id), "duplicate_key", why);
+    c.invalid_doc(
+        "submission_id twice",
+        d.push("submission_id", &id),
+        "duplicate_key",
+        why,
+    );
     let d = c.doc().push("events", "{}");
     c.invalid_doc("events twice", d, "duplicate_key", why);
     let d = c.doc().push("extra", "1").push("extra", "2");
@@ -358,7 +383,9 @@ fn duplicate_keys(c: &mut Catalogue) {
         .doc()
         .events(r#"{"new_process":[{"cmdl":"a","user":"u"}],"new_process":[{"cmdl":"b","user":"u"}]}"#);
     c.invalid_doc("event type twice in events", d, "duplicate_key", why);
-    let d = c.doc().events(r#"{"new_process":[{"cmdl":"a","user":"u","cmdl":"a"}]}"#);
+    let d = c
+        .doc()
+        .events(r#"{"new_process":[{"cmdl":"a","user":"u","cmdl":"a"}]}"#);
     c.invalid_doc("cmdl twice in an item", d, "duplicate_key", why);
     let d = c
         .doc()
@@ -380,7 +407,12 @@ fn nulls_and_shapes(c: &mut Catalogue) {
     c.invalid("document is a number", STANDARD.encode("42"), "not_an_object", "");
     for field in ["submission_id", "device_id", "time_created", "events"] {
         let d = c.doc().set(field, "null");
-        c.invalid_doc(&format!("{field} is null"), d, "null_field", "SPEC §2: required field null");
+        c.invalid_doc(
+            &format!("{field} is null"),
+            d,
+            "null_field",
+            "SPEC §2: required field null",
+        );
         let d = c.doc().remove(field);
         c.invalid_doc(&format!("{field} is missing"), d, "missing_field", "");
     }
@@ -394,7 +426,9 @@ fn nulls_and_shapes(c: &mut Catalogue) {
     c.invalid_doc("destination_port is null", d, "null_field", "");
     let d = c.doc().events(r#"{"new_process":[{"user":"u"}]}"#);
     c.invalid_doc("cmdl is missing", d, "missing_field", "");
-    let d = c.doc().events(r#"{"network_connection":[{"source_ip":"1.2.3.4","destination_ip":"1.2.3.4"}]}"#);
+    let d = c
+        .doc()
+        .events(r#"{"network_connection":[{"source_ip":"1.2.3.4","destination_ip":"1.2.3.4"}]}"#);
     c.invalid_doc("destination_port is missing", d, "missing_field", "");
     let d = c.doc().events(r#"{"new_process":null}"#);
     c.invalid_doc(
@@ -409,7 +443,9 @@ fn nulls_and_shapes(c: &mut Catalogue) {
     c.invalid_doc("an item is an array", d, "item_not_object", "");
     let d = c.doc().events(r#"{"network_connection":["1.2.3.4"]}"#);
     c.invalid_doc("an item is a string", d, "item_not_object", "");
-    let d = c.doc().events(r#"{"new_process":{"cmdl":"notepad.exe","user":"john"}}"#);
+    let d = c
+        .doc()
+        .events(r#"{"new_process":{"cmdl":"notepad.exe","user":"john"}}"#);
     c.invalid_doc("events of a type as an object, not an array", d, "wrong_type", "");
     let d = c.doc().events(r#"{"new_process":"notepad.exe"}"#);
     c.invalid_doc("events of a type as a string", d, "wrong_type", "");
@@ -432,7 +468,12 @@ fn nulls_and_shapes(c: &mut Catalogue) {
     );
     let d = c.doc().events(r#"{"new_process":[],"network_connection":[]}"#);
     let published = d.published(vec![]);
-    c.valid("empty arrays: zero events", d.base64(), published, "deleted without publishing");
+    c.valid(
+        "empty arrays: zero events",
+        d.base64(),
+        published,
+        "deleted without publishing",
+    );
 }
 
 fn uuids(c: &mut Catalogue) {
@@ -603,12 +644,22 @@ fn ports(c: &mut Catalogue) {
             "port_not_integer",
             "a fraction part, even .0, is not a JSON integer (RFC 8259 §6 int has no frac); SPEC §2: fractional is invalid",
         ),
-        ("4.43e2", "4.43e2", "port_not_integer", "an exponent is not a JSON integer"),
+        (
+            "4.43e2",
+            "4.43e2",
+            "port_not_integer",
+            "an exponent is not a JSON integer",
+        ),
         ("443.5", "443.5", "port_not_integer", "SPEC §2: fractional"),
         ("-1", "-1", "port_negative", "SPEC §2: negative"),
         ("-0.5", "-0.5", "port_negative", "negative before fractional"),
         ("65536", "65536", "port_out_of_range", "SPEC §2: 0..=65535"),
-        ("2^64", "18446744073709551616", "port_out_of_range", "above u64, still a number"),
+        (
+            "2^64",
+            "18446744073709551616",
+            "port_out_of_range",
+            "above u64, still a number",
+        ),
         ("\"443\"", "\"443\"", "wrong_type", "SPEC §2: a string is invalid"),
         ("true", "true", "wrong_type", ""),
         ("[443]", "[443]", "wrong_type", ""),
