@@ -224,7 +224,7 @@ pub fn catalogue() -> Vec<Case> {
 fn encoding(c: &mut Catalogue) {
     c.invalid("not base64 at all", "!!! not base64 !!!".into(), "not_base64", "");
     let mut json = c.doc().json();
-    while json.len() % 3 == 0 {
+    while json.len().is_multiple_of(3) {
         json.push(' ');
     }
     c.invalid(
