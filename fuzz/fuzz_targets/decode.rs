@@ -27,10 +27,10 @@ fuzz_target!(|data: &[u8]| {
         check_records(&submission);
     }
     // The bytes as the body itself: raw JSON or base64 text.
-    if let Ok(body) = std::str::from_utf8(data) {
-        if let Ok(submission) = decode(body, &bounds, now) {
-            check_records(&submission);
-        }
+    if let Ok(body) = std::str::from_utf8(data)
+        && let Ok(submission) = decode(body, &bounds, now)
+    {
+        check_records(&submission);
     }
 });
 
