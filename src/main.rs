@@ -8,6 +8,8 @@ use telemetry_collector::config::Config;
 use telemetry_collector::metrics::Metrics;
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::{FilterExt as _, filter_fn};
+use tracing_subscriber::prelude::*;
 
 fn main() -> ExitCode {
     let config = match Config::from_env() {
@@ -17,12 +19,16 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    tracing_subscriber::fmt()
-        .json()
-        .flatten_event(true)
-        .with_current_span(false)
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
-        .with_writer(std::io::stdout)
+    let env_filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .json()
+                .flatten_event(true)
+                .with_current_span(false)
+                .with_writer(std::io::stdout)
+                .with_filter(env_filter.and(filter_fn(|meta| !is_sdk_trace(meta)))),
+        )
         .init();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
@@ -48,6 +54,13 @@ fn main() -> ExitCode {
         telemetry_collector::run(config, &sdk_config, Arc::new(Metrics::new()), shutdown, http).await;
         ExitCode::SUCCESS
     })
+}
+
+/// The AWS SDK's TRACE events, which no RUST_LOG setting lets through: they print whole HTTP
+/// responses and operation outputs, i.e. receipt handles (which let anyone delete the message)
+/// and the sensors' data.
+fn is_sdk_trace(meta: &tracing::Metadata<'_>) -> bool {
+    *meta.level() == tracing::Level::TRACE && meta.target().starts_with("aws_")
 }
 
 /// Cancels `shutdown` on the first SIGTERM or SIGINT.

@@ -403,8 +403,9 @@ impl<'a> Fields<'a> {
             return Err(Rejection::PortNegative(self.field_path(name)));
         }
         // A float: written with a fraction or an exponent, or an integer too large for u64.
+        // `-0` arrives here too, as the float -0.0: written with a minus sign, it is negative.
         let v = number.as_f64().unwrap_or(f64::NAN);
-        if v < 0.0 {
+        if v.is_sign_negative() {
             Err(Rejection::PortNegative(self.field_path(name)))
         } else if v > f64::from(u16::MAX) {
             Err(Rejection::PortOutOfRange(self.field_path(name)))

@@ -361,6 +361,9 @@ fn port_rules() {
     assert_eq!(port("18446744073709551616"), "port_out_of_range");
     assert_eq!(port("-1"), "port_negative");
     assert_eq!(port("-1.5"), "port_negative");
+    // The parser hands -0 over as the float -0.0: a minus sign makes a port negative.
+    assert_eq!(port("-0"), "port_negative");
+    assert_eq!(port("-0.0"), "port_negative");
     assert_eq!(port("80.5"), "port_not_integer");
     assert_eq!(port("80.0"), "port_not_integer");
     assert_eq!(port("8e1"), "port_not_integer");
@@ -421,6 +424,71 @@ fn every_label_is_listed() {
 fn deep_nesting_is_rejected_not_a_crash() {
     let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
     assert_eq!(reason(&with_field("events", &format!("{{}},\"x\":{deep}"))), "not_json");
+}
+
+// ---- hostile-input catalogue ----------------------------------------------------------------
+
+#[path = "../../tests/support/hostile.rs"]
+mod hostile;
+
+/// Every body of the hostile catalogue gets its verdict, through the same steps as the
+/// pipeline (decode, then the records); what is accepted is published exactly as written, and
+/// every record is valid JSON with all control characters escaped.
+#[test]
+fn hostile_catalogue_gets_the_verdicts_it_must() {
+    let cases = hostile::catalogue();
+    assert!(cases.len() >= 40, "{} cases", cases.len());
+    let now = Utc::now();
+    let time_processed = crate::event::format_time_processed(now);
+    let mut wrong = Vec::new();
+    for case in &cases {
+        assert!(
+            case.body.len() <= hostile::MAX_BODY_BYTES,
+            "{}: body above SQS' limit",
+            case.name
+        );
+        let outcome = decode(&case.body, &TimeBounds::default(), now).and_then(|sub| {
+            crate::event::to_records(
+                &sub,
+                &time_processed,
+                crate::event::PartitionKey::SubmissionId,
+                1024 * 1024,
+            )
+            .map(|(key, records)| (sub, key, records))
+        });
+        match (&case.verdict, outcome) {
+            (hostile::Verdict::Invalid(want), Err(got)) if got.label() == *want => {}
+            (hostile::Verdict::Valid(want), Ok((sub, key, records))) => {
+                assert_eq!(key, want.submission_id, "{}", case.name);
+                assert_eq!(sub.device_id.to_string(), want.device_id, "{}", case.name);
+                assert_eq!(sub.time_created, want.time_created, "{}", case.name);
+                assert_eq!(records.len(), want.events.len(), "{}", case.name);
+                for (record, (kind, data)) in records.iter().zip(&want.events) {
+                    assert!(
+                        record.iter().all(|b| *b >= 0x20),
+                        "{}: raw control byte in the record {}",
+                        case.name,
+                        String::from_utf8_lossy(record)
+                    );
+                    let value: serde_json::Value = serde_json::from_slice(record).unwrap();
+                    assert_eq!(value["type"], *kind, "{}", case.name);
+                    assert_eq!(&value["type_specific_data"], data, "{}", case.name);
+                }
+            }
+            (_, got) => wrong.push(format!(
+                "{}: want {}, got {:?}",
+                case.name,
+                case.label(),
+                got.map(|(sub, _, _)| sub.events.len())
+            )),
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "{} wrong verdicts:\n{}",
+        wrong.len(),
+        wrong.join("\n")
+    );
 }
 
 // ---- property tests -------------------------------------------------------------------------
