@@ -221,19 +221,27 @@ fn summary(what: &str, output: &Output) -> Value {
 async fn chaos_soak_loses_nothing_keeps_order_and_publishes_nothing_invalid() {
     let plan = Plan::from_env();
     let env = TestEnv::new("chaos").await;
-    let proxy = FaultProxy::start(&env.endpoint, plan.seed).await;
+    let proxy = FaultProxy::start_split(&env.endpoint, &env.kinesis_endpoint, plan.seed).await;
     let faults = proxy.faults.clone();
     let mut rng = Rng::new(plan.seed);
     eprintln!("chaos: seed={} plan={plan:?}", plan.seed);
+    let emulators = if env.kinesis_endpoint == env.endpoint {
+        env.endpoint.clone()
+    } else {
+        format!("SQS {}, Kinesis {}", env.endpoint, env.kinesis_endpoint)
+    };
     eprintln!(
-        "chaos: queue {} stream {} at {} (collector through {})",
-        env.queue_url, env.stream_name, env.endpoint, proxy.endpoint
+        "chaos: queue {} stream {} at {emulators} (collector through {})",
+        env.queue_url, env.stream_name, proxy.endpoint
     );
 
     let visibility = plan.visibility_timeout_sec.to_string();
     let max_in_flight = plan.max_in_flight_messages.to_string();
     let settings = [
         ("AWS_ENDPOINT_URL", proxy.endpoint.as_str()),
+        // Both services through the proxy, also when each has an emulator of its own.
+        ("AWS_ENDPOINT_URL_SQS", proxy.endpoint.as_str()),
+        ("AWS_ENDPOINT_URL_KINESIS", proxy.endpoint.as_str()),
         // Short, so that what a killed collector held comes back soon.
         ("QUEUE_VISIBILITY_TIMEOUT_SEC", visibility.as_str()),
         // An emulator publishes a few hundred records/s: a smaller set in flight keeps each
@@ -425,7 +433,7 @@ async fn chaos_soak_loses_nothing_keeps_order_and_publishes_nothing_invalid() {
     let report = summary("stream-reader", &verified);
     let (visible, in_flight) = env.queue_counts().await;
 
-    println!("chaos soak: seed {} on {}", plan.seed, env.endpoint);
+    println!("chaos soak: seed {} on {emulators}", plan.seed);
     println!(
         "submissions sent:          {} ({} valid, {} invalid)",
         sent["sent"], sent["valid"], sent["invalid"]

@@ -10,6 +10,10 @@
 //! every SQS call (`set_sqs_down`); `set_latency` holds every call back before it is handled, a
 //! slow network path. The proxy also notes every receipt handle SQS hands out, so tests can
 //! look for them in logs.
+//!
+//! One upstream serves both services, or (`start_split`) Kinesis calls go to an upstream of
+//! their own, told apart by their `X-Amz-Target`: one emulator is fast at SQS, another at
+//! Kinesis.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -129,13 +133,33 @@ impl Drop for FaultProxy {
     }
 }
 
+/// Where calls go: Kinesis calls to `kinesis`, every other call to `sqs`.
+#[derive(Clone, Copy)]
+struct Upstreams {
+    sqs: SocketAddr,
+    kinesis: SocketAddr,
+}
+
+fn socket_address(endpoint: &str) -> SocketAddr {
+    endpoint
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .parse()
+        .expect("upstream endpoint is http://IP:PORT")
+}
+
 impl FaultProxy {
+    /// A proxy in front of one endpoint that serves SQS and Kinesis.
     pub async fn start(upstream: &str, seed: u64) -> FaultProxy {
-        let upstream: SocketAddr = upstream
-            .trim_start_matches("http://")
-            .trim_end_matches('/')
-            .parse()
-            .expect("upstream endpoint is http://IP:PORT");
+        FaultProxy::start_split(upstream, upstream, seed).await
+    }
+
+    /// A proxy in front of an SQS endpoint and a Kinesis endpoint (possibly the same one).
+    pub async fn start_split(sqs_upstream: &str, kinesis_upstream: &str, seed: u64) -> FaultProxy {
+        let upstreams = Upstreams {
+            sqs: socket_address(sqs_upstream),
+            kinesis: socket_address(kinesis_upstream),
+        };
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let endpoint = format!("http://{}", listener.local_addr().unwrap());
         let faults = Arc::new(Faults::default());
@@ -148,7 +172,7 @@ impl FaultProxy {
                 };
                 let faults = shared.clone();
                 tokio::spawn(async move {
-                    let service = service_fn(move |req| handle(req, upstream, faults.clone()));
+                    let service = service_fn(move |req| handle(req, upstreams, faults.clone()));
                     let _ = server_http1::Builder::new()
                         .serve_connection(TokioIo::new(stream), service)
                         .await;
@@ -173,7 +197,7 @@ impl std::error::Error for ConnectionCut {}
 
 async fn handle(
     req: Request<Incoming>,
-    upstream: SocketAddr,
+    upstreams: Upstreams,
     faults: Arc<Faults>,
 ) -> Result<Response<Full<Bytes>>, ConnectionCut> {
     let (parts, body) = req.into_parts();
@@ -190,6 +214,7 @@ async fn handle(
     }
     let kinesis = target.starts_with(KINESIS_TARGET_PREFIX);
     let sqs = target.starts_with(SQS_TARGET_PREFIX);
+    let upstream = if kinesis { upstreams.kinesis } else { upstreams.sqs };
     if faults.offline.load(Ordering::SeqCst)
         || (kinesis && faults.kinesis_down.load(Ordering::SeqCst))
         || (sqs && faults.sqs_down.load(Ordering::SeqCst))

@@ -44,6 +44,15 @@ pub fn endpoint() -> String {
         .expect("integration tests need an emulator: run them with script/test (or set TEST_AWS_ENDPOINT_URL)")
 }
 
+/// The Kinesis endpoint: `TEST_AWS_KINESIS_ENDPOINT_URL` when Kinesis is served by an emulator
+/// of its own (`script/chaos` does that), else `endpoint`.
+pub fn kinesis_endpoint(endpoint: &str) -> String {
+    std::env::var("TEST_AWS_KINESIS_ENDPOINT_URL")
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+        .unwrap_or_else(|| endpoint.to_owned())
+}
+
 pub async fn sdk_config(endpoint: &str) -> SdkConfig {
     aws_config::defaults(BehaviorVersion::latest())
         .region(Region::new(REGION))
@@ -72,7 +81,9 @@ impl StreamRecord {
 
 /// A queue and a 2-shard stream of this test's own, with clients for both.
 pub struct TestEnv {
+    /// SQS's endpoint, and Kinesis's unless `kinesis_endpoint` differs.
     pub endpoint: String,
+    pub kinesis_endpoint: String,
     pub sdk: SdkConfig,
     pub sqs: aws_sdk_sqs::Client,
     pub kinesis: aws_sdk_kinesis::Client,
@@ -88,9 +99,14 @@ impl TestEnv {
             .with_env_filter(tracing_subscriber::EnvFilter::new("telemetry_collector=debug"))
             .try_init();
         let endpoint = endpoint();
+        let kinesis_endpoint = kinesis_endpoint(&endpoint);
         let sdk = sdk_config(&endpoint).await;
         let sqs = aws_sdk_sqs::Client::new(&sdk);
-        let kinesis = aws_sdk_kinesis::Client::new(&sdk);
+        let kinesis = aws_sdk_kinesis::Client::from_conf(
+            aws_sdk_kinesis::config::Builder::from(&sdk)
+                .endpoint_url(&kinesis_endpoint)
+                .build(),
+        );
         let unique = format!("{label}-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
         let queue_url = sqs
             .create_queue()
@@ -104,6 +120,7 @@ impl TestEnv {
         create_stream(&kinesis, &stream_name).await;
         TestEnv {
             endpoint,
+            kinesis_endpoint,
             sdk,
             sqs,
             kinesis,
@@ -116,6 +133,7 @@ impl TestEnv {
     pub fn retarget(&self, queue_url: &str, stream_name: &str) -> TestEnv {
         TestEnv {
             endpoint: self.endpoint.clone(),
+            kinesis_endpoint: self.kinesis_endpoint.clone(),
             sdk: self.sdk.clone(),
             sqs: self.sqs.clone(),
             kinesis: self.kinesis.clone(),
@@ -232,17 +250,21 @@ impl TestEnv {
     }
 
     /// Environment for the real binary: the SDK's standard variables plus the collector's.
+    /// With a Kinesis endpoint of its own, the per-service endpoint variables too; they win over
+    /// `AWS_ENDPOINT_URL`, so a test that puts a proxy in front must override them as well.
     pub fn binary_env(&self, overrides: &[(&str, &str)]) -> Vec<(String, String)> {
-        let mut env: Vec<(String, String)> = [
+        let mut vars = vec![
             ("AWS_ENDPOINT_URL", self.endpoint.as_str()),
             ("AWS_REGION", REGION),
             ("AWS_ACCESS_KEY_ID", "test"),
             ("AWS_SECRET_ACCESS_KEY", "test"),
             ("RUST_LOG", "info"),
-        ]
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-        .collect();
+        ];
+        if self.kinesis_endpoint != self.endpoint {
+            vars.push(("AWS_ENDPOINT_URL_SQS", self.endpoint.as_str()));
+            vars.push(("AWS_ENDPOINT_URL_KINESIS", self.kinesis_endpoint.as_str()));
+        }
+        let mut env: Vec<(String, String)> = vars.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
         env.extend(self.collector_vars(overrides));
         env
     }
