@@ -78,16 +78,7 @@ fn main() {
     );
 
     let mut collector = CollectorProcess::start(&fake.endpoint, "backlog_memory");
-    let started = Instant::now();
-    while state.first_served_at.get().is_none() {
-        collector.check_running();
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "the collector received nothing within 60 s; see {}",
-            collector.log.display()
-        );
-        std::thread::sleep(SAMPLE);
-    }
+    collector.wait_until_served(&state, SAMPLE);
     let slow_phase = sample_for(&mut collector, &state, slow);
     let acknowledged_slow = state.records_acknowledged.load(Ordering::SeqCst);
     state.put_records_delay_us.store(0, Ordering::SeqCst);

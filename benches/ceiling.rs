@@ -42,17 +42,8 @@ fn main() {
     let own_pid = std::process::id();
     let mut collector = CollectorProcess::start(&fake.endpoint, "ceiling");
     println!("collector pid {} (to profile it: perf record -p PID)", collector.pid());
-    let started = Instant::now();
-    while state.first_served_at.get().is_none() {
-        collector.check_running();
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "the collector received nothing within 60 s; see {}",
-            collector.log.display()
-        );
-        std::thread::sleep(POLL);
-    }
-    let t0 = *state.first_served_at.get().unwrap();
+    let first_served_at = collector.wait_until_served(&state, POLL);
+    let t0 = first_served_at;
     let collector_cpu0 = collector.cpu_seconds();
     let fake_cpu0 = cpu_seconds(own_pid).unwrap_or(f64::NAN);
 

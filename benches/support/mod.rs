@@ -150,6 +150,25 @@ impl CollectorProcess {
         }
     }
 
+    /// Waits (checking every `poll`) until the fake has served the collector its first
+    /// message, and returns when that was; panics if the collector exits or nothing is served
+    /// within 60 s.
+    pub fn wait_until_served(&mut self, state: &fake_aws::FakeState, poll: Duration) -> Instant {
+        let started = Instant::now();
+        loop {
+            if let Some(at) = state.first_served_at.get() {
+                return *at;
+            }
+            self.check_running();
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "the collector received nothing within 60 s; see {}",
+                self.log.display()
+            );
+            std::thread::sleep(poll);
+        }
+    }
+
     /// SIGTERM, then up to `grace` for a clean exit, then SIGKILL.
     pub fn stop(mut self, grace: Duration) {
         let _ = Command::new("kill").args(["-TERM", &self.pid().to_string()]).status();
