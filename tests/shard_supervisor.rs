@@ -29,6 +29,17 @@ const BUSY_BAND: &[(&str, &str)] = &[
     ("SHARD_UTILISATION_TARGET_HIGH", "0.1"),
 ];
 
+/// The collector binary with the busy band and `settings`, serving its metrics on a port of its
+/// own; its log is `<log_name>.log`.
+fn spawn_supervised(env: &TestEnv, log_name: &str, settings: &[(&str, &str)]) -> (tokio::process::Child, SocketAddr) {
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut overrides = vec![("HTTP_LISTEN_ADDRESS", addr.as_str())];
+    overrides.extend_from_slice(BUSY_BAND);
+    overrides.extend_from_slice(settings);
+    let collector = env.spawn_binary(&overrides, log_name);
+    (collector, addr.parse().unwrap())
+}
+
 /// A stream of this test's own, with `shards` shards or on-demand, waited for until ACTIVE.
 async fn create_stream(env: &TestEnv, label: &str, mode: Option<u32>) -> String {
     let name = format!("events-{label}-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
@@ -135,18 +146,17 @@ async fn a_busy_provisioned_stream_is_resized_within_its_bounds_and_loses_nothin
     let base = TestEnv::new("resize").await;
     let stream = create_stream(&base, "resize", Some(1)).await;
     let env = base.retarget(&base.queue_url, &stream);
-    let addr = format!("127.0.0.1:{}", free_port());
-    let mut overrides = vec![
-        ("HTTP_LISTEN_ADDRESS", addr.as_str()),
-        ("SHARD_AUTOSCALE_ENABLED", "true"),
-        ("SHARD_COUNT_MIN", "1"),
-        // From 1 shard: doubled to 2, then 3 (the bound, not 4), then no more.
-        ("SHARD_COUNT_MAX", "3"),
-        ("SHARD_RESIZE_COOLDOWN_SEC", "0"),
-    ];
-    overrides.extend_from_slice(BUSY_BAND);
-    let mut collector = env.spawn_binary(&overrides, "shard-resize");
-    let addr: SocketAddr = addr.parse().unwrap();
+    let (mut collector, addr) = spawn_supervised(
+        &env,
+        "shard-resize",
+        &[
+            ("SHARD_AUTOSCALE_ENABLED", "true"),
+            ("SHARD_COUNT_MIN", "1"),
+            // From 1 shard: doubled to 2, then 3 (the bound, not 4), then no more.
+            ("SHARD_COUNT_MAX", "3"),
+            ("SHARD_RESIZE_COOLDOWN_SEC", "0"),
+        ],
+    );
 
     // Traffic until the stream has been resized to its bound (at most 400 submissions).
     let expected = Arc::new(Mutex::new(Vec::new()));
@@ -280,11 +290,7 @@ async fn with_resizing_off_a_busy_stream_only_gets_a_recommendation() {
     let base = TestEnv::new("recommend").await;
     let stream = create_stream(&base, "recommend", Some(1)).await;
     let env = base.retarget(&base.queue_url, &stream);
-    let addr = format!("127.0.0.1:{}", free_port());
-    let mut overrides = vec![("HTTP_LISTEN_ADDRESS", addr.as_str())];
-    overrides.extend_from_slice(BUSY_BAND);
-    let mut collector = env.spawn_binary(&overrides, "shard-recommend");
-    let addr: SocketAddr = addr.parse().unwrap();
+    let (mut collector, addr) = spawn_supervised(&env, "shard-recommend", &[]);
 
     let (sqs, queue_url) = (env.sqs.clone(), env.queue_url.clone());
     let (bodies, expected) = load(60_000, 150);
@@ -341,16 +347,15 @@ async fn an_on_demand_stream_is_never_resized() {
     let stream = create_stream(&base, "ondemand", None).await;
     let env = base.retarget(&base.queue_url, &stream);
     let shards_before = summary(&env, &env.stream_name).await.1;
-    let addr = format!("127.0.0.1:{}", free_port());
-    let mut overrides = vec![
-        ("HTTP_LISTEN_ADDRESS", addr.as_str()),
-        ("SHARD_AUTOSCALE_ENABLED", "true"),
-        ("SHARD_COUNT_MAX", "100"),
-        ("SHARD_RESIZE_COOLDOWN_SEC", "0"),
-    ];
-    overrides.extend_from_slice(BUSY_BAND);
-    let mut collector = env.spawn_binary(&overrides, "shard-ondemand");
-    let addr: SocketAddr = addr.parse().unwrap();
+    let (mut collector, addr) = spawn_supervised(
+        &env,
+        "shard-ondemand",
+        &[
+            ("SHARD_AUTOSCALE_ENABLED", "true"),
+            ("SHARD_COUNT_MAX", "100"),
+            ("SHARD_RESIZE_COOLDOWN_SEC", "0"),
+        ],
+    );
 
     let (bodies, expected) = load(70_000, 60);
     env.send(&bodies).await;
