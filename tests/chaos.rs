@@ -16,13 +16,11 @@
 mod support;
 
 use std::path::PathBuf;
-use std::process::Output;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
 use support::fault_proxy::{FaultProxy, Faults};
-use support::{TestEnv, sigterm, wait_until};
+use support::{TestEnv, sigterm, tool_summary, wait_until};
 use telemetry_collector::fleet::rng::Rng;
 
 /// The run's parameters: `CHAOS_*` environment variables, short-run defaults.
@@ -203,18 +201,6 @@ impl Collector {
 
 fn run_seconds(started: Instant) -> f64 {
     (started.elapsed().as_secs_f64() * 10.0).round() / 10.0
-}
-
-/// The last stdout line, which both fleet tools write as their JSON summary.
-fn summary(what: &str, output: &Output) -> Value {
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let last = stdout.lines().last().unwrap_or_default();
-    serde_json::from_str(last).unwrap_or_else(|e| {
-        panic!(
-            "{what}: no JSON summary ({e}) in:\n{stdout}\nstderr:\n{}",
-            String::from_utf8_lossy(&output.stderr)
-        )
-    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -403,7 +389,7 @@ async fn chaos_soak_loses_nothing_keeps_order_and_publishes_nothing_invalid() {
 
     let fleet = fleet.await.expect("fleet task").expect("run sensor-fleet");
     assert!(fleet.status.success(), "sensor-fleet failed: {}", fleet.status);
-    let sent = summary("sensor-fleet", &fleet);
+    let sent = tool_summary("sensor-fleet", &fleet);
     assert_eq!(sent["sent"], plan.submissions, "{sent}");
     assert_eq!(sent["failed"], 0, "{sent}");
     eprintln!("chaos: t={:.1}s fleet done: {sent}", run_seconds(started));
@@ -430,7 +416,7 @@ async fn chaos_soak_loses_nothing_keeps_order_and_publishes_nothing_invalid() {
         .output()
         .await
         .expect("run stream-reader");
-    let report = summary("stream-reader", &verified);
+    let report = tool_summary("stream-reader", &verified);
     let (visible, in_flight) = env.queue_counts().await;
 
     println!("chaos soak: seed {} on {emulators}", plan.seed);

@@ -7,8 +7,7 @@ use std::io::Write as _;
 use std::process::Output;
 use std::time::Duration;
 
-use serde_json::Value;
-use support::{REGION, TestEnv, wait_until};
+use support::{REGION, TestEnv, tool_summary, wait_until};
 
 /// The SDK's standard variables for the emulator, and nothing else of this process'.
 fn aws_env(env: &TestEnv) -> Vec<(&'static str, String)> {
@@ -28,18 +27,6 @@ async fn run(env: &TestEnv, program: &str, args: &[&str]) -> Output {
         .output()
         .await
         .unwrap_or_else(|e| panic!("cannot run {program}: {e}"))
-}
-
-/// The last stdout line, which both tools write as their JSON summary.
-fn summary(output: &Output) -> Value {
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let last = stdout.lines().last().unwrap_or_default();
-    serde_json::from_str(last).unwrap_or_else(|e| {
-        panic!(
-            "no JSON summary ({e}) in:\n{stdout}\nstderr:\n{}",
-            String::from_utf8_lossy(&output.stderr)
-        )
-    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -74,7 +61,7 @@ async fn simulated_fleet_arrives_whole_and_in_order() {
     )
     .await;
     assert!(sent.status.success(), "{}", String::from_utf8_lossy(&sent.stderr));
-    let sent = summary(&sent);
+    let sent = tool_summary("sensor-fleet", &sent);
     assert_eq!(sent["sent"], 150);
     assert_eq!(sent["failed"], 0);
     assert!(sent["invalid"].as_u64().unwrap_or(0) > 0, "{sent}");
@@ -101,7 +88,7 @@ async fn simulated_fleet_arrives_whole_and_in_order() {
         ],
     )
     .await;
-    let report = summary(&verified);
+    let report = tool_summary("stream-reader verify", &verified);
     assert!(verified.status.success(), "{report}");
     assert_eq!(report["events_expected"], sent["events"]);
     assert_eq!(report["events_found"], sent["events"]);
@@ -119,7 +106,7 @@ async fn simulated_fleet_arrives_whole_and_in_order() {
         &["latency", "--stream", &env.stream_name, "--manifest", &manifest_arg],
     )
     .await;
-    let latency = summary(&measured);
+    let latency = tool_summary("stream-reader latency", &measured);
     assert!(measured.status.success(), "{latency}");
     assert_eq!(latency["events"], sent["events"]);
     assert_eq!(
@@ -153,5 +140,5 @@ async fn simulated_fleet_arrives_whole_and_in_order() {
     )
     .await;
     assert_eq!(failed.status.code(), Some(1));
-    assert_eq!(summary(&failed)["events_missing"], 3);
+    assert_eq!(tool_summary("stream-reader verify", &failed)["events_missing"], 3);
 }

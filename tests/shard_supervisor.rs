@@ -79,15 +79,7 @@ async fn summary(env: &TestEnv, stream: &str) -> (String, i32) {
 /// one of its children; a consumer reads the parent first (ListShards order here), so "on one
 /// shard, in order" becomes "on one lineage, in order".
 async fn read_stream_by_lineage(env: &TestEnv) -> Vec<StreamRecord> {
-    let shards = env
-        .kinesis
-        .list_shards()
-        .stream_name(&env.stream_name)
-        .send()
-        .await
-        .expect("ListShards")
-        .shards
-        .unwrap_or_default();
+    let shards = env.shards().await;
     let parent: HashMap<String, String> = shards
         .iter()
         .filter_map(|s| Some((s.shard_id.clone(), s.parent_shard_id.clone()?)))
@@ -226,15 +218,7 @@ async fn a_busy_provisioned_stream_is_resized_within_its_bounds_and_loses_nothin
     for r in env.read_stream().await {
         *held.entry(r.shard_id).or_default() += 1.0;
     }
-    let shards = env
-        .kinesis
-        .list_shards()
-        .stream_name(&env.stream_name)
-        .send()
-        .await
-        .expect("ListShards")
-        .shards
-        .unwrap_or_default();
+    let shards = env.shards().await;
     let closed = |id: &str| {
         shards.iter().any(|s| {
             s.shard_id == id

@@ -171,17 +171,21 @@ impl TestEnv {
         visible + in_flight
     }
 
-    /// Every record on the stream, shard by shard, each shard in sequence order.
-    pub async fn read_stream(&self) -> Vec<StreamRecord> {
-        let shards = self
-            .kinesis
+    /// Every shard of the stream, open and closed, in ListShards order (parents first).
+    pub async fn shards(&self) -> Vec<aws_sdk_kinesis::types::Shard> {
+        self.kinesis
             .list_shards()
             .stream_name(&self.stream_name)
             .send()
             .await
             .expect("ListShards")
             .shards
-            .unwrap_or_default();
+            .unwrap_or_default()
+    }
+
+    /// Every record on the stream, shard by shard, each shard in sequence order.
+    pub async fn read_stream(&self) -> Vec<StreamRecord> {
+        let shards = self.shards().await;
         let mut records = Vec::new();
         for shard in shards {
             let mut iterator = self
@@ -454,4 +458,17 @@ pub fn metric(metrics: &Metrics, name_and_labels: &str) -> u64 {
         .and_then(|v| v.trim().parse::<f64>().ok())
         .map(|v| v as u64)
         .unwrap_or(0)
+}
+
+/// The JSON summary `sensor-fleet` and `stream-reader` write as their last stdout line; `what`
+/// names the tool in the panic when there is none.
+pub fn tool_summary(what: &str, output: &std::process::Output) -> Value {
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let last = stdout.lines().last().unwrap_or_default();
+    serde_json::from_str(last).unwrap_or_else(|e| {
+        panic!(
+            "{what}: no JSON summary ({e}) in:\n{stdout}\nstderr:\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        )
+    })
 }
