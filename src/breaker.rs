@@ -6,9 +6,12 @@
 //! hold with capped backoff; the first call that writes anything closes the breaker. When the
 //! lanes hold nothing to retry with, [`probe`] asks Kinesis about the stream with backoff and
 //! closes the breaker when it answers.
+//!
+//! An error that no record can get past (access denied, KMS key disabled, stream deleted) opens
+//! the breaker at once, with that reason in `/readyz` and the log.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
 
 use aws_sdk_kinesis::Client;
 use aws_sdk_kinesis::error::DisplayErrorContext;
@@ -25,6 +28,8 @@ pub const OPEN_AFTER_FAILURES: u32 = 3;
 pub struct Breaker {
     open: AtomicBool,
     failures_in_a_row: AtomicU32,
+    /// Why it is open, when a specific error opened it.
+    reason: Mutex<Option<String>>,
     changed: Notify,
     metrics: Arc<Metrics>,
 }
@@ -34,6 +39,7 @@ impl Breaker {
         Breaker {
             open: AtomicBool::new(false),
             failures_in_a_row: AtomicU32::new(0),
+            reason: Mutex::new(None),
             changed: Notify::new(),
             metrics,
         }
@@ -43,9 +49,21 @@ impl Breaker {
         self.open.load(Ordering::Acquire)
     }
 
+    /// Why the breaker is open: the error that opened it, or repeated failures.
+    pub fn reason(&self) -> Option<String> {
+        if !self.is_open() {
+            return None;
+        }
+        let specific = self.reason.lock().ok().and_then(|r| r.clone());
+        Some(specific.unwrap_or_else(|| "PutRecords keeps failing".to_owned()))
+    }
+
     /// A PutRecords call (or probe) reached Kinesis and something was written (or answered).
     pub fn succeeded(&self) {
         self.failures_in_a_row.store(0, Ordering::Release);
+        if let Ok(mut reason) = self.reason.lock() {
+            *reason = None;
+        }
         if self.open.swap(false, Ordering::AcqRel) {
             self.metrics.breaker_open.set(0);
             tracing::info!("Kinesis answers again; circuit breaker closed, receiving resumes");
@@ -63,6 +81,30 @@ impl Breaker {
                 "Kinesis keeps failing; circuit breaker open: receiving paused until it answers"
             );
             self.changed.notify_waiters();
+        }
+    }
+
+    /// An error that no record can get past until an operator acts: opens at once. Logged when
+    /// it opens the breaker or differs from the reason already given.
+    pub fn open_because(&self, reason: String) {
+        self.failures_in_a_row.fetch_add(1, Ordering::AcqRel);
+        let changed = match self.reason.lock() {
+            Ok(mut slot) if slot.as_deref() != Some(reason.as_str()) => {
+                *slot = Some(reason.clone());
+                true
+            }
+            _ => false,
+        };
+        let opened = !self.open.swap(true, Ordering::AcqRel);
+        if opened {
+            self.metrics.breaker_open.set(1);
+            self.changed.notify_waiters();
+        }
+        if opened || changed {
+            tracing::error!(
+                reason,
+                "Kinesis refuses every write; circuit breaker open: receiving paused until it is fixed"
+            );
         }
     }
 
@@ -155,5 +197,23 @@ mod tests {
         waiter.await.unwrap();
         assert!(!breaker.is_open());
         assert_eq!(metrics.breaker_open.get(), 0);
+    }
+
+    #[test]
+    fn a_permanent_error_opens_at_once_with_its_reason_until_a_success() {
+        let breaker = Breaker::new(Arc::new(Metrics::new()));
+        assert_eq!(breaker.reason(), None);
+        breaker.open_because("PutRecords fails with AccessDeniedException: no".into());
+        assert!(breaker.is_open());
+        assert_eq!(
+            breaker.reason().as_deref(),
+            Some("PutRecords fails with AccessDeniedException: no")
+        );
+        breaker.succeeded();
+        assert_eq!(breaker.reason(), None);
+        for _ in 0..OPEN_AFTER_FAILURES {
+            breaker.failed();
+        }
+        assert_eq!(breaker.reason().as_deref(), Some("PutRecords keeps failing"));
     }
 }

@@ -84,7 +84,12 @@ pub const QUEUE_VISIBILITY_MAX_TOTAL_SEC: Setting = setting(
     "QUEUE_VISIBILITY_TIMEOUT_SEC-43200",
     "Longest a message is kept hidden in total: while its events are still being published, its visibility is extended (at half the timeout) up to this many seconds from receipt.",
 );
-pub const QUEUE_RECEIVERS: Setting = setting("QUEUE_RECEIVERS", "2", "1-64", "Concurrent long-poll loops.");
+pub const QUEUE_RECEIVERS: Setting = setting(
+    "QUEUE_RECEIVERS",
+    "8",
+    "1-64",
+    "Concurrent long-poll loops. Each brings at most 10 messages per round trip, so this many keep receiving ahead of the sink at tens of milliseconds of network latency.",
+);
 pub const QUEUE_RECEIPTS_TO_DELETE_INTERVAL_SEC: Setting = setting(
     "QUEUE_RECEIPTS_TO_DELETE_INTERVAL_SEC",
     "1",
@@ -96,6 +101,18 @@ pub const QUEUE_MAX_RECEIPTS_TO_DELETE_AT_ONCE: Setting = setting(
     "10",
     "1-10",
     "Receipts per DeleteMessageBatch call.",
+);
+pub const QUEUE_DELETE_CONCURRENCY: Setting = setting(
+    "QUEUE_DELETE_CONCURRENCY",
+    "16",
+    "1-256",
+    "DeleteMessageBatch calls in flight at once, so that deleting keeps up whatever the round-trip time.",
+);
+pub const QUEUE_VISIBILITY_CONCURRENCY: Setting = setting(
+    "QUEUE_VISIBILITY_CONCURRENCY",
+    "8",
+    "1-256",
+    "ChangeMessageVisibilityBatch calls (extensions) in flight at once.",
 );
 pub const DATA_STREAM_FLUSH_INTERVAL_SEC: Setting = setting(
     "DATA_STREAM_FLUSH_INTERVAL_SEC",
@@ -131,7 +148,7 @@ pub const MAX_IN_FLIGHT_MESSAGES: Setting = setting(
     "MAX_IN_FLIGHT_MESSAGES",
     "1000",
     "1-100000, at least QUEUE_MAX_NUMBER_OF_MESSAGE_PER_REQUEST",
-    "Messages received and not yet finished (all events published, dropped as invalid, or given up); receiving waits at the cap.",
+    "Messages received and not yet finished: a message counts until its delete is answered (or it is given up); receiving waits at the cap.",
 );
 pub const MAX_IN_FLIGHT_BYTES: Setting = setting(
     "MAX_IN_FLIGHT_BYTES",
@@ -162,6 +179,18 @@ pub const RETRY_MAX_BACKOFF_MS: Setting = setting(
     "10000",
     "1-600000, at least RETRY_INITIAL_BACKOFF_MS",
     "Cap of the retry delay.",
+);
+pub const AWS_CALL_TIMEOUT_SEC: Setting = setting(
+    "AWS_CALL_TIMEOUT_SEC",
+    "10",
+    "0.1-300 (decimals allowed)",
+    "Longest one attempt of any SQS or Kinesis call may take (ReceiveMessage: its long-poll wait plus this). A call still unanswered then is a failed call: its connection is dropped and it is retried with backoff on a new one.",
+);
+pub const STALL_TIMEOUT_SEC: Setting = setting(
+    "STALL_TIMEOUT_SEC",
+    "120",
+    "1-3600, above 2 x (QUEUE_WAIT_TIME_SEC + AWS_CALL_TIMEOUT_SEC) + RETRY_MAX_BACKOFF_MS",
+    "`/healthz` answers 503 when a pipeline stage that has work has made no progress (no call finished, however it ended) for this long, so that a liveness probe replaces a stuck replica.",
 );
 pub const TIME_CREATED_NOT_BEFORE: Setting = setting(
     "TIME_CREATED_NOT_BEFORE",
@@ -249,6 +278,8 @@ pub const SETTINGS: &[Setting] = &[
     QUEUE_RECEIVERS,
     QUEUE_RECEIPTS_TO_DELETE_INTERVAL_SEC,
     QUEUE_MAX_RECEIPTS_TO_DELETE_AT_ONCE,
+    QUEUE_DELETE_CONCURRENCY,
+    QUEUE_VISIBILITY_CONCURRENCY,
     DATA_STREAM_FLUSH_INTERVAL_SEC,
     DATA_STREAM_MAX_BUFFER_SIZE,
     DATA_STREAM_MAX_REQUEST_BYTES,
@@ -260,6 +291,8 @@ pub const SETTINGS: &[Setting] = &[
     HTTP_LISTEN_ADDRESS,
     RETRY_INITIAL_BACKOFF_MS,
     RETRY_MAX_BACKOFF_MS,
+    AWS_CALL_TIMEOUT_SEC,
+    STALL_TIMEOUT_SEC,
     TIME_CREATED_NOT_BEFORE,
     TIME_CREATED_MAX_AHEAD_HOURS,
     SHUTDOWN_DRAIN_TIMEOUT_SEC,
@@ -302,6 +335,8 @@ pub struct Config {
     pub receivers: usize,
     pub delete_interval: Duration,
     pub delete_batch_size: usize,
+    pub delete_concurrency: usize,
+    pub visibility_concurrency: usize,
     pub flush_interval: Duration,
     pub max_records_per_request: usize,
     pub max_request_bytes: usize,
@@ -313,6 +348,8 @@ pub struct Config {
     pub http_listen_address: SocketAddr,
     pub retry_initial_backoff: Duration,
     pub retry_max_backoff: Duration,
+    pub call_timeout: Duration,
+    pub stall_timeout: Duration,
     pub time_bounds: TimeBounds,
     pub drain_timeout: Duration,
     pub stats_interval: Duration,
@@ -378,6 +415,25 @@ impl Config {
             NaiveDateTime::parse_from_str(raw, "%Y-%m-%dT%H:%M:%S")
                 .map_err(|_| env.invalid(&TIME_CREATED_NOT_BEFORE, raw, TIME_CREATED_NOT_BEFORE.allowed))?
         };
+        let call_timeout = env.seconds_in(&AWS_CALL_TIMEOUT_SEC, 0.1, 300.0)?;
+        let queue_wait_time = Duration::from_secs(env.int(&QUEUE_WAIT_TIME_SEC, 0, 20)?);
+        let stall_timeout = {
+            let secs: u64 = env.int(&STALL_TIMEOUT_SEC, 1, 3600)?;
+            // A stage in a healthy retry loop finishes a call at least this often: the longest
+            // call twice over, plus the longest backoff between two.
+            let least = (queue_wait_time + call_timeout) * 2 + Duration::from_millis(retry_max_ms);
+            if Duration::from_secs(secs) <= least {
+                return Err(env.invalid(
+                    &STALL_TIMEOUT_SEC,
+                    &secs.to_string(),
+                    &format!(
+                        "an integer from 1 to 3600 above 2 x (QUEUE_WAIT_TIME_SEC + AWS_CALL_TIMEOUT_SEC) + RETRY_MAX_BACKOFF_MS, here {:.1} s",
+                        least.as_secs_f64()
+                    ),
+                ));
+            }
+            Duration::from_secs(secs)
+        };
         let max_ahead_hours: i64 = env.int(&TIME_CREATED_MAX_AHEAD_HOURS, 0, 8760)?;
         let band_high = env.percent(&SHARD_UTILISATION_TARGET_HIGH, 0.01, 100.0)?;
         let band_low = env.percent(&SHARD_UTILISATION_TARGET_LOW, 0.0, 100.0)?;
@@ -404,13 +460,15 @@ impl Config {
             queue,
             stream_name: env.name(&EVENTS_DATA_STREAM_NAME, 128)?,
             partition_key,
-            queue_wait_time: Duration::from_secs(env.int(&QUEUE_WAIT_TIME_SEC, 0, 20)?),
+            queue_wait_time,
             receive_batch_size,
             visibility_timeout,
             visibility_max_total,
             receivers: env.int(&QUEUE_RECEIVERS, 1, 64)?,
             delete_interval,
             delete_batch_size: env.int(&QUEUE_MAX_RECEIPTS_TO_DELETE_AT_ONCE, 1, 10)?,
+            delete_concurrency: env.int(&QUEUE_DELETE_CONCURRENCY, 1, 256)?,
+            visibility_concurrency: env.int(&QUEUE_VISIBILITY_CONCURRENCY, 1, 256)?,
             flush_interval,
             max_records_per_request: env.int(&DATA_STREAM_MAX_BUFFER_SIZE, 1, 500)?,
             max_request_bytes,
@@ -422,6 +480,8 @@ impl Config {
             http_listen_address,
             retry_initial_backoff: Duration::from_millis(retry_initial_ms),
             retry_max_backoff: Duration::from_millis(retry_max_ms),
+            call_timeout,
+            stall_timeout,
             time_bounds: TimeBounds {
                 not_before,
                 max_ahead: TimeDelta::hours(max_ahead_hours),
@@ -484,10 +544,15 @@ impl Vars<'_> {
 
     /// Seconds with decimals, from 0.01 to 300.
     fn seconds(&self, s: &Setting) -> Result<Duration, ConfigError> {
+        self.seconds_in(s, 0.01, 300.0)
+    }
+
+    /// Seconds with decimals, from `min` to `max`.
+    fn seconds_in(&self, s: &Setting, min: f64, max: f64) -> Result<Duration, ConfigError> {
         let raw = self.raw(s);
         match raw.trim().parse::<f64>() {
-            Ok(v) if (0.01..=300.0).contains(&v) => Ok(Duration::from_secs_f64(v)),
-            _ => Err(self.invalid(s, raw, "a number of seconds from 0.01 to 300")),
+            Ok(v) if (min..=max).contains(&v) => Ok(Duration::from_secs_f64(v)),
+            _ => Err(self.invalid(s, raw, &format!("a number of seconds from {min} to {max}"))),
         }
     }
 
@@ -649,6 +714,27 @@ mod tests {
         assert!(error(&[("SHARD_SUPERVISOR_INTERVAL_SEC", "0")]).starts_with("SHARD_SUPERVISOR_INTERVAL_SEC="));
         assert!(error(&[("SHARD_SUPERVISOR_WINDOWS", "0")]).starts_with("SHARD_SUPERVISOR_WINDOWS="));
         assert!(error(&[("SHARD_RESIZE_COOLDOWN_SEC", "-1")]).starts_with("SHARD_RESIZE_COOLDOWN_SEC="));
+    }
+
+    #[test]
+    fn call_and_stall_timeouts_are_read_and_the_stall_timeout_leaves_room_for_a_slow_call() {
+        let c = Config::from_vars(&HashMap::new()).unwrap();
+        assert_eq!(c.call_timeout, Duration::from_secs(10));
+        assert_eq!(c.stall_timeout, Duration::from_secs(120));
+        assert_eq!((c.delete_concurrency, c.visibility_concurrency), (16, 8));
+        let c = Config::from_vars(&vars(&[("AWS_CALL_TIMEOUT_SEC", "0.5"), ("QUEUE_WAIT_TIME_SEC", "1")])).unwrap();
+        assert_eq!(c.call_timeout, Duration::from_millis(500));
+        assert_eq!(
+            error(&[("AWS_CALL_TIMEOUT_SEC", "0")]),
+            "AWS_CALL_TIMEOUT_SEC=\"0\" is invalid: expected a number of seconds from 0.1 to 300"
+        );
+        // Defaults: 2 x (20 + 10) + 10 = 70 s is the least.
+        assert_eq!(
+            error(&[("STALL_TIMEOUT_SEC", "70")]),
+            "STALL_TIMEOUT_SEC=\"70\" is invalid: expected an integer from 1 to 3600 above 2 x (QUEUE_WAIT_TIME_SEC + AWS_CALL_TIMEOUT_SEC) + RETRY_MAX_BACKOFF_MS, here 70.0 s"
+        );
+        assert!(Config::from_vars(&vars(&[("STALL_TIMEOUT_SEC", "71")])).is_ok());
+        assert!(error(&[("QUEUE_DELETE_CONCURRENCY", "0")]).starts_with("QUEUE_DELETE_CONCURRENCY="));
     }
 
     #[test]

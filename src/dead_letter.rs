@@ -1,7 +1,8 @@
 //! Dead-letter forwarding (opt-in, `DEAD_LETTER_QUEUE_URL`): the raw body of each invalid
 //! submission is sent to a dead-letter queue with its rejection reason as message attributes,
 //! so that nothing a sensor sent is thrown away unseen. The original message is deleted only
-//! after that send succeeded.
+//! after that send succeeded. So are valid submissions the stream refuses for good (reason
+//! `refused_by_stream`).
 
 use std::time::Duration;
 
@@ -10,8 +11,8 @@ use aws_sdk_sqs::error::DisplayErrorContext;
 use aws_sdk_sqs::types::MessageAttributeValue;
 use tokio::time::sleep;
 
+use crate::aws::SQS_MAX_MESSAGE_BYTES;
 use crate::retry::{RetryEpisode, RetryPolicy};
-use crate::submission::Rejection;
 
 /// Attempts per forwarded body before the original is left in the queue to come back.
 const ATTEMPTS: u32 = 3;
@@ -36,24 +37,34 @@ pub struct DeadLetterQueue {
 
 impl DeadLetterQueue {
     /// Sends `body` as is, with attributes `rejection_reason` (the metric label),
-    /// `rejection_detail` (the specific reason) and `source_message_id`.
-    pub async fn forward(&self, message_id: &str, body: &str, rejection: &Rejection) -> Result<(), DeadLetterError> {
-        let detail: String = rejection.to_string().chars().take(DETAIL_CHARS).collect();
-        let attribute = |value: &str| {
-            MessageAttributeValue::builder()
-                .data_type("String")
-                .string_value(if value.is_empty() { "-" } else { value })
-                .build()
-                .map_err(|e| DeadLetterError::Build(e.to_string()))
-        };
-        let request = self
+    /// `source_message_id` and `rejection_detail` (the specific reason), as many of them as
+    /// SQS's message size limit leaves room for beside the body.
+    pub async fn forward(
+        &self,
+        message_id: &str,
+        body: &str,
+        reason_label: &str,
+        detail: &str,
+    ) -> Result<(), DeadLetterError> {
+        let detail: String = detail.chars().take(DETAIL_CHARS).collect();
+        let wanted = [
+            ("rejection_reason", reason_label),
+            ("source_message_id", message_id),
+            ("rejection_detail", detail.as_str()),
+        ];
+        let mut request = self
             .client
             .send_message()
             .queue_url(&self.queue_url)
-            .message_body(body)
-            .message_attributes("rejection_reason", attribute(rejection.label())?)
-            .message_attributes("rejection_detail", attribute(&detail)?)
-            .message_attributes("source_message_id", attribute(message_id)?);
+            .message_body(body);
+        for (name, value) in attributes_that_fit(body.len(), &wanted) {
+            let value = MessageAttributeValue::builder()
+                .data_type(ATTRIBUTE_TYPE)
+                .string_value(value)
+                .build()
+                .map_err(|e| DeadLetterError::Build(e.to_string()))?;
+            request = request.message_attributes(name, value);
+        }
         let mut episode = RetryEpisode::new("SendMessage to the dead-letter queue", self.retry);
         let mut attempt = 1;
         loop {
@@ -76,5 +87,59 @@ impl DeadLetterQueue {
                 }
             }
         }
+    }
+}
+
+const ATTRIBUTE_TYPE: &str = "String";
+
+/// The attributes, in order of importance, that fit beside a body of `body_len` bytes within
+/// SQS's limit, which counts the body and every attribute's name, type and value. The original
+/// body was at most that limit, so the body alone always fits; a body near it goes without some
+/// or all attributes rather than never.
+fn attributes_that_fit<'a>(body_len: usize, wanted: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
+    let mut room = SQS_MAX_MESSAGE_BYTES.saturating_sub(body_len);
+    let mut kept = Vec::new();
+    for (name, value) in wanted {
+        // SQS refuses empty attribute values.
+        let value = if value.is_empty() { "-" } else { value };
+        let size = name.len() + ATTRIBUTE_TYPE.len() + value.len();
+        if size <= room {
+            room -= size;
+            kept.push((*name, value));
+        }
+    }
+    kept
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const WANTED: [(&str, &str); 3] = [
+        ("rejection_reason", "invalid_base64"),
+        ("source_message_id", "0b6c1c7e-0000-4000-8000-000000000000"),
+        ("rejection_detail", "not base64: invalid byte 0x21 at offset 7"),
+    ];
+
+    #[test]
+    fn a_small_body_keeps_every_attribute() {
+        assert_eq!(attributes_that_fit(1000, &WANTED), WANTED.to_vec());
+    }
+
+    #[test]
+    fn a_body_near_the_limit_keeps_what_fits_and_a_full_one_none() {
+        // Room for the reason (16 + 6 + 14 = 36 bytes) and not the message id (17 + 6 + 36).
+        let kept = attributes_that_fit(SQS_MAX_MESSAGE_BYTES - 40, &WANTED);
+        assert_eq!(kept, vec![WANTED[0]]);
+        assert!(attributes_that_fit(SQS_MAX_MESSAGE_BYTES, &WANTED).is_empty());
+        let total = |kept: &[(&str, &str)]| kept.iter().map(|(n, v)| n.len() + 6 + v.len()).sum::<usize>();
+        for body in [0, 500_000, SQS_MAX_MESSAGE_BYTES - 100, SQS_MAX_MESSAGE_BYTES - 1] {
+            assert!(body + total(&attributes_that_fit(body, &WANTED)) <= SQS_MAX_MESSAGE_BYTES);
+        }
+    }
+
+    #[test]
+    fn empty_values_are_sent_as_a_dash() {
+        assert_eq!(attributes_that_fit(0, &[("source_message_id", "")]), vec![("source_message_id", "-")]);
     }
 }

@@ -1,142 +1,252 @@
 //! Deleter: deletes finished messages from the queue in DeleteMessageBatch calls.
 //!
-//! Receipts arrive from the ledger (all events published) and from the source (invalid or
+//! Messages arrive from the sink lanes (all events published) and from the source (invalid or
 //! event-less submissions). A batch is sent when `QUEUE_MAX_RECEIPTS_TO_DELETE_AT_ONCE`
-//! receipts are waiting or the oldest has waited `QUEUE_RECEIPTS_TO_DELETE_INTERVAL_SEC`.
+//! receipts are waiting or the oldest has waited `QUEUE_RECEIPTS_TO_DELETE_INTERVAL_SEC`. Up
+//! to `QUEUE_DELETE_CONCURRENCY` calls are in flight at once, so deleting keeps up at any
+//! round-trip time: one call at a time deletes at most 10 messages per round trip.
 //!
-//! A failed delete loses nothing: the message becomes visible again and is processed again,
-//! and its events are published again with the same `event_id`s. So per-entry failures are
-//! logged and counted, not retried; whole-call failures are retried a few times, and then only
-//! while the receipts can still be valid.
+//! A message keeps its ledger entry, and so its in-flight slot and its visibility extensions,
+//! until its delete is answered: the channel here never holds more messages than the cap.
+//!
+//! A failed delete loses nothing: the message becomes visible again and is processed again, and
+//! its events are published again with the same `event_id`s. Whole-call failures and entries
+//! that SQS marks as not the sender's fault are retried while the receipts can still be valid;
+//! other per-entry failures are logged and counted.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::error::DisplayErrorContext;
 use aws_sdk_sqs::types::DeleteMessageBatchRequestEntry;
 use tokio::sync::mpsc;
+use tokio::sync::mpsc::error::TrySendError;
+use tokio::task::JoinSet;
 use tokio::time::{sleep, sleep_until};
 
-use crate::ledger::Receipt;
+use crate::ledger::LedgerEntry;
+use crate::liveness::Activity;
 use crate::metrics::Metrics;
 use crate::retry::{RetryEpisode, RetryPolicy};
-
-/// Whole-call attempts per batch before its messages are left to come back.
-const MAX_ATTEMPTS: u64 = 5;
 
 #[derive(Debug, Clone)]
 pub struct DeleterSettings {
     pub queue_url: String,
     pub batch_size: usize,
     pub interval: Duration,
+    pub concurrency: usize,
     pub retry: RetryPolicy,
 }
 
-/// Runs until every sender of receipts is gone, then deletes what is left and returns.
+/// Where finished messages are handed to the deleter.
+#[derive(Clone)]
+pub struct DeleteQueue(mpsc::Sender<Arc<LedgerEntry>>);
+
+impl DeleteQueue {
+    /// The queue and its receiving end. `capacity` is the in-flight message cap: every message
+    /// in the channel holds one of its slots, so the channel always has room.
+    pub fn channel(capacity: usize) -> (DeleteQueue, mpsc::Receiver<Arc<LedgerEntry>>) {
+        let (tx, rx) = mpsc::channel(capacity.max(1));
+        (DeleteQueue(tx), rx)
+    }
+
+    /// Hands a finished message over without waiting. Should the channel be full after all, a
+    /// task waits for room instead of the caller (a sink lane in the middle of a call's results).
+    pub fn push(&self, entry: Arc<LedgerEntry>) {
+        match self.0.try_send(entry) {
+            Ok(()) => {}
+            Err(TrySendError::Full(entry)) => {
+                let tx = self.0.clone();
+                tokio::spawn(async move {
+                    let _ = tx.send(entry).await;
+                });
+            }
+            // Only when stopping past the drain deadline: the message comes back.
+            Err(TrySendError::Closed(_)) => {}
+        }
+    }
+
+    /// Hands a finished message over, waiting for room.
+    pub async fn send(&self, entry: Arc<LedgerEntry>) {
+        let _ = self.0.send(entry).await;
+    }
+}
+
+/// Runs until every sender of finished messages is gone, then deletes what is left and returns.
 pub async fn run(
     client: Client,
     settings: DeleterSettings,
-    mut receipts: mpsc::UnboundedReceiver<Receipt>,
+    mut input: mpsc::Receiver<Arc<LedgerEntry>>,
     metrics: Arc<Metrics>,
+    activity: Arc<Activity>,
 ) {
-    let mut episode = RetryEpisode::new("DeleteMessageBatch", settings.retry);
-    let mut pending: Vec<Receipt> = Vec::new();
+    let episode = Arc::new(Mutex::new(RetryEpisode::new("DeleteMessageBatch", settings.retry)));
+    let mut pending: Vec<Arc<LedgerEntry>> = Vec::new();
     let mut oldest_at = Instant::now();
+    let mut calls: JoinSet<()> = JoinSet::new();
+    let mut open = true;
     loop {
+        // Send every batch that is due, as far as the concurrency allows.
+        while calls.len() < settings.concurrency
+            && !pending.is_empty()
+            && (pending.len() >= settings.batch_size || !open || Instant::now() >= oldest_at + settings.interval)
+        {
+            let take = pending.len().min(settings.batch_size);
+            let batch: Vec<_> = pending.drain(..take).collect();
+            calls.spawn(delete_batch(
+                client.clone(),
+                settings.clone(),
+                batch,
+                episode.clone(),
+                metrics.clone(),
+                activity.clone(),
+            ));
+        }
+        if pending.is_empty() && calls.is_empty() {
+            if !open {
+                return;
+            }
+            activity.idle();
+        } else {
+            activity.busy();
+        }
         let deadline = oldest_at + settings.interval;
         tokio::select! {
-            receipt = receipts.recv() => match receipt {
-                Some(receipt) => {
+            done = calls.join_next(), if !calls.is_empty() => {
+                if let Some(Err(e)) = done
+                    && e.is_panic()
+                {
+                    std::panic::resume_unwind(e.into_panic());
+                }
+            }
+            entry = input.recv(), if open => match entry {
+                Some(entry) => {
                     if pending.is_empty() {
                         oldest_at = Instant::now();
                     }
-                    pending.push(receipt);
-                    if pending.len() >= settings.batch_size {
-                        delete_batch(&client, &settings, std::mem::take(&mut pending), &mut episode, &metrics).await;
-                    }
+                    pending.push(entry);
                 }
-                None => break,
+                None => open = false,
             },
-            _ = sleep_until(deadline.into()), if !pending.is_empty() => {
-                delete_batch(&client, &settings, std::mem::take(&mut pending), &mut episode, &metrics).await;
-            }
+            _ = sleep_until(deadline.into()), if !pending.is_empty() && calls.len() < settings.concurrency => {}
         }
-    }
-    for chunk in pending.chunks(settings.batch_size) {
-        delete_batch(&client, &settings, chunk.to_vec(), &mut episode, &metrics).await;
     }
 }
 
 async fn delete_batch(
-    client: &Client,
-    settings: &DeleterSettings,
-    batch: Vec<Receipt>,
-    episode: &mut RetryEpisode,
-    metrics: &Metrics,
+    client: Client,
+    settings: DeleterSettings,
+    mut batch: Vec<Arc<LedgerEntry>>,
+    episode: Arc<Mutex<RetryEpisode>>,
+    metrics: Arc<Metrics>,
+    activity: Arc<Activity>,
 ) {
-    // Entry ids only need to be distinct within the call: use the position.
-    let entries: Result<Vec<_>, _> = batch
-        .iter()
-        .enumerate()
-        .map(|(i, r)| {
-            DeleteMessageBatchRequestEntry::builder()
-                .id(i.to_string())
-                .receipt_handle(&r.handle)
-                .build()
-        })
-        .collect();
-    let entries = match entries {
-        Ok(entries) => entries,
-        Err(e) => {
-            tracing::error!(error = %e, "could not build a DeleteMessageBatch request; the messages will be delivered again");
-            metrics.deleted("failed", batch.len() as u64);
-            return;
-        }
-    };
-    for attempt in 1..=MAX_ATTEMPTS {
-        let call = client
-            .delete_message_batch()
-            .queue_url(&settings.queue_url)
-            .set_entries(Some(entries.clone()))
-            .send()
-            .await;
-        match call {
-            Ok(output) => {
-                episode.succeeded();
-                metrics.deleted("ok", output.successful().len() as u64);
-                for failure in output.failed() {
-                    let message_id = failure
-                        .id()
-                        .parse::<usize>()
-                        .ok()
-                        .and_then(|i| batch.get(i))
-                        .map(|r| r.message_id.as_str())
-                        .unwrap_or("unknown");
+    let mut attempt = 0u32;
+    loop {
+        attempt += 1;
+        let result = call(&client, &settings.queue_url, &batch).await;
+        activity.progressed();
+        let delay = match result {
+            Ok(outcome) => {
+                if let Ok(mut episode) = episode.lock() {
+                    episode.succeeded();
+                }
+                metrics.deleted("ok", outcome.deleted as u64);
+                let mut retry = Vec::new();
+                for (entry, failure) in outcome.failed {
+                    if !failure.sender_fault {
+                        retry.push(entry);
+                        continue;
+                    }
                     tracing::warn!(
-                        message_id,
-                        code = failure.code(),
-                        reason = failure.message().unwrap_or(""),
-                        sender_fault = failure.sender_fault(),
-                        "delete failed; the message will be delivered again and its events published again with the same ids"
+                        message_id = entry.message_id(),
+                        code = failure.code,
+                        reason = entry.receipt().redact(&failure.message),
+                        "delete refused; the message will be delivered again and its events published again with the same ids"
                     );
                     metrics.deleted("failed", 1);
                 }
-                return;
-            }
-            Err(e) => {
-                let delay = episode.failed(&DisplayErrorContext(&e));
-                if attempt == MAX_ATTEMPTS {
-                    break;
+                if retry.is_empty() {
+                    return;
                 }
-                sleep(delay).await;
+                // SQS's own trouble: worth another try of just those entries.
+                metrics.deletes_retried.inc_by(retry.len() as u64);
+                batch = retry;
+                settings.retry.initial
             }
+            Err(error) => {
+                let error = batch.iter().fold(error, |text, e| e.receipt().redact(&text));
+                metrics.deletes_retried.inc_by(batch.len() as u64);
+                match episode.lock() {
+                    Ok(mut episode) => episode.failed(&error),
+                    Err(_) => settings.retry.max,
+                }
+            }
+        };
+        // Worth retrying only while a receipt can still be valid: after that SQS has made the
+        // message visible again, and whoever receives it next deletes it.
+        let retry_at = Instant::now() + delay;
+        batch.retain(|entry| !entry.receipt_lapsed(retry_at));
+        if batch.is_empty() {
+            tracing::warn!(
+                attempts = attempt,
+                "giving up on deleting messages whose receipts have expired; they will be delivered again"
+            );
+            return;
         }
+        sleep(delay).await;
     }
-    tracing::warn!(
-        messages = batch.len(),
-        attempts = MAX_ATTEMPTS,
-        "giving up on a DeleteMessageBatch call; its messages will be delivered again"
-    );
-    metrics.deleted("failed", batch.len() as u64);
+}
+
+/// What one DeleteMessageBatch call did.
+struct Outcome {
+    deleted: usize,
+    failed: Vec<(Arc<LedgerEntry>, EntryFailure)>,
+}
+
+struct EntryFailure {
+    code: String,
+    message: String,
+    sender_fault: bool,
+}
+
+async fn call(client: &Client, queue_url: &str, batch: &[Arc<LedgerEntry>]) -> Result<Outcome, String> {
+    // Entry ids only need to be distinct within the call: use the position.
+    let entries = batch
+        .iter()
+        .enumerate()
+        .map(|(i, e)| {
+            DeleteMessageBatchRequestEntry::builder()
+                .id(i.to_string())
+                .receipt_handle(&e.receipt().handle)
+                .build()
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| e.to_string())?;
+    let output = client
+        .delete_message_batch()
+        .queue_url(queue_url)
+        .set_entries(Some(entries))
+        .send()
+        .await
+        .map_err(|e| DisplayErrorContext(e).to_string())?;
+    let mut failed = Vec::new();
+    for failure in output.failed() {
+        let Some(entry) = failure.id().parse::<usize>().ok().and_then(|i| batch.get(i)) else {
+            continue;
+        };
+        failed.push((
+            entry.clone(),
+            EntryFailure {
+                code: failure.code().to_owned(),
+                message: failure.message().unwrap_or("").to_owned(),
+                sender_fault: failure.sender_fault(),
+            },
+        ));
+    }
+    Ok(Outcome {
+        deleted: output.successful().len(),
+        failed,
+    })
 }

@@ -1,6 +1,7 @@
 //! The operator's HTTP endpoints (`HTTP_LISTEN_ADDRESS`):
 //!
-//! - `GET /healthz`: liveness, 200 while the process serves requests;
+//! - `GET /healthz`: liveness, 200 while every pipeline stage that has work makes progress;
+//!   503 with the stage that does not after `STALL_TIMEOUT_SEC` (see `liveness`);
 //! - `GET /readyz`: 200 once the queue and the stream are resolved and while the Kinesis
 //!   circuit breaker is closed and the collector is not stopping; 503 with the reason otherwise;
 //! - `GET /metrics`: every metric in the Prometheus (OpenMetrics) text format.
@@ -21,6 +22,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
 use crate::breaker::Breaker;
+use crate::liveness::Liveness;
 use crate::metrics::Metrics;
 
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -31,30 +33,32 @@ pub struct Readiness {
     pub stream_resolved: AtomicBool,
     pub stopping: AtomicBool,
     pub breaker: Arc<Breaker>,
+    pub liveness: Arc<Liveness>,
 }
 
 impl Readiness {
-    pub fn new(breaker: Arc<Breaker>) -> Readiness {
+    pub fn new(breaker: Arc<Breaker>, liveness: Arc<Liveness>) -> Readiness {
         Readiness {
             queue_resolved: AtomicBool::new(false),
             stream_resolved: AtomicBool::new(false),
             stopping: AtomicBool::new(false),
             breaker,
+            liveness,
         }
     }
 
     /// `None` when ready, else why not.
-    pub fn not_ready_because(&self) -> Option<&'static str> {
+    pub fn not_ready_because(&self) -> Option<String> {
         if self.stopping.load(Ordering::Acquire) {
-            Some("stopping")
+            Some("stopping".to_owned())
         } else if !self.queue_resolved.load(Ordering::Acquire) {
-            Some("queue not resolved yet")
+            Some("queue not resolved yet".to_owned())
         } else if !self.stream_resolved.load(Ordering::Acquire) {
-            Some("stream not resolved yet")
-        } else if self.breaker.is_open() {
-            Some("Kinesis circuit breaker open")
+            Some("stream not resolved yet".to_owned())
         } else {
-            None
+            self.breaker
+                .reason()
+                .map(|reason| format!("Kinesis circuit breaker open: {reason}"))
         }
     }
 }
@@ -91,7 +95,10 @@ fn respond(request: &Request<Incoming>, readiness: &Readiness, metrics: &Metrics
     let not_ready = readiness.not_ready_because();
     metrics.ready.set(i64::from(not_ready.is_none()));
     match request.uri().path() {
-        "/healthz" => text(StatusCode::OK, "ok\n".to_owned()),
+        "/healthz" => match readiness.liveness.stalled(std::time::Instant::now()) {
+            None => text(StatusCode::OK, "ok\n".to_owned()),
+            Some(stall) => text(StatusCode::SERVICE_UNAVAILABLE, format!("stalled: {stall}\n")),
+        },
         "/readyz" => match not_ready {
             None => text(StatusCode::OK, "ready\n".to_owned()),
             Some(reason) => text(StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {reason}\n")),

@@ -10,6 +10,14 @@
 //! in order, and sent again, so the shard always holds `0..n` as an in-order subsequence. Only
 //! records with a successful result are confirmed to the ledger.
 //!
+//! Failures are classified. Throttling, 5xx, timeouts and network errors are retried with
+//! backoff. A record the stream refuses for good (too large for it, invalid) drops its
+//! submission with a reason (dead-lettered when that is on) and the message is deleted, so one
+//! poison record cannot stop its lane; when the error does not say which record, the lane
+//! halves its calls until it does. An error no record can get past (access denied, KMS key
+//! unusable, stream gone) opens the circuit breaker at once with that reason, and the lane
+//! keeps retrying with backoff until it is fixed.
+//!
 //! Every call's outcome feeds the circuit breaker. At shutdown a lane gives back (through the
 //! visibility keeper) the messages none of whose events has been sent yet, and finishes the rest.
 
@@ -18,7 +26,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aws_sdk_kinesis::Client;
-use aws_sdk_kinesis::error::DisplayErrorContext;
+use aws_sdk_kinesis::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_kinesis::primitives::Blob;
 use aws_sdk_kinesis::types::{PutRecordsRequestEntry, PutRecordsResultEntry};
 use tokio::sync::mpsc;
@@ -26,7 +34,10 @@ use tokio::time::sleep_until;
 use tokio_util::sync::CancellationToken;
 
 use crate::breaker::Breaker;
+use crate::dead_letter::DeadLetterQueue;
+use crate::deleter::DeleteQueue;
 use crate::ledger::{GiveUp, LedgerEntry, Receipt};
+use crate::liveness::Activity;
 use crate::metrics::Metrics;
 use crate::retry::{RetryEpisode, RetryPolicy};
 
@@ -67,17 +78,29 @@ pub struct LaneContext {
     pub breaker: Arc<Breaker>,
     /// Receipts of messages to give back to the queue (the visibility keeper's input).
     pub give_back: mpsc::UnboundedSender<Receipt>,
+    /// Finished messages.
+    pub deleter: DeleteQueue,
+    /// Where a submission the stream refuses goes, when dead-lettering is on.
+    pub dead_letter: Option<DeadLetterQueue>,
     pub metrics: Arc<Metrics>,
     pub shutdown: CancellationToken,
 }
 
 /// Runs one lane until its input is closed and everything it holds is published (or given up
 /// because its receipt expired, or given back at shutdown).
-pub async fn run_lane(lane: usize, context: LaneContext, mut input: mpsc::Receiver<OutboundRecord>) {
+pub async fn run_lane(
+    lane: usize,
+    context: LaneContext,
+    mut input: mpsc::Receiver<OutboundRecord>,
+    activity: Arc<Activity>,
+) {
     let shutdown = context.shutdown.clone();
     let mut lane = Lane {
         buffer: VecDeque::new(),
         buffered_bytes: 0,
+        batch_cap: context.settings.max_records,
+        refusals_in_a_row: 0,
+        activity,
         episode: RetryEpisode::new(
             format!("PutRecords to {} (lane {lane})", context.settings.stream_name),
             context.settings.retry,
@@ -91,6 +114,11 @@ pub async fn run_lane(lane: usize, context: LaneContext, mut input: mpsc::Receiv
     let capacity = lane.context.settings.max_records * 2;
     let mut closed = false;
     loop {
+        if lane.buffer.is_empty() {
+            lane.activity.idle();
+        } else {
+            lane.activity.busy();
+        }
         // Checked here too: a lane busy retrying full batches may not reach a select below.
         if !lane.stopping && shutdown.is_cancelled() {
             lane.stop();
@@ -145,6 +173,13 @@ pub async fn run_lane(lane: usize, context: LaneContext, mut input: mpsc::Receiv
 struct Lane {
     buffer: VecDeque<OutboundRecord>,
     buffered_bytes: usize,
+    /// Records per call: the configured maximum, halved while looking for a record the stream
+    /// refuses without saying which.
+    batch_cap: usize,
+    /// Submissions dropped as refused with no record written in between: a refusal that every
+    /// record meets is the stream's problem, not the records'.
+    refusals_in_a_row: u32,
+    activity: Arc<Activity>,
     episode: RetryEpisode,
     /// Shutdown has begun: messages not started are given back instead of sent.
     stopping: bool,
@@ -211,7 +246,7 @@ impl Lane {
 
     fn has_full_batch(&self) -> bool {
         let settings = &self.context.settings;
-        self.buffer.len() >= settings.max_records || self.buffered_bytes >= settings.max_request_bytes
+        self.buffer.len() >= self.batch_cap || self.buffered_bytes >= settings.max_request_bytes
     }
 
     /// Puts records back at the head of the buffer, keeping their order.
@@ -226,14 +261,12 @@ impl Lane {
     /// limits, and drops the records of messages whose receipt has expired.
     fn next_batch(&mut self) -> Vec<OutboundRecord> {
         let now = Instant::now();
-        let (max_records, max_bytes) = (
-            self.context.settings.max_records,
-            self.context.settings.max_request_bytes,
-        );
+        let (max_records, max_bytes) = (self.batch_cap, self.context.settings.max_request_bytes);
         let mut batch = Vec::new();
         let mut bytes = 0;
         while let Some(front) = self.buffer.front() {
             if front.message.is_given_up() || front.message.receipt_expired(now) {
+                // Refused and released messages are already accounted for; only an expiry is news.
                 if let Some(record) = self.pop() {
                     self.abandon(record);
                 }
@@ -250,7 +283,7 @@ impl Lane {
     }
 
     fn abandon(&self, record: OutboundRecord) {
-        if record.message.give_up(GiveUp::Expired) {
+        if !record.message.is_given_up() && record.message.give_up(GiveUp::Expired) {
             tracing::warn!(
                 message_id = record.message.message_id(),
                 unpublished_events = record.message.outstanding(),
@@ -271,7 +304,18 @@ impl Lane {
         }
         let metrics = self.context.metrics.clone();
         let started = Instant::now();
-        let entries: Result<Vec<_>, _> = batch
+        let result = self.put_records(&batch).await;
+        self.activity.progressed();
+        metrics.put_records_duration.observe(started.elapsed().as_secs_f64());
+        match result {
+            Ok(results) => self.settle_answer(batch, &results),
+            Err(failure) => self.call_failed(batch, failure).await,
+        }
+    }
+
+    /// One PutRecords call; its per-record results, as many as records sent.
+    async fn put_records(&self, batch: &[OutboundRecord]) -> Result<Vec<PutRecordsResultEntry>, CallFailure> {
+        let entries = batch
             .iter()
             .map(|r| {
                 PutRecordsRequestEntry::builder()
@@ -279,83 +323,236 @@ impl Lane {
                     .partition_key(&r.partition_key)
                     .build()
             })
-            .collect();
-        let result = match entries {
-            Ok(entries) => self
-                .context
-                .client
-                .put_records()
-                .stream_name(&self.context.settings.stream_name)
-                .set_records(Some(entries))
-                .send()
-                .await
-                .map_err(|e| DisplayErrorContext(e).to_string()),
-            Err(e) => Err(e.to_string()),
-        };
-        metrics.put_records_duration.observe(started.elapsed().as_secs_f64());
-        let outcome = result.and_then(|output| {
-            if output.records().len() == batch.len() {
-                Ok(output)
-            } else {
-                Err(format!(
-                    "PutRecords answered {} results for {} records",
-                    output.records().len(),
-                    batch.len()
-                ))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| CallFailure::Transient(e.to_string()))?;
+        let output = self
+            .context
+            .client
+            .put_records()
+            .stream_name(&self.context.settings.stream_name)
+            .set_records(Some(entries))
+            .send()
+            .await
+            .map_err(|e| classify_call(&e))?;
+        if output.records().len() != batch.len() {
+            return Err(CallFailure::Transient(format!(
+                "PutRecords answered {} results for {} records",
+                output.records().len(),
+                batch.len()
+            )));
+        }
+        Ok(output.records)
+    }
+
+    /// An answered call: confirms what was written, puts back what was not.
+    fn settle_answer(&mut self, batch: Vec<OutboundRecord>, results: &[PutRecordsResultEntry]) {
+        let metrics = self.context.metrics.clone();
+        let sent = batch.len();
+        // What each shard took, for the shard supervisor: every written record counts,
+        // resends included, as they use the shard's capacity all the same.
+        metrics.shard_writes.add_response(
+            batch
+                .iter()
+                .zip(results)
+                .filter(|(_, result)| result.error_code().is_none())
+                .filter_map(|(record, result)| Some((result.shard_id()?, record.size()))),
+        );
+        let settled = settle(batch, results);
+        if settled.confirmed.is_empty() {
+            self.context.breaker.failed();
+        } else {
+            self.context.breaker.succeeded();
+            self.refusals_in_a_row = 0;
+        }
+        for record in settled.confirmed {
+            if record.message.confirm_one() {
+                self.context.deleter.push(record.message.clone());
             }
-        });
-        match outcome {
-            Ok(output) => {
-                let sent = batch.len();
-                // What each shard took, for the shard supervisor: every written record counts,
-                // resends included, as they use the shard's capacity all the same.
-                metrics.shard_writes.add_response(
-                    batch
-                        .iter()
-                        .zip(output.records())
-                        .filter(|(_, result)| result.error_code().is_none())
-                        .filter_map(|(record, result)| Some((result.shard_id()?, record.size()))),
-                );
-                let settled = settle(batch, output.records());
-                if settled.confirmed.is_empty() {
-                    self.context.breaker.failed();
-                } else {
-                    self.context.breaker.succeeded();
-                }
-                for record in settled.confirmed {
-                    record.message.confirm_one();
-                    metrics.events_published.inc();
-                    metrics.events_in_flight.dec();
-                }
-                if settled.resend.is_empty() {
-                    metrics.put_records_call("ok");
-                    self.episode.succeeded();
+            metrics.events_published.inc();
+            metrics.events_in_flight.dec();
+        }
+        if settled.resend.is_empty() {
+            metrics.put_records_call("ok");
+            self.episode.succeeded();
+            // Calls were halved to find a refused record; grow them back.
+            self.batch_cap = (self.batch_cap * 2).min(self.context.settings.max_records);
+            return;
+        }
+        metrics.put_records_call("partial");
+        for (code, n) in &settled.failed_by_code {
+            metrics.records_retried(code, *n);
+        }
+        metrics.records_retried("resend_after_failure", settled.resent_after_failure);
+        let reason = format!(
+            "{} of {} records failed ({:?}); resending them and the later events of their submissions",
+            settled.failed_by_code.values().sum::<u64>(),
+            sent,
+            settled.failed_by_code
+        );
+        if let Some(code) = settled.failed_by_code.keys().find(|code| stream_unusable(code)) {
+            self.context
+                .breaker
+                .open_because(format!("PutRecords records fail with {code}"));
+        }
+        self.push_front_in_order(settled.resend);
+        let delay = self.episode.failed(&reason);
+        self.retry_at = Some(Instant::now() + delay);
+    }
+
+    /// A call that failed whole.
+    async fn call_failed(&mut self, batch: Vec<OutboundRecord>, failure: CallFailure) {
+        let metrics = self.context.metrics.clone();
+        let error = match failure {
+            CallFailure::Refused { record, reason } => {
+                metrics.put_records_call("refused");
+                let culprit = record.filter(|i| *i < batch.len()).or((batch.len() == 1).then_some(0));
+                let Some(culprit) = culprit else {
+                    // Which record is not said: halve the calls until a call of one shows it.
+                    self.batch_cap = (batch.len() / 2).max(1);
+                    tracing::debug!(batch_cap = self.batch_cap, reason, "PutRecords refused; narrowing down the record");
+                    self.push_front_in_order(batch);
+                    return;
+                };
+                self.refusals_in_a_row += 1;
+                if self.refusals_in_a_row <= MAX_REFUSALS_IN_A_ROW {
+                    let message = batch[culprit].message.clone();
+                    self.refuse(&message, &reason).await;
+                    let (dropped, rest): (Vec<_>, Vec<_>) =
+                        batch.into_iter().partition(|r| Arc::ptr_eq(&r.message, &message));
+                    metrics.events_in_flight.dec_by(dropped.len() as i64);
+                    // The others were not written either: they go again at once.
+                    self.push_front_in_order(rest);
                     return;
                 }
-                metrics.put_records_call("partial");
-                for (code, n) in &settled.failed_by_code {
-                    metrics.records_retried(code, *n);
-                }
-                metrics.records_retried("resend_after_failure", settled.resent_after_failure);
-                let reason = format!(
-                    "{} of {} records failed ({:?}); resending them and the later events of their submissions",
-                    settled.failed_by_code.values().sum::<u64>(),
-                    sent,
-                    settled.failed_by_code
-                );
-                self.push_front_in_order(settled.resend);
-                let delay = self.episode.failed(&reason);
-                self.retry_at = Some(Instant::now() + delay);
+                // Every record meets it: not the records' fault. Keep them and wait.
+                let reason = format!("PutRecords refuses every record: {reason}");
+                self.context.breaker.open_because(reason.clone());
+                reason
             }
-            Err(error) => {
+            CallFailure::StreamUnusable(reason) => {
+                self.context.breaker.open_because(reason.clone());
+                reason
+            }
+            CallFailure::Transient(reason) => {
                 self.context.breaker.failed();
-                metrics.put_records_call("error");
-                metrics.records_retried("call_failed", batch.len() as u64);
-                self.push_front_in_order(batch);
-                let delay = self.episode.failed(&error);
-                self.retry_at = Some(Instant::now() + delay);
+                reason
             }
+        };
+        metrics.put_records_call("error");
+        metrics.records_retried("call_failed", batch.len() as u64);
+        self.push_front_in_order(batch);
+        let delay = self.episode.failed(&error);
+        self.retry_at = Some(Instant::now() + delay);
+    }
+
+    /// Drops a submission one of whose records the stream refuses for good: logged, counted,
+    /// dead-lettered when that is on, and its message deleted.
+    async fn refuse(&self, message: &Arc<LedgerEntry>, reason: &str) {
+        if !message.give_up(GiveUp::Refused) {
+            return;
         }
+        let metrics = &self.context.metrics;
+        metrics.refused(refusal_label(reason));
+        tracing::warn!(
+            message_id = message.message_id(),
+            unpublished_events = message.outstanding(),
+            reason,
+            "the stream refuses a record of this submission for good; the rest of the submission is dropped and its message deleted"
+        );
+        if let (Some(dead_letter), Some(body)) = (&self.context.dead_letter, message.body()) {
+            let forwarded = dead_letter
+                .forward(message.message_id(), body, "refused_by_stream", reason)
+                .await;
+            self.activity.progressed();
+            if let Err(e) = forwarded {
+                Metrics::outcome(&metrics.dead_letters, "failed", 1);
+                tracing::warn!(
+                    message_id = message.message_id(),
+                    error = %e,
+                    "refused submission not forwarded to the dead-letter queue; it is kept in the queue and tried again when it comes back"
+                );
+                return;
+            }
+            Metrics::outcome(&metrics.dead_letters, "ok", 1);
+        }
+        self.context.deleter.push(message.clone());
+    }
+}
+
+/// Refusals in a row (with nothing written between) after which the stream, not the records,
+/// is taken to be at fault.
+const MAX_REFUSALS_IN_A_ROW: u32 = 3;
+
+/// What a failed PutRecords call means for its records.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum CallFailure {
+    /// Throttling, 5xx, timeouts, network trouble, anything unknown: the same call can
+    /// succeed later.
+    Transient(String),
+    /// The stream refuses a record for good (too large, invalid); `record` is its position in
+    /// the call when the error says it.
+    Refused { record: Option<usize>, reason: String },
+    /// No record can be written until someone fixes something (permissions, KMS key, stream).
+    StreamUnusable(String),
+}
+
+fn classify_call<R>(error: &SdkError<aws_sdk_kinesis::operation::put_records::PutRecordsError, R>) -> CallFailure
+where
+    R: std::fmt::Debug,
+{
+    let text = DisplayErrorContext(error).to_string();
+    match error {
+        SdkError::ServiceError(service) => {
+            let code = service.err().code().unwrap_or_default();
+            let message = service.err().message().unwrap_or_default();
+            classify(code, message, text)
+        }
+        _ => CallFailure::Transient(text),
+    }
+}
+
+/// Classifies a whole-call error by its AWS error code and message.
+fn classify(code: &str, message: &str, text: String) -> CallFailure {
+    match code {
+        "ValidationException" | "InvalidArgumentException" => CallFailure::Refused {
+            record: refused_record(message),
+            reason: format!("{code}: {message}"),
+        },
+        code if stream_unusable(code) => CallFailure::StreamUnusable(format!("PutRecords fails with {code}: {message}")),
+        _ => CallFailure::Transient(text),
+    }
+}
+
+/// Error codes (of the call or of a record) that no record can get past until an operator acts.
+fn stream_unusable(code: &str) -> bool {
+    matches!(
+        code,
+        "AccessDeniedException"
+            | "ResourceNotFoundException"
+            | "UnrecognizedClientException"
+            | "InvalidSignatureException"
+            | "KMSDisabledException"
+            | "KMSNotFoundException"
+            | "KMSAccessDeniedException"
+            | "KMSInvalidStateException"
+            | "KMSOptInRequired"
+    )
+}
+
+/// The position of the record a validation message names: `'records.N.member...'`, 1-based.
+fn refused_record(message: &str) -> Option<usize> {
+    let rest = &message[message.find("records.")? + "records.".len()..];
+    let digits = rest.split('.').next()?;
+    let position: usize = digits.parse().ok()?;
+    position.checked_sub(1)
+}
+
+/// A bounded label for the refusal metric.
+fn refusal_label(reason: &str) -> &'static str {
+    if reason.contains("length less than or equal") || reason.contains("size") {
+        "record_too_large"
+    } else {
+        "record_invalid"
     }
 }
 
@@ -394,7 +591,7 @@ mod tests {
     use crate::ledger::NewEntry;
     use tokio::sync::Semaphore;
 
-    fn message(id: &str, events: usize, tx: &mpsc::UnboundedSender<Receipt>) -> Arc<LedgerEntry> {
+    fn message(id: &str, events: usize) -> Arc<LedgerEntry> {
         let permit = Arc::new(Semaphore::new(1)).try_acquire_owned().unwrap();
         let receipt = Receipt {
             message_id: id.into(),
@@ -408,8 +605,8 @@ mod tests {
                 received_at: Instant::now(),
                 visibility_timeout: Duration::from_secs(60),
                 delete_margin: Duration::from_secs(1),
-                deleter: tx.clone(),
                 permit,
+                body: None,
             },
             Arc::new(Metrics::new()),
         )
@@ -447,9 +644,8 @@ mod tests {
 
     #[test]
     fn a_failed_event_sends_its_submission_suffix_again_in_order() {
-        let (tx, _rx) = mpsc::unbounded_channel();
-        let a = message("a", 4, &tx);
-        let b = message("b", 2, &tx);
+        let a = message("a", 4);
+        let b = message("b", 2);
         // Interleaved as two submissions on one lane could be.
         let batch = vec![
             record(&a, 0),
@@ -469,11 +665,51 @@ mod tests {
 
     #[test]
     fn all_ok_confirms_everything() {
-        let (tx, _rx) = mpsc::unbounded_channel();
-        let a = message("a", 2, &tx);
+        let a = message("a", 2);
         let settled = settle(vec![record(&a, 0), record(&a, 1)], &[ok(), ok()]);
         assert_eq!(settled.confirmed.len(), 2);
         assert!(settled.resend.is_empty());
+    }
+
+    #[test]
+    fn call_errors_are_classified_by_what_can_fix_them() {
+        let too_large = "1 validation error detected: Value at 'records.3.member.data' failed to satisfy constraint: Member must have length less than or equal to 1048576";
+        assert_eq!(
+            classify("ValidationException", too_large, String::new()),
+            CallFailure::Refused {
+                record: Some(2),
+                reason: format!("ValidationException: {too_large}")
+            }
+        );
+        assert_eq!(refusal_label(too_large), "record_too_large");
+        assert_eq!(
+            classify("InvalidArgumentException", "Records size exceeds 5 MB limit", String::new()),
+            CallFailure::Refused {
+                record: None,
+                reason: "InvalidArgumentException: Records size exceeds 5 MB limit".into()
+            }
+        );
+        for code in ["AccessDeniedException", "KMSDisabledException", "ResourceNotFoundException"] {
+            assert!(matches!(classify(code, "no", String::new()), CallFailure::StreamUnusable(_)), "{code}");
+        }
+        for code in [
+            "ProvisionedThroughputExceededException",
+            "LimitExceededException",
+            "KMSThrottlingException",
+            "InternalFailure",
+            "ServiceUnavailable",
+            "SomethingNew",
+        ] {
+            assert_eq!(
+                classify(code, "m", "text".into()),
+                CallFailure::Transient("text".into()),
+                "{code}"
+            );
+        }
+        assert_eq!(refused_record("Value at 'records.1.member.partitionKey' failed"), Some(0));
+        assert_eq!(refused_record("records.0.member"), None);
+        assert_eq!(refused_record("records.x.member"), None);
+        assert_eq!(refused_record("no position here"), None);
     }
 
     #[test]

@@ -1,19 +1,22 @@
-//! The ledger: one counter per received message of the events not yet confirmed published.
+//! The ledger: one entry per received message, with a counter of the events not yet confirmed
+//! published.
 //!
-//! A message's receipt goes to the deleter only when its counter reaches zero, i.e. every one
-//! of its events has a successful PutRecords result. That single rule is the no-loss guarantee:
+//! A message goes to the deleter only when its counter reaches zero, i.e. every one of its
+//! events has a successful PutRecords result. That single rule is the no-loss guarantee:
 //! whatever fails, crashes or is abandoned before zero leaves the message in the queue, and SQS
 //! delivers it again when its visibility timeout ends.
 //!
-//! Each outbound record holds an `Arc` of its message's entry; when the last one is dropped the
-//! entry goes too, releasing the message's in-flight capacity (backpressure on receiving). The
-//! visibility keeper holds only a `Weak`, so a finished message stops being extended by itself.
+//! Every message of a receive batch gets its entry as soon as the batch arrives. Each outbound
+//! record holds an `Arc` of its message's entry, and so does the deleter until the delete is
+//! answered; when the last one is dropped the entry goes too, releasing the message's in-flight
+//! capacity (backpressure on receiving). The visibility keeper holds only a `Weak`, so it keeps
+//! a message hidden until its delete is answered and then stops by itself.
 
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::sync::{OwnedSemaphorePermit, mpsc};
+use tokio::sync::OwnedSemaphorePermit;
 
 use crate::metrics::Metrics;
 
@@ -51,6 +54,9 @@ pub enum GiveUp {
     Expired = 1,
     /// Given back to the queue at shutdown before any of its events was sent.
     Released = 2,
+    /// The stream refused one of its records for good (too large, invalid): the rest of the
+    /// submission is dropped and the message deleted.
+    Refused = 3,
 }
 
 /// The ledger entry of one message whose events are being published.
@@ -68,11 +74,12 @@ pub struct LedgerEntry {
     /// finished, not given back.
     started: AtomicBool,
     given_up: AtomicU8,
-    deleter: mpsc::UnboundedSender<Receipt>,
     metrics: Arc<Metrics>,
     record_bytes: usize,
     _message_permit: OwnedSemaphorePermit,
     byte_permit: Mutex<Option<OwnedSemaphorePermit>>,
+    /// The raw body, kept only when dead-lettering is on, for a submission the stream refuses.
+    body: Option<String>,
 }
 
 /// What a new entry is made of.
@@ -83,8 +90,8 @@ pub struct NewEntry {
     pub received_at: Instant,
     pub visibility_timeout: Duration,
     pub delete_margin: Duration,
-    pub deleter: mpsc::UnboundedSender<Receipt>,
     pub permit: OwnedSemaphorePermit,
+    pub body: Option<String>,
 }
 
 impl LedgerEntry {
@@ -98,11 +105,11 @@ impl LedgerEntry {
             delete_margin: new.delete_margin,
             started: AtomicBool::new(false),
             given_up: AtomicU8::new(0),
-            deleter: new.deleter,
             metrics,
             record_bytes: new.record_bytes,
             _message_permit: new.permit,
             byte_permit: Mutex::new(None),
+            body: new.body,
         })
     }
 
@@ -124,16 +131,36 @@ impl LedgerEntry {
         }
     }
 
-    /// Confirms one event published. At zero the receipt is handed to the deleter.
-    pub fn confirm_one(&self) {
+    /// The bytes it holds of the byte cap: its records, and its body when kept.
+    pub fn record_bytes(&self) -> usize {
+        self.record_bytes
+    }
+
+    /// The raw body, when dead-lettering is on.
+    pub fn body(&self) -> Option<&str> {
+        self.body.as_deref()
+    }
+
+    /// Confirms one event published; true for the last one, when the message is finished and
+    /// goes to the deleter. Its records have left memory then, so its bytes are released.
+    #[must_use = "a finished message must go to the deleter"]
+    pub fn confirm_one(&self) -> bool {
         self.metrics
             .event_latency
             .observe(self.received_at.elapsed().as_secs_f64());
         let before = self.outstanding.fetch_sub(1, Ordering::AcqRel);
         debug_assert!(before > 0, "more confirmations than events");
         if before == 1 {
-            // The deleter only ends after every entry is gone, so it is listening.
-            let _ = self.deleter.send(self.receipt.clone());
+            self.release_bytes();
+        }
+        before == 1
+    }
+
+    fn release_bytes(&self) {
+        if let Ok(mut slot) = self.byte_permit.lock()
+            && slot.take().is_some()
+        {
+            self.metrics.bytes_in_flight.dec_by(self.record_bytes as i64);
         }
     }
 
@@ -160,6 +187,11 @@ impl LedgerEntry {
         now + self.delete_margin >= self.visible_until()
     }
 
+    /// True once the visibility has ended by `at`: the receipt is no use any more.
+    pub fn receipt_lapsed(&self, at: Instant) -> bool {
+        at >= self.visible_until()
+    }
+
     pub fn mark_started(&self) {
         self.started.store(true, Ordering::Release);
     }
@@ -170,9 +202,14 @@ impl LedgerEntry {
 
     /// Marks the message as given up; true only for the first caller, so it is logged once.
     pub fn give_up(&self, why: GiveUp) -> bool {
-        self.given_up
+        let first = self
+            .given_up
             .compare_exchange(0, why as u8, Ordering::AcqRel, Ordering::Acquire)
-            .is_ok()
+            .is_ok();
+        if first {
+            self.release_bytes();
+        }
+        first
     }
 
     /// True once the message has been given up for any reason: its records are dropped.
@@ -184,9 +221,7 @@ impl LedgerEntry {
 impl Drop for LedgerEntry {
     fn drop(&mut self) {
         self.metrics.messages_in_flight.dec();
-        if self.byte_permit.get_mut().is_ok_and(|p| p.is_some()) {
-            self.metrics.bytes_in_flight.dec_by(self.record_bytes as i64);
-        }
+        self.release_bytes();
     }
 }
 
@@ -195,7 +230,7 @@ mod tests {
     use super::*;
     use tokio::sync::Semaphore;
 
-    fn entry(events: usize, tx: mpsc::UnboundedSender<Receipt>, permits: &Arc<Semaphore>) -> Arc<LedgerEntry> {
+    fn entry(events: usize, permits: &Arc<Semaphore>) -> Arc<LedgerEntry> {
         let permit = permits.clone().try_acquire_owned().unwrap();
         let receipt = Receipt {
             message_id: "m1".into(),
@@ -209,51 +244,53 @@ mod tests {
                 received_at: Instant::now(),
                 visibility_timeout: Duration::from_secs(10),
                 delete_margin: Duration::from_secs(1),
-                deleter: tx,
                 permit,
+                body: None,
             },
             Arc::new(Metrics::new()),
         )
     }
 
     #[test]
-    fn receipt_is_released_only_when_the_last_event_is_confirmed() {
-        let (tx, mut rx) = mpsc::unbounded_channel();
+    fn only_the_last_confirmation_finishes_the_message_and_it_frees_the_bytes_not_the_slot() {
         let permits = Arc::new(Semaphore::new(1));
-        let e = entry(3, tx, &permits);
-        e.confirm_one();
-        e.confirm_one();
-        assert!(rx.try_recv().is_err());
+        let bytes = Arc::new(Semaphore::new(100));
+        let e = entry(3, &permits);
+        e.hold_bytes(bytes.clone().try_acquire_many_owned(100).unwrap());
+        assert!(!e.confirm_one());
+        assert!(!e.confirm_one());
         assert_eq!(e.outstanding(), 1);
-        e.confirm_one();
-        assert_eq!(rx.try_recv().unwrap().message_id, "m1");
-        assert!(rx.try_recv().is_err());
+        assert_eq!(bytes.available_permits(), 0);
+        assert!(e.confirm_one());
+        // Its records are gone, but the message counts against the cap until it is deleted.
+        assert_eq!(bytes.available_permits(), 100);
+        assert_eq!(e.metrics.bytes_in_flight.get(), 0);
+        assert_eq!(permits.available_permits(), 0);
+        drop(e);
+        assert_eq!(permits.available_permits(), 1);
     }
 
     #[test]
-    fn dropping_an_unfinished_entry_releases_capacity_but_not_the_receipt() {
-        let (tx, mut rx) = mpsc::unbounded_channel();
+    fn dropping_an_unfinished_entry_releases_capacity() {
         let permits = Arc::new(Semaphore::new(1));
         let bytes = Arc::new(Semaphore::new(100));
-        let e = entry(2, tx, &permits);
+        let e = entry(2, &permits);
         e.hold_bytes(bytes.clone().try_acquire_many_owned(100).unwrap());
         assert_eq!(e.metrics.bytes_in_flight.get(), 100);
         assert_eq!(permits.available_permits(), 0);
         assert_eq!(bytes.available_permits(), 0);
-        e.confirm_one();
+        assert!(!e.confirm_one());
         let metrics = e.metrics.clone();
         drop(e);
         assert_eq!(permits.available_permits(), 1);
         assert_eq!(bytes.available_permits(), 100);
         assert_eq!(metrics.bytes_in_flight.get(), 0);
         assert_eq!(metrics.messages_in_flight.get(), 0);
-        assert!(rx.try_recv().is_err());
     }
 
     #[test]
     fn give_up_reports_only_once_and_receipts_do_not_leak_into_debug() {
-        let (tx, _rx) = mpsc::unbounded_channel();
-        let e = entry(1, tx, &Arc::new(Semaphore::new(1)));
+        let e = entry(1, &Arc::new(Semaphore::new(1)));
         assert!(!e.is_given_up());
         assert!(e.give_up(GiveUp::Expired));
         assert!(!e.give_up(GiveUp::Released));
@@ -267,8 +304,7 @@ mod tests {
 
     #[test]
     fn extensions_move_the_receipt_deadline_forward_only() {
-        let (tx, _rx) = mpsc::unbounded_channel();
-        let e = entry(1, tx, &Arc::new(Semaphore::new(1)));
+        let e = entry(1, &Arc::new(Semaphore::new(1)));
         let start = e.received_at;
         // Visible for 10 s, of which the last second is kept for the delete.
         assert!(!e.receipt_expired(start + Duration::from_secs(8)));

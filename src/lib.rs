@@ -13,13 +13,16 @@
 //! A message is deleted only when its ledger counter reaches zero, i.e. every one of its events
 //! has a successful PutRecords result; everything else leaves it in the queue to come back.
 //! Around the pipeline: `breaker` pauses receiving while Kinesis fails, `http_server` answers
-//! `/healthz`, `/readyz` and `/metrics`, `retry` paces every retry, `shard_supervisor` watches
-//! the shards' utilisation (and, opt-in, resizes the stream).
+//! `/healthz`, `/readyz` and `/metrics`, `liveness` tells `/healthz` whether every stage that
+//! has work makes progress, `aws` builds the clients (every call with a timeout), `retry` paces
+//! every retry, `shard_supervisor` watches the shards' utilisation (and, opt-in, resizes the
+//! stream).
 //!
 //! [`fleet`] is not part of that path: it is the sensor-fleet simulator's side (generated
 //! submissions, the manifest of what was sent, and the check of a stream against it), used by
 //! the `sensor-fleet` and `stream-reader` binaries and by the tests.
 
+pub mod aws;
 pub mod breaker;
 pub mod config;
 pub mod dead_letter;
@@ -29,6 +32,7 @@ pub mod fleet;
 pub mod http_server;
 pub mod kinesis_sink;
 pub mod ledger;
+pub mod liveness;
 pub mod metrics;
 pub mod retry;
 pub mod shard_supervisor;
@@ -36,6 +40,7 @@ pub mod sqs_source;
 pub mod submission;
 pub mod visibility;
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -44,48 +49,58 @@ use std::time::Duration;
 use aws_sdk_sqs::error::DisplayErrorContext;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, mpsc};
-use tokio::task::JoinSet;
+use tokio::task::{JoinError, JoinSet};
 use tokio_util::sync::CancellationToken;
 
+use crate::aws::Clients;
 use crate::breaker::Breaker;
 use crate::config::{Config, QueueRef};
+use crate::deleter::DeleteQueue;
 use crate::http_server::Readiness;
+use crate::liveness::Liveness;
 use crate::metrics::Metrics;
 use crate::retry::{RetryEpisode, RetryPolicy};
 
+/// Why the collector stopped other than by being asked to.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("{stage} stopped while the collector was running")]
+    StageExited { stage: String },
+    #[error("{stage} panicked: {message}")]
+    StagePanicked { stage: String, message: String },
+}
+
 /// Runs the collector until `shutdown` is cancelled, then drains what is in flight for at most
 /// the configured drain timeout. The HTTP endpoints are served on `http` throughout.
+///
+/// Every stage runs until shutdown: one that ends or panics before is an error, after which the
+/// others drain and the caller exits non-zero, so that the orchestrator replaces the replica
+/// instead of leaving it running with a stage missing.
 pub async fn run(
     config: Config,
     sdk_config: &aws_config::SdkConfig,
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
     http: TcpListener,
-) {
-    // The SDK's own retries are off: every call site retries through `retry`, so that each
-    // failure is counted, logged once per episode, and paced by the configured backoff.
-    let sqs = aws_sdk_sqs::Client::from_conf(
-        aws_sdk_sqs::config::Builder::from(sdk_config)
-            .retry_config(aws_sdk_sqs::config::retry::RetryConfig::disabled())
-            .build(),
-    );
-    let kinesis = aws_sdk_kinesis::Client::from_conf(
-        aws_sdk_kinesis::config::Builder::from(sdk_config)
-            .retry_config(aws_sdk_kinesis::config::retry::RetryConfig::disabled())
-            .build(),
-    );
+) -> Result<(), RunError> {
+    let clients = Clients::new(sdk_config, config.call_timeout);
+    let (sqs, kinesis) = (clients.sqs.clone(), clients.kinesis.clone());
     let retry = RetryPolicy {
         initial: config.retry_initial_backoff,
         max: config.retry_max_backoff,
     };
     let breaker = Arc::new(Breaker::new(metrics.clone()));
-    let readiness = Arc::new(Readiness::new(breaker.clone()));
-    let http_server = tokio::spawn(http_server::serve(http, readiness.clone(), metrics.clone()));
+    let liveness = Arc::new(Liveness::new(config.stall_timeout));
+    let readiness = Arc::new(Readiness::new(breaker.clone(), liveness.clone()));
+    let mut services = Stages::default();
+    services.spawn(
+        "HTTP server",
+        http_server::serve(http, readiness.clone(), metrics.clone()),
+    );
 
     // Not ready until both exist; until then keep asking, with backoff, without restarting.
     let Some(queue_url) = resolve_queue_url(&sqs, &config.queue, retry, &shutdown).await else {
-        http_server.abort();
-        return;
+        return Ok(());
     };
     readiness.queue_resolved.store(true, Ordering::Release);
     let stream_found = {
@@ -101,41 +116,58 @@ pub async fn run(
         .await
     };
     if stream_found.is_none() {
-        http_server.abort();
-        return;
+        return Ok(());
     }
     readiness.stream_resolved.store(true, Ordering::Release);
     tracing::info!(queue_url, stream = config.stream_name, "collector started");
 
-    let mut stages = JoinSet::new();
-    let (deleter_tx, deleter_rx) = mpsc::unbounded_channel();
-    stages.spawn(deleter::run(
-        sqs.clone(),
-        deleter::DeleterSettings {
-            queue_url: queue_url.clone(),
-            batch_size: config.delete_batch_size,
-            interval: config.delete_interval,
-            retry,
-        },
-        deleter_rx,
-        metrics.clone(),
-    ));
+    let mut stages = Stages::default();
+    let (delete_queue, deleter_rx) = DeleteQueue::channel(config.max_in_flight_messages);
+    stages.spawn(
+        "deleter",
+        deleter::run(
+            sqs.clone(),
+            deleter::DeleterSettings {
+                queue_url: queue_url.clone(),
+                batch_size: config.delete_batch_size,
+                interval: config.delete_interval,
+                concurrency: config.delete_concurrency,
+                retry,
+            },
+            deleter_rx,
+            metrics.clone(),
+            liveness.stage("deleter"),
+        ),
+    );
 
     let (track_tx, track_rx) = mpsc::unbounded_channel();
     let (give_back_tx, give_back_rx) = mpsc::unbounded_channel();
-    stages.spawn(visibility::run(
-        sqs.clone(),
-        visibility::VisibilitySettings {
-            queue_url: queue_url.clone(),
-            timeout: config.visibility_timeout,
-            max_total: config.visibility_max_total,
-            retry,
-        },
-        track_rx,
-        give_back_rx,
-        metrics.clone(),
-    ));
+    stages.spawn(
+        "visibility keeper",
+        visibility::run(
+            sqs.clone(),
+            visibility::VisibilitySettings {
+                queue_url: queue_url.clone(),
+                timeout: config.visibility_timeout,
+                max_total: config.visibility_max_total,
+                concurrency: config.visibility_concurrency,
+                retry,
+            },
+            track_rx,
+            give_back_rx,
+            metrics.clone(),
+            liveness.stage("visibility keeper"),
+        ),
+    );
 
+    let dead_letter = config
+        .dead_letter_queue_url
+        .clone()
+        .map(|queue_url| dead_letter::DeadLetterQueue {
+            client: sqs.clone(),
+            queue_url,
+            retry,
+        });
     let lane_context = kinesis_sink::LaneContext {
         client: kinesis.clone(),
         settings: kinesis_sink::SinkSettings {
@@ -147,6 +179,8 @@ pub async fn run(
         },
         breaker: breaker.clone(),
         give_back: give_back_tx.clone(),
+        deleter: delete_queue.clone(),
+        dead_letter: dead_letter.clone(),
         metrics: metrics.clone(),
         shutdown: shutdown.clone(),
     };
@@ -154,31 +188,29 @@ pub async fn run(
     for lane in 0..config.sink_lanes {
         let (tx, rx) = mpsc::channel(config.max_records_per_request);
         lanes.push(tx);
-        stages.spawn(kinesis_sink::run_lane(lane, lane_context.clone(), rx));
+        let name = format!("sink lane {lane}");
+        let activity = liveness.stage(name.clone());
+        stages.spawn(name, kinesis_sink::run_lane(lane, lane_context.clone(), rx, activity));
     }
     drop(lane_context);
-    let probe = tokio::spawn(breaker::probe(
-        kinesis.clone(),
-        config.stream_name.clone(),
-        breaker.clone(),
-        retry,
-        metrics.clone(),
-        shutdown.clone(),
-    ));
+    services.spawn(
+        "circuit breaker probe",
+        breaker::probe(
+            kinesis.clone(),
+            config.stream_name.clone(),
+            breaker.clone(),
+            retry,
+            metrics.clone(),
+            shutdown.clone(),
+        ),
+    );
 
     let outputs = sqs_source::Outputs {
         lanes,
-        deleter: deleter_tx,
+        deleter: delete_queue,
         keeper: track_tx,
         give_back: give_back_tx,
-        dead_letter: config
-            .dead_letter_queue_url
-            .clone()
-            .map(|queue_url| dead_letter::DeadLetterQueue {
-                client: sqs.clone(),
-                queue_url,
-                retry,
-            }),
+        dead_letter,
         in_flight: Arc::new(Semaphore::new(config.max_in_flight_messages)),
         in_flight_bytes: Arc::new(Semaphore::new(config.max_in_flight_bytes)),
         max_in_flight_bytes: config.max_in_flight_bytes,
@@ -196,33 +228,54 @@ pub async fn run(
         retry,
     };
     for receiver in 0..config.receivers {
-        stages.spawn(sqs_source::run(
-            receiver,
-            sqs.clone(),
-            source_settings.clone(),
-            outputs.clone(),
-            metrics.clone(),
-            shutdown.clone(),
-        ));
+        let name = format!("receiver {receiver}");
+        let activity = liveness.stage(name.clone());
+        stages.spawn(
+            name,
+            sqs_source::run(
+                receiver,
+                clients.clone(),
+                source_settings.clone(),
+                outputs.clone(),
+                metrics.clone(),
+                shutdown.clone(),
+                activity,
+            ),
+        );
     }
     // Only the stages hold senders now: the sink lanes end when every receiver has stopped,
-    // the keeper when the lanes have and every watched message is finished, and the deleter
-    // when every ledger entry is gone.
+    // the deleter when the receivers and the lanes have, and the keeper when they all have
+    // and every watched message is deleted or given up.
     drop(outputs);
 
-    let shard_supervisor = tokio::spawn(shard_supervisor::run(
-        kinesis.clone(),
-        shard_supervisor::SupervisorSettings {
-            stream_name: config.stream_name.clone(),
-            interval: config.shard_supervisor_interval,
-            policy: config.shard_policy,
-            retry,
-        },
-        metrics.clone(),
-        shutdown.clone(),
-    ));
-    let stats = tokio::spawn(log_stats(metrics.clone(), config.stats_interval));
-    shutdown.cancelled().await;
+    services.spawn(
+        "shard supervisor",
+        shard_supervisor::run(
+            kinesis.clone(),
+            shard_supervisor::SupervisorSettings {
+                stream_name: config.stream_name.clone(),
+                interval: config.shard_supervisor_interval,
+                policy: config.shard_policy,
+                retry,
+            },
+            metrics.clone(),
+            shutdown.clone(),
+        ),
+    );
+    services.spawn("throughput log", log_stats(metrics.clone(), config.stats_interval));
+
+    let failure = tokio::select! {
+        _ = shutdown.cancelled() => None,
+        Some((stage, result)) = stages.join_next() => Some(RunError::new(stage, result)),
+        Some((stage, result)) = services.join_next() => Some(RunError::new(stage, result)),
+    };
+    if let Some(failure) = &failure {
+        tracing::error!(
+            error = %failure,
+            "a pipeline stage is gone; stopping so that the replica is replaced (exit status 1)"
+        );
+        shutdown.cancel();
+    }
     readiness.stopping.store(true, Ordering::Release);
     tracing::info!(
         drain_timeout_s = config.drain_timeout.as_secs(),
@@ -232,9 +285,6 @@ pub async fn run(
         while stages.join_next().await.is_some() {}
     })
     .await;
-    stats.abort();
-    probe.abort();
-    shard_supervisor.abort();
     let s = metrics.snapshot();
     match drained {
         Ok(()) => tracing::info!(events_published = s.events_published, "stopped after draining"),
@@ -246,10 +296,88 @@ pub async fn run(
                 events_in_flight = s.events_in_flight,
                 "drain timeout reached; unfinished messages stay in the queue and will be delivered again"
             );
-            stages.abort_all();
         }
     }
-    http_server.abort();
+    failure.map_or(Ok(()), Err)
+}
+
+impl RunError {
+    fn new(stage: String, result: Result<(), JoinError>) -> RunError {
+        match result {
+            Ok(()) => RunError::StageExited { stage },
+            Err(e) if e.is_panic() => {
+                let panic = e.into_panic();
+                let message = panic
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+                    .unwrap_or_else(|| "(no message)".to_owned());
+                RunError::StagePanicked { stage, message }
+            }
+            Err(_) => RunError::StageExited { stage },
+        }
+    }
+}
+
+/// Tasks that must run until shutdown, each with its name. Dropping the set aborts them.
+#[derive(Default)]
+struct Stages {
+    tasks: JoinSet<()>,
+    names: HashMap<tokio::task::Id, String>,
+}
+
+impl Stages {
+    fn spawn(&mut self, name: impl Into<String>, stage: impl Future<Output = ()> + Send + 'static) {
+        let name = name.into();
+        let handle = self.tasks.spawn(fault_injection::wrap(name.clone(), stage));
+        self.names.insert(handle.id(), name);
+    }
+
+    /// The next task to end, by name, and how it ended.
+    async fn join_next(&mut self) -> Option<(String, Result<(), JoinError>)> {
+        let (id, result) = match self.tasks.join_next_with_id().await? {
+            Ok((id, ())) => (id, Ok(())),
+            Err(e) => (e.id(), Err(e)),
+        };
+        let name = self.names.remove(&id).unwrap_or_else(|| "a stage".to_owned());
+        Some((name, result))
+    }
+}
+
+/// Test-only faults, compiled in with the `fault-injection` feature: `COLLECTOR_FAULT_STAGE`
+/// set to `NAME:panic` or `NAME:exit` (e.g. `deleter:panic`) makes that stage panic or return
+/// one second after it starts, to show that the process notices.
+#[cfg(feature = "fault-injection")]
+mod fault_injection {
+    use std::future::Future;
+    use std::time::Duration;
+
+    pub async fn wrap(name: String, stage: impl Future<Output = ()>) {
+        let fault = std::env::var("COLLECTOR_FAULT_STAGE").unwrap_or_default();
+        let Some((target, how)) = fault.split_once(':') else {
+            return stage.await;
+        };
+        if target != name {
+            return stage.await;
+        }
+        tokio::select! {
+            () = stage => {}
+            () = tokio::time::sleep(Duration::from_secs(1)) => {
+                if how == "panic" {
+                    panic!("fault injected into {name}");
+                }
+            }
+        }
+    }
+}
+
+#[cfg(not(feature = "fault-injection"))]
+mod fault_injection {
+    use std::future::Future;
+
+    pub async fn wrap(_name: String, stage: impl Future<Output = ()>) {
+        stage.await
+    }
 }
 
 /// Finds the queue URL, retrying with backoff until it exists (or until shutdown).

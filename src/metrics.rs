@@ -36,6 +36,8 @@ pub struct Metrics {
     pub messages_abandoned: Counter,
     pub messages_released: Family<Labels, Counter>,
     pub deletes: Family<Labels, Counter>,
+    pub deletes_retried: Counter,
+    pub submissions_refused: Family<Labels, Counter>,
     pub messages_in_flight: Gauge,
     pub bytes_in_flight: Gauge,
     pub events_in_flight: Gauge,
@@ -155,6 +157,18 @@ impl Metrics {
                 "Messages given back to the queue at shutdown (visibility set to 0) before any of their events was sent, by outcome (ok, failed)",
                 Family::default(),
             ),
+            deletes_retried: add(
+                &mut registry,
+                "deletes_retried",
+                "Delete entries sent again: after a whole DeleteMessageBatch call failed or timed out, or an entry failed through no fault of the sender",
+                Counter::default(),
+            ),
+            submissions_refused: add(
+                &mut registry,
+                "submissions_refused",
+                "Valid submissions dropped because the stream refused one of their records for good (too large, invalid), by reason",
+                Family::default(),
+            ),
             deletes: add(
                 &mut registry,
                 "deletes",
@@ -258,6 +272,10 @@ impl Metrics {
 
     pub fn outcome(family: &Family<Labels, Counter>, outcome: &'static str, n: u64) {
         family.get_or_create(&[("outcome", outcome)]).inc_by(n);
+    }
+
+    pub fn refused(&self, reason: &'static str) {
+        self.submissions_refused.get_or_create(&[("reason", reason)]).inc();
     }
 
     pub fn deleted(&self, outcome: &'static str, n: u64) {

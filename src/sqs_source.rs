@@ -1,16 +1,18 @@
 //! SQS source: long-polls the submissions queue, decodes each message and routes its events.
 //!
-//! For every message: invalid or event-less submissions go straight to the deleter; a valid
-//! one gets a ledger entry counting its events, and its records go to the sink lane of its
-//! partition key. A message takes an in-flight permit before it is received, and a share of the
-//! byte cap before its records are queued; it gives both back when its ledger entry is gone, so
-//! receiving pauses when the sink falls behind. Receiving also pauses while the Kinesis circuit
-//! breaker is open.
+//! Every message of a receive batch gets its ledger entry, and is watched by the visibility
+//! keeper, as soon as the batch arrives: later messages of a batch may wait a long time for
+//! their turn (byte cap, full lane), and must stay hidden meanwhile. Then each is routed in
+//! order: invalid or event-less submissions go straight to the deleter; a valid one's records
+//! go to the sink lane of its partition key. A message takes an in-flight permit before it is
+//! received, and a share of the byte cap before its records are queued; it gives the bytes back
+//! when its events are published and the permit when its delete is answered, so receiving
+//! pauses when the sink or the deleter falls behind. Receiving also pauses while the Kinesis
+//! circuit breaker is open.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use aws_sdk_sqs::Client;
 use aws_sdk_sqs::error::DisplayErrorContext;
 use aws_sdk_sqs::types::Message;
 use chrono::Utc;
@@ -18,11 +20,14 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::time::sleep;
 use tokio_util::sync::CancellationToken;
 
+use crate::aws::Clients;
 use crate::breaker::Breaker;
 use crate::dead_letter::DeadLetterQueue;
+use crate::deleter::DeleteQueue;
 use crate::event::{self, PartitionKey};
 use crate::kinesis_sink::{OutboundRecord, lane_for};
 use crate::ledger::{LedgerEntry, NewEntry, Receipt};
+use crate::liveness::Activity;
 use crate::metrics::Metrics;
 use crate::retry::{RetryEpisode, RetryPolicy};
 use crate::submission::{self, Rejection, TimeBounds};
@@ -32,6 +37,13 @@ const SHUTDOWN_RECEIVE_GRACE: Duration = Duration::from_secs(2);
 
 /// How much of an invalid body a log line shows.
 const BODY_PREFIX_CHARS: usize = 64;
+
+/// How long before its answer arrived a message's visibility timeout may have started. SQS
+/// starts it when it picks the message for an answer, which a long poll sends at once; so the
+/// timeout started between the call being sent and the answer arriving, at most one network
+/// trip before the latter. Counting from the call being sent instead would make a message that
+/// arrives late in a long poll look expired on arrival when the wait is as long as the timeout.
+pub const RECEIPT_CLOCK_ALLOWANCE: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Clone)]
 pub struct SourceSettings {
@@ -51,7 +63,7 @@ pub struct SourceSettings {
 #[derive(Clone)]
 pub struct Outputs {
     pub lanes: Vec<mpsc::Sender<OutboundRecord>>,
-    pub deleter: mpsc::UnboundedSender<Receipt>,
+    pub deleter: DeleteQueue,
     /// The visibility keeper watches every message in flight.
     pub keeper: mpsc::UnboundedSender<std::sync::Weak<LedgerEntry>>,
     /// Receipts of messages to give back to the queue untouched (shutdown).
@@ -64,14 +76,31 @@ pub struct Outputs {
     pub breaker: Arc<Breaker>,
 }
 
+/// When a receive was sent and when its answer arrived.
+#[derive(Debug, Clone, Copy)]
+pub struct ReceiveTiming {
+    pub sent_at: Instant,
+    pub arrived_at: Instant,
+}
+
+impl ReceiveTiming {
+    /// The earliest the visibility timeout of a message in the answer can have started.
+    pub fn visibility_started(&self) -> Instant {
+        self.arrived_at
+            .checked_sub(RECEIPT_CLOCK_ALLOWANCE)
+            .map_or(self.sent_at, |earliest| earliest.max(self.sent_at))
+    }
+}
+
 /// Receives until `shutdown` is cancelled.
 pub async fn run(
     receiver: usize,
-    client: Client,
+    clients: Clients,
     settings: SourceSettings,
     outputs: Outputs,
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
+    activity: Arc<Activity>,
 ) {
     let mut episode = RetryEpisode::new(format!("ReceiveMessage (receiver {receiver})"), settings.retry);
     let batch_size = settings.batch_size as u32;
@@ -89,13 +118,17 @@ pub async fn run(
             _ = shutdown.cancelled() => return,
         }
         metrics.receive_calls.inc();
+        activity.busy();
         let sent_at = Instant::now();
-        let call = client
+        let call = clients
+            .sqs
             .receive_message()
             .queue_url(&settings.queue_url)
             .max_number_of_messages(settings.batch_size)
             .wait_time_seconds(settings.wait_time.as_secs() as i32)
             .visibility_timeout(settings.visibility_timeout.as_secs() as i32)
+            .customize()
+            .config_override(clients.receive_override(settings.wait_time))
             .send();
         tokio::pin!(call);
         let call = tokio::select! {
@@ -113,9 +146,16 @@ pub async fn run(
                         }
                     }
                 }
+                activity.idle();
                 return;
             }
         };
+        let timing = ReceiveTiming {
+            sent_at,
+            arrived_at: Instant::now(),
+        };
+        activity.progressed();
+        activity.idle();
         let messages = match call {
             Ok(output) => {
                 episode.succeeded();
@@ -130,30 +170,57 @@ pub async fn run(
                 }
             }
         };
-        // The visibility timeout is counted from when the call was sent (SQS starts it a
-        // little later), so the receipt is never trusted longer than it is valid.
+        let mut batch = Vec::with_capacity(messages.len());
         for message in messages {
-            let Some(permit) = permits.split(1) else {
+            let permit = match permits.split(1) {
+                Some(permit) => permit,
                 // SQS returned more than asked for; take a permit the ordinary way.
-                match outputs.in_flight.clone().acquire_owned().await {
-                    Ok(permit) => handle(message, permit, sent_at, &settings, &outputs, &metrics).await,
+                None => match outputs.in_flight.clone().acquire_owned().await {
+                    Ok(permit) => permit,
                     Err(_) => return,
-                }
-                continue;
+                },
             };
-            handle(message, permit, sent_at, &settings, &outputs, &metrics).await;
+            if let Some(prepared) = prepare(message, permit, timing, &settings, &outputs, &metrics) {
+                batch.push(prepared);
+            }
+        }
+        // Watched from now on, so that every message of the batch stays hidden while the
+        // earlier ones are routed.
+        for prepared in &batch {
+            let _ = outputs.keeper.send(Arc::downgrade(&prepared.entry));
+        }
+        for prepared in batch {
+            route(prepared, &outputs, &metrics, &activity).await;
         }
     }
 }
 
-async fn handle(
+/// A received message with its ledger entry, decoded and ready to route.
+struct Prepared {
+    entry: Arc<LedgerEntry>,
+    body: String,
+    route: Route,
+}
+
+enum Route {
+    Invalid(Rejection),
+    /// A valid submission without events: nothing to publish.
+    Empty,
+    Publish {
+        key_id: uuid::Uuid,
+        partition_key: String,
+        records: Vec<Vec<u8>>,
+    },
+}
+
+fn prepare(
     message: Message,
     permit: OwnedSemaphorePermit,
-    received_at: Instant,
+    timing: ReceiveTiming,
     settings: &SourceSettings,
     outputs: &Outputs,
     metrics: &Arc<Metrics>,
-) {
+) -> Option<Prepared> {
     metrics.messages_received.inc();
     let message_id = message.message_id.unwrap_or_default();
     let Some(handle) = message.receipt_handle else {
@@ -161,25 +228,70 @@ async fn handle(
             message_id,
             "message without a receipt handle; it cannot be deleted and is skipped"
         );
-        return;
+        return None;
     };
     let receipt = Receipt { message_id, handle };
     let body = message.body.unwrap_or_default();
     let now = Utc::now();
     let time_processed = event::format_time_processed(now);
-    let prepared = submission::decode(&body, &settings.time_bounds, now).and_then(|sub| {
+    let decoded = submission::decode(&body, &settings.time_bounds, now).and_then(|sub| {
         event::to_records(&sub, &time_processed, settings.partition_key, settings.max_record_bytes)
             .map(|(key, records)| (settings.partition_key.of(&sub), key, records))
     });
-    let (key_id, partition_key, records) = match prepared {
-        Ok(prepared) => prepared,
-        Err(rejection) => {
-            drop_invalid(&receipt, &body, &rejection, metrics);
+    let route = match decoded {
+        Err(rejection) => Route::Invalid(rejection),
+        Ok((_, _, records)) if records.is_empty() => Route::Empty,
+        Ok((key_id, partition_key, records)) => Route::Publish {
+            key_id,
+            partition_key,
+            records,
+        },
+    };
+    let (event_count, mut record_bytes) = match &route {
+        Route::Publish {
+            partition_key, records, ..
+        } => (
+            records.len(),
+            records.iter().map(|r| r.len() + partition_key.len()).sum(),
+        ),
+        _ => (0, 0),
+    };
+    // Kept for dead-lettering should the stream refuse one of its records; it takes its share
+    // of the byte cap like the records.
+    let kept_body = (outputs.dead_letter.is_some() && event_count > 0).then(|| body.clone());
+    record_bytes += kept_body.as_ref().map_or(0, String::len);
+    let entry = LedgerEntry::new(
+        NewEntry {
+            receipt,
+            event_count,
+            record_bytes,
+            received_at: timing.visibility_started(),
+            visibility_timeout: settings.visibility_timeout,
+            delete_margin: settings.delete_margin,
+            permit,
+            body: kept_body,
+        },
+        metrics.clone(),
+    );
+    Some(Prepared { entry, body, route })
+}
+
+async fn route(prepared: Prepared, outputs: &Outputs, metrics: &Arc<Metrics>, activity: &Activity) {
+    let Prepared { entry, body, route } = prepared;
+    let (key_id, partition_key, records) = match route {
+        Route::Invalid(rejection) => {
+            drop_invalid(entry.receipt(), &body, &rejection, metrics);
             if let Some(dead_letter) = &outputs.dead_letter {
-                if let Err(e) = dead_letter.forward(&receipt.message_id, &body, &rejection).await {
+                activity.busy();
+                let forwarded = dead_letter
+                    .forward(entry.message_id(), &body, rejection.label(), &rejection.to_string())
+                    .await;
+                activity.progressed();
+                activity.idle();
+                if let Err(e) = forwarded {
                     Metrics::outcome(&metrics.dead_letters, "failed", 1);
                     tracing::warn!(
-                        message_id = receipt.message_id,
+                        message_id = entry.message_id(),
                         error = %e,
                         "invalid submission not forwarded to the dead-letter queue; it is kept in the queue and tried again when it comes back"
                     );
@@ -187,33 +299,22 @@ async fn handle(
                 }
                 Metrics::outcome(&metrics.dead_letters, "ok", 1);
             }
-            let _ = outputs.deleter.send(receipt);
+            outputs.deleter.send(entry).await;
             return;
         }
+        Route::Empty => {
+            metrics.submissions_valid.inc();
+            outputs.deleter.send(entry).await;
+            return;
+        }
+        Route::Publish {
+            key_id,
+            partition_key,
+            records,
+        } => (key_id, partition_key, records),
     };
     metrics.submissions_valid.inc();
-    if records.is_empty() {
-        // Nothing to publish: the message is done.
-        let _ = outputs.deleter.send(receipt);
-        return;
-    }
-    let record_bytes: usize = records.iter().map(|r| r.len() + partition_key.len()).sum();
-    let entry = LedgerEntry::new(
-        NewEntry {
-            receipt,
-            event_count: records.len(),
-            record_bytes,
-            received_at,
-            visibility_timeout: settings.visibility_timeout,
-            delete_margin: settings.delete_margin,
-            deleter: outputs.deleter.clone(),
-            permit,
-        },
-        metrics.clone(),
-    );
-    // Watched from now on, so it stays hidden even while it waits for byte capacity.
-    let _ = outputs.keeper.send(Arc::downgrade(&entry));
-    let share = record_bytes.clamp(1, outputs.max_in_flight_bytes) as u32;
+    let share = entry.record_bytes().clamp(1, outputs.max_in_flight_bytes) as u32;
     match outputs.in_flight_bytes.clone().acquire_many_owned(share).await {
         Ok(bytes) => entry.hold_bytes(bytes),
         Err(_) => return,

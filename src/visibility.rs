@@ -15,9 +15,12 @@ use aws_sdk_sqs::Client;
 use aws_sdk_sqs::error::DisplayErrorContext;
 use aws_sdk_sqs::types::ChangeMessageVisibilityBatchRequestEntry;
 use tokio::sync::mpsc;
+use tokio::task::JoinSet;
 use tokio::time::sleep;
 
+use crate::aws::{SQS_BATCH_ENTRIES, SQS_MAX_VISIBILITY_SECS};
 use crate::ledger::{LedgerEntry, Receipt};
+use crate::liveness::Activity;
 use crate::metrics::Metrics;
 use crate::retry::{RetryEpisode, RetryPolicy};
 
@@ -31,14 +34,9 @@ pub struct VisibilitySettings {
     pub timeout: Duration,
     /// Longest a message is kept hidden in total, counted from its receipt.
     pub max_total: Duration,
+    /// ChangeMessageVisibilityBatch calls in flight at once.
+    pub concurrency: usize,
     pub retry: RetryPolicy,
-}
-
-/// How the keeper is reached: new entries to watch, and receipts to give back.
-#[derive(Clone)]
-pub struct KeeperHandle {
-    pub track: mpsc::UnboundedSender<Weak<LedgerEntry>>,
-    pub release: mpsc::UnboundedSender<Receipt>,
 }
 
 /// One watched message.
@@ -55,6 +53,7 @@ pub async fn run(
     mut track: mpsc::UnboundedReceiver<Weak<LedgerEntry>>,
     mut release: mpsc::UnboundedReceiver<Receipt>,
     metrics: Arc<Metrics>,
+    activity: Arc<Activity>,
 ) {
     let mut episode = RetryEpisode::new("ChangeMessageVisibilityBatch (extend)", settings.retry);
     let mut watched: Vec<Tracked> = Vec::new();
@@ -74,13 +73,15 @@ pub async fn run(
                     while let Ok(more) = release.try_recv() {
                         receipts.push(more);
                     }
-                    give_back(&client, &settings, receipts, &metrics).await;
+                    activity.busy();
+                    give_back(&client, &settings, receipts, &metrics, &activity).await;
+                    activity.idle();
                 }
                 None => releasing = false,
             },
             _ = ticker.tick() => {
                 watched.retain(|t| t.entry.strong_count() > 0);
-                extend_due(&client, &settings, &mut watched, &mut episode, &metrics).await;
+                extend_due(&client, &settings, &mut watched, &mut episode, &metrics, &activity).await;
             }
         }
         if !tracking && !releasing && watched.iter().all(|t| t.entry.strong_count() == 0) {
@@ -115,6 +116,7 @@ async fn extend_due(
     watched: &mut [Tracked],
     episode: &mut RetryEpisode,
     metrics: &Metrics,
+    activity: &Activity,
 ) {
     let now = Instant::now();
     let mut due: Vec<(usize, Arc<LedgerEntry>, Duration)> = Vec::new();
@@ -137,10 +139,33 @@ async fn extend_due(
             due.push((i, entry, extension));
         }
     }
-    for chunk in due.chunks(10) {
-        let requested_at = Instant::now();
-        let items: Vec<(&Receipt, Duration)> = chunk.iter().map(|(_, e, d)| (e.receipt(), *d)).collect();
-        match change_visibility(client, &settings.queue_url, &items).await {
+    if due.is_empty() {
+        return;
+    }
+    activity.busy();
+    // Several calls at once: at tens of milliseconds per round trip, one call at a time could
+    // not extend a full in-flight cap before it expired.
+    let mut calls = JoinSet::new();
+    let mut chunks = due.chunks(SQS_BATCH_ENTRIES).map(<[_]>::to_vec);
+    loop {
+        while calls.len() < settings.concurrency {
+            let Some(chunk) = chunks.next() else { break };
+            let (client, queue_url) = (client.clone(), settings.queue_url.clone());
+            calls.spawn(async move {
+                let requested_at = Instant::now();
+                let items: Vec<(Receipt, Duration)> = chunk.iter().map(|(_, e, d)| (e.receipt().clone(), *d)).collect();
+                let results = change_visibility(&client, &queue_url, &items).await;
+                (chunk, requested_at, results)
+            });
+        }
+        let Some(done) = calls.join_next().await else { break };
+        activity.progressed();
+        let (chunk, requested_at, results) = match done {
+            Ok(done) => done,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(_) => continue,
+        };
+        match results {
             Ok(results) => {
                 episode.succeeded();
                 for ((i, entry, extension), result) in chunk.iter().zip(results) {
@@ -149,12 +174,21 @@ async fn extend_due(
                             entry.extended(requested_at, *extension);
                             Metrics::outcome(&metrics.visibility_extensions, "ok", 1);
                         }
-                        Err(reason) => {
+                        // SQS's own trouble: asked again at the next tick.
+                        Err(failure) if !failure.sender_fault => {
+                            Metrics::outcome(&metrics.visibility_extensions, "retried", 1);
+                            tracing::debug!(
+                                message_id = entry.message_id(),
+                                reason = entry.receipt().redact(&failure.reason),
+                                "visibility extension failed through no fault of ours; asking again"
+                            );
+                        }
+                        Err(failure) => {
                             watched[*i].extendable = false;
                             Metrics::outcome(&metrics.visibility_extensions, "failed", 1);
                             tracing::warn!(
                                 message_id = entry.message_id(),
-                                reason = entry.receipt().redact(&reason),
+                                reason = entry.receipt().redact(&failure.reason),
                                 "visibility extension refused; the message may be delivered again when its visibility ends"
                             );
                         }
@@ -168,27 +202,36 @@ async fn extend_due(
             }
         }
     }
+    activity.idle();
 }
 
 /// Makes messages visible again at once, so that another collector takes them without waiting
 /// for their visibility timeout. A failure loses nothing: they come back when it ends.
-async fn give_back(client: &Client, settings: &VisibilitySettings, receipts: Vec<Receipt>, metrics: &Metrics) {
+async fn give_back(
+    client: &Client,
+    settings: &VisibilitySettings,
+    receipts: Vec<Receipt>,
+    metrics: &Metrics,
+    activity: &Activity,
+) {
     let mut episode = RetryEpisode::new("ChangeMessageVisibilityBatch (give back)", settings.retry);
-    for chunk in receipts.chunks(10) {
-        let items: Vec<(&Receipt, Duration)> = chunk.iter().map(|r| (r, Duration::ZERO)).collect();
+    for chunk in receipts.chunks(SQS_BATCH_ENTRIES) {
+        let items: Vec<(Receipt, Duration)> = chunk.iter().map(|r| (r.clone(), Duration::ZERO)).collect();
         let mut attempt = 1;
         loop {
-            match change_visibility(client, &settings.queue_url, &items).await {
+            let results = change_visibility(client, &settings.queue_url, &items).await;
+            activity.progressed();
+            match results {
                 Ok(results) => {
                     episode.succeeded();
                     for (receipt, result) in chunk.iter().zip(results) {
                         match result {
                             Ok(()) => Metrics::outcome(&metrics.messages_released, "ok", 1),
-                            Err(reason) => {
+                            Err(failure) => {
                                 Metrics::outcome(&metrics.messages_released, "failed", 1);
                                 tracing::warn!(
                                     message_id = receipt.message_id,
-                                    reason = receipt.redact(&reason),
+                                    reason = receipt.redact(&failure.reason),
                                     "could not give a message back; it is delivered again when its visibility ends"
                                 );
                             }
@@ -214,12 +257,20 @@ async fn give_back(client: &Client, settings: &VisibilitySettings, receipts: Vec
     }
 }
 
+/// Why SQS did not change one message's visibility.
+#[derive(Debug, Clone)]
+struct EntryFailure {
+    reason: String,
+    /// False when SQS says the failure was its own, not the request's: worth asking again.
+    sender_fault: bool,
+}
+
 /// One ChangeMessageVisibilityBatch call (at most 10 items); the result of each item in order.
 async fn change_visibility(
     client: &Client,
     queue_url: &str,
-    items: &[(&Receipt, Duration)],
-) -> Result<Vec<Result<(), String>>, String> {
+    items: &[(Receipt, Duration)],
+) -> Result<Vec<Result<(), EntryFailure>>, String> {
     let entries: Result<Vec<_>, _> = items
         .iter()
         .enumerate()
@@ -227,7 +278,7 @@ async fn change_visibility(
             ChangeMessageVisibilityBatchRequestEntry::builder()
                 .id(i.to_string())
                 .receipt_handle(&receipt.handle)
-                .visibility_timeout(timeout.as_secs().min(43_200) as i32)
+                .visibility_timeout(timeout.as_secs().min(SQS_MAX_VISIBILITY_SECS) as i32)
                 .build()
         })
         .collect();
@@ -241,7 +292,11 @@ async fn change_visibility(
             let text = DisplayErrorContext(e).to_string();
             items.iter().fold(text, |text, (receipt, _)| receipt.redact(&text))
         })?;
-    let mut results: Vec<Result<(), String>> = vec![Err("missing from the answer".to_owned()); items.len()];
+    let missing = EntryFailure {
+        reason: "missing from the answer".to_owned(),
+        sender_fault: false,
+    };
+    let mut results: Vec<Result<(), EntryFailure>> = vec![Err(missing); items.len()];
     for ok in output.successful() {
         if let Some(slot) = ok.id().parse::<usize>().ok().and_then(|i| results.get_mut(i)) {
             *slot = Ok(());
@@ -249,7 +304,10 @@ async fn change_visibility(
     }
     for failed in output.failed() {
         if let Some(slot) = failed.id().parse::<usize>().ok().and_then(|i| results.get_mut(i)) {
-            *slot = Err(format!("{}: {}", failed.code(), failed.message().unwrap_or("")));
+            *slot = Err(EntryFailure {
+                reason: format!("{}: {}", failed.code(), failed.message().unwrap_or("")),
+                sender_fault: failed.sender_fault(),
+            });
         }
     }
     Ok(results)

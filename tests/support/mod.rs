@@ -314,7 +314,7 @@ pub struct RunningCollector {
     pub metrics: Arc<Metrics>,
     pub shutdown: CancellationToken,
     pub http_addr: std::net::SocketAddr,
-    task: tokio::task::JoinHandle<()>,
+    task: tokio::task::JoinHandle<Result<(), telemetry_collector::RunError>>,
 }
 
 /// A plain HTTP/1.0 GET: (status code, body); status 0 when nothing listens yet.
@@ -348,7 +348,8 @@ impl RunningCollector {
         tokio::time::timeout(Duration::from_secs(60), self.task)
             .await
             .expect("collector stops within its drain timeout")
-            .expect("collector task did not panic");
+            .expect("collector task did not panic")
+            .expect("every pipeline stage ran until shutdown");
     }
 }
 
