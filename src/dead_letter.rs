@@ -52,11 +52,7 @@ impl DeadLetterQueue {
             ("source_message_id", message_id),
             ("rejection_detail", detail.as_str()),
         ];
-        let mut request = self
-            .client
-            .send_message()
-            .queue_url(&self.queue_url)
-            .message_body(body);
+        let mut request = self.client.send_message().queue_url(&self.queue_url).message_body(body);
         for (name, value) in attributes_that_fit(body.len(), &wanted) {
             let value = MessageAttributeValue::builder()
                 .data_type(ATTRIBUTE_TYPE)
@@ -140,6 +136,9 @@ mod tests {
 
     #[test]
     fn empty_values_are_sent_as_a_dash() {
-        assert_eq!(attributes_that_fit(0, &[("source_message_id", "")]), vec![("source_message_id", "-")]);
+        assert_eq!(
+            attributes_that_fit(0, &[("source_message_id", "")]),
+            vec![("source_message_id", "-")]
+        );
     }
 }

@@ -409,7 +409,11 @@ impl Lane {
                 let Some(culprit) = culprit else {
                     // Which record is not said: halve the calls until a call of one shows it.
                     self.batch_cap = (batch.len() / 2).max(1);
-                    tracing::debug!(batch_cap = self.batch_cap, reason, "PutRecords refused; narrowing down the record");
+                    tracing::debug!(
+                        batch_cap = self.batch_cap,
+                        reason,
+                        "PutRecords refused; narrowing down the record"
+                    );
                     self.push_front_in_order(batch);
                     return;
                 };
@@ -518,7 +522,9 @@ fn classify(code: &str, message: &str, text: String) -> CallFailure {
             record: refused_record(message),
             reason: format!("{code}: {message}"),
         },
-        code if stream_unusable(code) => CallFailure::StreamUnusable(format!("PutRecords fails with {code}: {message}")),
+        code if stream_unusable(code) => {
+            CallFailure::StreamUnusable(format!("PutRecords fails with {code}: {message}"))
+        }
         _ => CallFailure::Transient(text),
     }
 }
@@ -683,14 +689,25 @@ mod tests {
         );
         assert_eq!(refusal_label(too_large), "record_too_large");
         assert_eq!(
-            classify("InvalidArgumentException", "Records size exceeds 5 MB limit", String::new()),
+            classify(
+                "InvalidArgumentException",
+                "Records size exceeds 5 MB limit",
+                String::new()
+            ),
             CallFailure::Refused {
                 record: None,
                 reason: "InvalidArgumentException: Records size exceeds 5 MB limit".into()
             }
         );
-        for code in ["AccessDeniedException", "KMSDisabledException", "ResourceNotFoundException"] {
-            assert!(matches!(classify(code, "no", String::new()), CallFailure::StreamUnusable(_)), "{code}");
+        for code in [
+            "AccessDeniedException",
+            "KMSDisabledException",
+            "ResourceNotFoundException",
+        ] {
+            assert!(
+                matches!(classify(code, "no", String::new()), CallFailure::StreamUnusable(_)),
+                "{code}"
+            );
         }
         for code in [
             "ProvisionedThroughputExceededException",
@@ -706,7 +723,10 @@ mod tests {
                 "{code}"
             );
         }
-        assert_eq!(refused_record("Value at 'records.1.member.partitionKey' failed"), Some(0));
+        assert_eq!(
+            refused_record("Value at 'records.1.member.partitionKey' failed"),
+            Some(0)
+        );
         assert_eq!(refused_record("records.0.member"), None);
         assert_eq!(refused_record("records.x.member"), None);
         assert_eq!(refused_record("no position here"), None);

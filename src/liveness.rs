@@ -68,7 +68,10 @@ impl Liveness {
         });
         match &stuck {
             Some(reason) if !self.reported.swap(true, Ordering::AcqRel) => {
-                tracing::error!(reason, "pipeline stage stalled; /healthz fails so that the replica is replaced");
+                tracing::error!(
+                    reason,
+                    "pipeline stage stalled; /healthz fails so that the replica is replaced"
+                );
             }
             None => self.reported.store(false, Ordering::Release),
             _ => {}
@@ -124,7 +127,10 @@ mod tests {
         deleter.busy();
         assert_eq!(liveness.stalled(later(5)), None);
         let reason = liveness.stalled(later(11)).expect("the deleter is stalled");
-        assert!(reason.starts_with("deleter has had work and made no progress for 1"), "{reason}");
+        assert!(
+            reason.starts_with("deleter has had work and made no progress for 1"),
+            "{reason}"
+        );
         // Progress resets the clock; going idle clears it.
         deleter.progressed();
         assert_eq!(liveness.stalled(later(5)), None);

@@ -11,9 +11,17 @@
 //! slow network path. The proxy also notes every receipt handle SQS hands out, so tests can
 //! look for them in logs.
 //!
+//! Black holes (`set_sqs_black_hole`, `set_kinesis_black_hole`): what a NAT or load balancer
+//! that lost a connection's state does. Every request of that path, on open connections and on
+//! new ones, is read and never answered; a connection that swallowed a request, or that was
+//! open when the black hole began and then carries a request of that path, stays dead after the
+//! network heals. Only a new connection gets through again.
+//!
 //! One upstream serves both services, or (`start_split`) Kinesis calls go to an upstream of
 //! their own, told apart by their `X-Amz-Target`: one emulator is fast at SQS, another at
-//! Kinesis.
+//! Kinesis. The proxy listens on two ports (`endpoint` and `kinesis_endpoint`), so that a
+//! collector can reach each service on connections of its own, as it does on AWS; both ports
+//! route by target.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -69,6 +77,26 @@ pub struct Faults {
     /// Every receipt handle SQS returned through the proxy.
     pub receipt_handles: Mutex<Vec<String>>,
     rng: AtomicU64,
+    sqs_black_hole: AtomicBool,
+    kinesis_black_hole: AtomicBool,
+    /// How many black holes of each path have begun: a connection older than the latest is
+    /// dead for that path.
+    sqs_black_hole_epoch: AtomicU64,
+    kinesis_black_hole_epoch: AtomicU64,
+    /// Requests read and never answered, by path.
+    pub sqs_calls_swallowed: AtomicU64,
+    pub kinesis_calls_swallowed: AtomicU64,
+    /// Connections accepted, over both ports.
+    pub connections: AtomicU64,
+}
+
+/// What one client connection has been through.
+struct Connection {
+    /// Black-hole epochs when it was opened.
+    sqs_epoch: u64,
+    kinesis_epoch: u64,
+    /// Swallowed a request: nothing on it is ever answered again.
+    dead: AtomicBool,
 }
 
 impl Faults {
@@ -105,6 +133,41 @@ impl Faults {
         self.sqs_down.store(down, Ordering::SeqCst);
     }
 
+    /// Swallows every SQS request while set, and kills the connections it touches for good.
+    pub fn set_sqs_black_hole(&self, on: bool) {
+        if on && !self.sqs_black_hole.swap(true, Ordering::SeqCst) {
+            self.sqs_black_hole_epoch.fetch_add(1, Ordering::SeqCst);
+        }
+        if !on {
+            self.sqs_black_hole.store(false, Ordering::SeqCst);
+        }
+    }
+
+    /// Swallows every Kinesis request while set, and kills the connections it touches for good.
+    pub fn set_kinesis_black_hole(&self, on: bool) {
+        if on && !self.kinesis_black_hole.swap(true, Ordering::SeqCst) {
+            self.kinesis_black_hole_epoch.fetch_add(1, Ordering::SeqCst);
+        }
+        if !on {
+            self.kinesis_black_hole.store(false, Ordering::SeqCst);
+        }
+    }
+
+    pub fn calls_swallowed(&self) -> u64 {
+        self.sqs_calls_swallowed.load(Ordering::SeqCst) + self.kinesis_calls_swallowed.load(Ordering::SeqCst)
+    }
+
+    /// True when a request of this path on `connection` must be swallowed.
+    fn swallows(&self, connection: &Connection, kinesis: bool, sqs: bool) -> bool {
+        let hole = (kinesis
+            && (self.kinesis_black_hole.load(Ordering::SeqCst)
+                || self.kinesis_black_hole_epoch.load(Ordering::SeqCst) > connection.kinesis_epoch))
+            || (sqs
+                && (self.sqs_black_hole.load(Ordering::SeqCst)
+                    || self.sqs_black_hole_epoch.load(Ordering::SeqCst) > connection.sqs_epoch));
+        connection.dead.load(Ordering::SeqCst) || hole
+    }
+
     /// Holds every call back by `delay` before handling it (zero: no delay).
     pub fn set_latency(&self, delay: Duration) {
         self.latency_ms.store(delay.as_millis() as u64, Ordering::SeqCst);
@@ -123,13 +186,17 @@ impl Faults {
 
 pub struct FaultProxy {
     pub endpoint: String,
+    /// A second port, for a client's Kinesis connections; it routes the same way.
+    pub kinesis_endpoint: String,
     pub faults: Arc<Faults>,
-    task: tokio::task::JoinHandle<()>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Drop for FaultProxy {
     fn drop(&mut self) {
-        self.task.abort();
+        for task in &self.tasks {
+            task.abort();
+        }
     }
 }
 
@@ -160,26 +227,44 @@ impl FaultProxy {
             sqs: socket_address(sqs_upstream),
             kinesis: socket_address(kinesis_upstream),
         };
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let endpoint = format!("http://{}", listener.local_addr().unwrap());
         let faults = Arc::new(Faults::default());
         faults.rng.store(seed, Ordering::Relaxed);
-        let shared = faults.clone();
-        let task = tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    continue;
-                };
-                let faults = shared.clone();
-                tokio::spawn(async move {
-                    let service = service_fn(move |req| handle(req, upstreams, faults.clone()));
-                    let _ = server_http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
-            }
+        let mut endpoints = Vec::new();
+        let mut tasks = Vec::new();
+        for _ in 0..2 {
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            endpoints.push(format!("http://{}", listener.local_addr().unwrap()));
+            tasks.push(tokio::spawn(serve(listener, upstreams, faults.clone())));
+        }
+        let kinesis_endpoint = endpoints.pop().unwrap();
+        let endpoint = endpoints.pop().unwrap();
+        FaultProxy {
+            endpoint,
+            kinesis_endpoint,
+            faults,
+            tasks,
+        }
+    }
+}
+
+async fn serve(listener: TcpListener, upstreams: Upstreams, faults: Arc<Faults>) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        faults.connections.fetch_add(1, Ordering::Relaxed);
+        let connection = Arc::new(Connection {
+            sqs_epoch: faults.sqs_black_hole_epoch.load(Ordering::SeqCst),
+            kinesis_epoch: faults.kinesis_black_hole_epoch.load(Ordering::SeqCst),
+            dead: AtomicBool::new(false),
         });
-        FaultProxy { endpoint, faults, task }
+        let faults = faults.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req| handle(req, upstreams, faults.clone(), connection.clone()));
+            let _ = server_http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
     }
 }
 
@@ -199,6 +284,7 @@ async fn handle(
     req: Request<Incoming>,
     upstreams: Upstreams,
     faults: Arc<Faults>,
+    connection: Arc<Connection>,
 ) -> Result<Response<Full<Bytes>>, ConnectionCut> {
     let (parts, body) = req.into_parts();
     let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
@@ -215,6 +301,16 @@ async fn handle(
     let kinesis = target.starts_with(KINESIS_TARGET_PREFIX);
     let sqs = target.starts_with(SQS_TARGET_PREFIX);
     let upstream = if kinesis { upstreams.kinesis } else { upstreams.sqs };
+    if faults.swallows(&connection, kinesis, sqs) {
+        // Read, and never answered: the client learns of it only by timing out.
+        connection.dead.store(true, Ordering::SeqCst);
+        if kinesis {
+            faults.kinesis_calls_swallowed.fetch_add(1, Ordering::Relaxed);
+        } else {
+            faults.sqs_calls_swallowed.fetch_add(1, Ordering::Relaxed);
+        }
+        return std::future::pending().await;
+    }
     if faults.offline.load(Ordering::SeqCst)
         || (kinesis && faults.kinesis_down.load(Ordering::SeqCst))
         || (sqs && faults.sqs_down.load(Ordering::SeqCst))

@@ -1,0 +1,397 @@
+//! What a real network and a real deployment do to the daemon: black-holed connections, a
+//! stage that dies, a batch that waits, a record the stream refuses, a message that arrives late
+//! in a long poll, a signal during start-up. Against the emulator, through the fault proxy.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use support::checks::{verify, wait_for_events, wait_for_queue_empty};
+use support::fault_proxy::FaultProxy;
+use support::submissions::{self, Expected};
+use support::{TestEnv, free_port, http_get, metric, sample, sigterm, wait_until};
+
+/// Short call timeouts, so that a black hole costs seconds, not minutes.
+const SHORT_TIMEOUTS: &[(&str, &str)] = &[
+    ("AWS_CALL_TIMEOUT_SEC", "1"),
+    ("QUEUE_WAIT_TIME_SEC", "1"),
+    ("STALL_TIMEOUT_SEC", "30"),
+];
+
+fn small_submissions(salt: u64, count: u64) -> (Vec<String>, Vec<Expected>) {
+    (0..count)
+        .map(|n| submissions::valid(salt + n, 1 + (n % 3) as usize, (n % 2) as usize, n % 2 == 0))
+        .unzip()
+}
+
+/// The collector binary talking to SQS and Kinesis through the proxy, each on connections of
+/// its own (two proxy ports), as on AWS where they are different hosts.
+struct Binary {
+    child: tokio::process::Child,
+    addr: SocketAddr,
+    log_name: String,
+}
+
+impl Binary {
+    fn start(env: &TestEnv, proxy: &FaultProxy, settings: &[(&str, &str)], log_name: &str) -> Binary {
+        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let addr_text = addr.to_string();
+        let mut vars: Vec<(&str, &str)> = vec![
+            ("AWS_ENDPOINT_URL", proxy.endpoint.as_str()),
+            ("AWS_ENDPOINT_URL_SQS", proxy.endpoint.as_str()),
+            ("AWS_ENDPOINT_URL_KINESIS", proxy.kinesis_endpoint.as_str()),
+            ("HTTP_LISTEN_ADDRESS", addr_text.as_str()),
+        ];
+        vars.extend_from_slice(SHORT_TIMEOUTS);
+        vars.extend_from_slice(settings);
+        Binary {
+            child: env.spawn_binary(&vars, log_name),
+            addr,
+            log_name: log_name.to_owned(),
+        }
+    }
+
+    async fn counter(&self, name: &str) -> u64 {
+        let (_, text) = http_get(self.addr, "/metrics").await;
+        sample(&text, name).unwrap_or(0.0) as u64
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{}.log", self.log_name)),
+        )
+        .unwrap_or_default()
+    }
+
+    /// SIGTERM, then the exit status.
+    async fn stop(mut self) -> std::process::ExitStatus {
+        sigterm(&self.child);
+        tokio::time::timeout(Duration::from_secs(60), self.child.wait())
+            .await
+            .expect("the collector exits within its drain timeout")
+            .expect("wait for the collector")
+    }
+}
+
+async fn wait_healthy_and_ready(addr: SocketAddr) {
+    wait_until("/readyz answers 200", Duration::from_secs(60), || async {
+        http_get(addr, "/readyz").await.0 == 200
+    })
+    .await;
+}
+
+/// Sends `bodies` a few at a time while `during` runs, so that submissions keep arriving.
+async fn send_while<F: std::future::Future<Output = ()>>(env: &TestEnv, bodies: &[String], during: F) {
+    let sender = async {
+        for chunk in bodies.chunks(5) {
+            env.send(chunk).await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    tokio::join!(sender, during);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_black_holed_kinesis_path_wedges_nothing_and_loses_nothing_once_it_heals() {
+    let env = TestEnv::new("hole-kinesis").await;
+    let proxy = FaultProxy::start(&env.endpoint, 31).await;
+    let collector = Binary::start(&env, &proxy, &[("QUEUE_VISIBILITY_TIMEOUT_SEC", "6")], "hole-kinesis");
+    wait_healthy_and_ready(collector.addr).await;
+    let (before, mut expected) = small_submissions(31_000, 30);
+    env.send(&before).await;
+    wait_until(
+        "events published before the black hole",
+        Duration::from_secs(60),
+        || async { collector.counter("collector_events_published_total").await > 0 },
+    )
+    .await;
+
+    // Eight call timeouts of black hole, with submissions arriving all along.
+    let (during, more) = small_submissions(31_100, 60);
+    expected.extend(more);
+    proxy.faults.set_kinesis_black_hole(true);
+    send_while(&env, &during, tokio::time::sleep(Duration::from_secs(8))).await;
+    assert!(
+        proxy
+            .faults
+            .kinesis_calls_swallowed
+            .load(std::sync::atomic::Ordering::SeqCst)
+            >= 2,
+        "the black hole swallowed no PutRecords call: the test proves nothing"
+    );
+    assert_eq!(
+        http_get(collector.addr, "/readyz").await.0,
+        503,
+        "breaker open while Kinesis is gone"
+    );
+    assert_eq!(
+        http_get(collector.addr, "/healthz").await.0,
+        200,
+        "an outage is not a stall"
+    );
+    proxy.faults.set_kinesis_black_hole(false);
+
+    wait_for_queue_empty(&env, Duration::from_secs(120)).await;
+    wait_for_events(&env, &expected, Duration::from_secs(30)).await;
+    // The keeper's SQS path was healthy: no message came back, so each was received once and
+    // every event is on the stream exactly once, in order.
+    assert_eq!(
+        collector.counter("collector_messages_received_total").await,
+        expected.len() as u64
+    );
+    assert_eq!(collector.counter("collector_messages_abandoned_total").await, 0);
+    verify(&env.read_stream().await, &expected, true);
+    let status = collector.stop().await;
+    assert!(status.success(), "exit status {status}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_black_holed_sqs_path_is_survived_and_receiving_resumes_within_the_stated_bound() {
+    let env = TestEnv::new("hole-sqs").await;
+    let proxy = FaultProxy::start(&env.endpoint, 32).await;
+    let collector = Binary::start(&env, &proxy, &[("QUEUE_VISIBILITY_TIMEOUT_SEC", "20")], "hole-sqs");
+    wait_healthy_and_ready(collector.addr).await;
+    let (before, mut expected) = small_submissions(32_000, 30);
+    env.send(&before).await;
+    wait_until(
+        "events published before the black hole",
+        Duration::from_secs(60),
+        || async { collector.counter("collector_events_published_total").await > 0 },
+    )
+    .await;
+
+    // Every SQS call, receives, deletes and extensions alike, is swallowed for 8 s. The test
+    // reaches the emulator directly, so it can keep sending.
+    let (during, more) = small_submissions(32_100, 40);
+    expected.extend(more);
+    proxy.faults.set_sqs_black_hole(true);
+    send_while(&env, &during, tokio::time::sleep(Duration::from_secs(8))).await;
+    assert!(
+        proxy
+            .faults
+            .sqs_calls_swallowed
+            .load(std::sync::atomic::Ordering::SeqCst)
+            >= 2,
+        "the black hole swallowed no SQS call: the test proves nothing"
+    );
+    let received_before_healing = collector.counter("collector_messages_received_total").await;
+    proxy.faults.set_sqs_black_hole(false);
+    let healed_at = Instant::now();
+
+    // The bound: a receive that was swallowed times out after the long poll plus the call
+    // timeout (1 + 1 s), then waits at most the longest backoff (0.5 s) before a new attempt on a
+    // new connection; twice over, for a pooled connection that died in the hole, plus 5 s of
+    // slack for a loaded machine.
+    let bound = Duration::from_secs_f64(2.0 * (1.0 + 1.0) + 0.5 + 5.0);
+    wait_until("receiving resumes after the black hole", bound, || async {
+        collector.counter("collector_messages_received_total").await > received_before_healing
+    })
+    .await;
+    eprintln!("receiving resumed {:?} after the network healed", healed_at.elapsed());
+    wait_for_queue_empty(&env, Duration::from_secs(120)).await;
+    wait_for_events(&env, &expected, Duration::from_secs(30)).await;
+    verify(&env.read_stream().await, &expected, false);
+    let status = collector.stop().await;
+    assert!(status.success(), "exit status {status}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stage_that_panics_or_ends_stops_the_process_with_a_failure_naming_it() {
+    let env = TestEnv::new("stage-fails").await;
+    let proxy = FaultProxy::start(&env.endpoint, 33).await;
+    for (fault, says) in [
+        ("deleter:panic", "deleter panicked: fault injected into deleter"),
+        (
+            "sink lane 1:exit",
+            "sink lane 1 stopped while the collector was running",
+        ),
+        ("visibility keeper:panic", "visibility keeper panicked"),
+        ("receiver 0:exit", "receiver 0 stopped while the collector was running"),
+    ] {
+        let log_name = format!("stage-fails-{}", fault.replace([' ', ':'], "-"));
+        let mut collector = Binary::start(&env, &proxy, &[("COLLECTOR_FAULT_STAGE", fault)], &log_name);
+        let status = tokio::time::timeout(Duration::from_secs(60), collector.child.wait())
+            .await
+            .expect("the collector exits by itself when a stage is gone")
+            .expect("wait for the collector");
+        assert_eq!(status.code(), Some(1), "{fault}: exit status {status}");
+        let log = collector.log();
+        let line = log
+            .lines()
+            .find(|l| l.contains("a pipeline stage is gone"))
+            .unwrap_or_else(|| panic!("{fault}: no log line says which stage is gone:\n{log}"));
+        assert!(line.contains(says), "{fault}: {line}");
+        assert!(
+            line.starts_with('{') && line.contains("\"level\":\"ERROR\""),
+            "{fault}: not one JSON error line: {line}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_waiting_behind_a_full_byte_cap_keeps_every_message_hidden() {
+    let env = TestEnv::new("batch-waits").await;
+    let proxy = FaultProxy::start(&env.endpoint, 34).await;
+    // Three submissions of ~400 KB of records each, then seven small ones: one receive batch.
+    // Two big ones fill most of the 1 MiB byte cap; the third waits for room, and the small ones
+    // wait behind it in the batch, for several visibility timeouts while Kinesis fails.
+    let mut bodies = Vec::new();
+    let mut expected = Vec::new();
+    for n in 0..3 {
+        let (body, e) = submissions::valid(34_000 + n, 600, 400, false);
+        bodies.push(body);
+        expected.push(e);
+    }
+    let (small, small_expected) = small_submissions(34_100, 7);
+    bodies.extend(small);
+    expected.extend(small_expected);
+    env.send(&bodies).await;
+    proxy.faults.set_put_records_call_failure_rate(1.0);
+    let collector = env
+        .start_collector(
+            &proxy.endpoint,
+            &[
+                ("QUEUE_RECEIVERS", "1"),
+                ("MAX_IN_FLIGHT_BYTES", "1048576"),
+                ("QUEUE_VISIBILITY_TIMEOUT_SEC", "3"),
+                ("RETRY_MAX_BACKOFF_MS", "200"),
+            ],
+        )
+        .await;
+    let metrics = collector.metrics.clone();
+    wait_until(
+        "the batch is received and PutRecords fails",
+        Duration::from_secs(60),
+        || async {
+            metric(&metrics, "collector_messages_received_total") == 10
+                && metric(&metrics, "collector_put_records_calls_total{outcome=\"error\"}") >= 1
+        },
+    )
+    .await;
+    // Three visibility timeouts: long enough for an untracked message to come back.
+    let outage_until = Instant::now() + Duration::from_secs(9);
+    wait_until("the outage lasts", Duration::from_secs(30), || async {
+        Instant::now() >= outage_until
+    })
+    .await;
+    assert_eq!(metric(&metrics, "collector_events_published_total"), 0);
+    proxy.faults.set_put_records_call_failure_rate(0.0);
+
+    wait_for_queue_empty(&env, Duration::from_secs(120)).await;
+    wait_for_events(&env, &expected, Duration::from_secs(30)).await;
+    collector.stop().await;
+    assert_eq!(
+        metric(&metrics, "collector_messages_received_total"),
+        10,
+        "a message of the batch was received twice"
+    );
+    assert!(metric(&metrics, "collector_visibility_extensions_total{outcome=\"ok\"}") >= 7);
+    verify(&env.read_stream().await, &expected, true);
+}
+
+/// A plain-JSON body whose one event makes a record just over Kinesis's 1 MiB record limit,
+/// while the body itself stays within SQS's 1 MiB message limit.
+fn poison_submission() -> (String, String) {
+    let submission_id = "0badc0de-0000-4000-8000-000000000001";
+    let envelope = |cmdl: &str| {
+        json!({
+            "submission_id": submission_id,
+            "device_id": "31980191-fa99-4768-8a7b-0e81397ca6ef",
+            "time_created": "2021-03-28T15:44:18.592840",
+            "events": {"new_process": [{"cmdl": cmdl, "user": "u"}]}
+        })
+        .to_string()
+    };
+    let overhead = envelope("").len();
+    let body = envelope(&"x".repeat(1_048_500 - overhead));
+    assert_eq!(body.len(), 1_048_500);
+    (body, submission_id.to_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_the_stream_refuses_drops_its_submission_and_stops_nothing_else() {
+    let env = TestEnv::new("poison").await;
+    let (poison, poison_id) = poison_submission();
+    let (valid, expected) = small_submissions(35_000, 20);
+    // The poison in the middle, so that it shares calls with valid records on both sides.
+    let mut bodies = valid[..10].to_vec();
+    bodies.push(poison);
+    bodies.extend_from_slice(&valid[10..]);
+    env.send(&bodies).await;
+    let collector = env
+        .start_collector(
+            &env.endpoint.clone(),
+            &[
+                // Let it through decoding: the stream, not the collector, refuses it.
+                ("DATA_STREAM_MAX_RECORD_BYTES", "2097152"),
+                ("DATA_STREAM_CONCURRENCY", "1"),
+                ("QUEUE_RECEIVERS", "1"),
+            ],
+        )
+        .await;
+    wait_for_queue_empty(&env, Duration::from_secs(120)).await;
+    wait_for_events(&env, &expected, Duration::from_secs(30)).await;
+    let metrics = collector.metrics.clone();
+    collector.stop().await;
+    assert_eq!(
+        metric(
+            &metrics,
+            "collector_submissions_refused_total{reason=\"record_too_large\"}"
+        ),
+        1
+    );
+    assert_eq!(metrics.breaker_open.get(), 0);
+    let records = env.read_stream().await;
+    assert!(records.iter().all(|r| r.submission_id() != poison_id));
+    verify(&records, &expected, true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_arriving_late_in_a_long_poll_is_not_expired_on_arrival() {
+    let env = TestEnv::new("late-arrival").await;
+    // A long poll twice as long as the visibility timeout: a message that arrives 6 s into it
+    // would look expired on arrival if its receipt were timed from when the call was sent.
+    let collector = env
+        .start_collector(
+            &env.endpoint.clone(),
+            &[
+                ("QUEUE_RECEIVERS", "1"),
+                ("QUEUE_WAIT_TIME_SEC", "10"),
+                ("QUEUE_VISIBILITY_TIMEOUT_SEC", "5"),
+            ],
+        )
+        .await;
+    let metrics = collector.metrics.clone();
+    wait_until("the first long poll is waiting", Duration::from_secs(60), || async {
+        metric(&metrics, "collector_receive_calls_total") == 1
+    })
+    .await;
+    // The scenario itself, not a synchronisation: the message must arrive late in the poll.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let (bodies, expected) = small_submissions(36_000, 1);
+    env.send(&bodies).await;
+    wait_for_queue_empty(&env, Duration::from_secs(60)).await;
+    wait_for_events(&env, &expected, Duration::from_secs(30)).await;
+    collector.stop().await;
+    assert_eq!(metric(&metrics, "collector_messages_abandoned_total"), 0);
+    assert_eq!(metric(&metrics, "collector_messages_received_total"), 1);
+    verify(&env.read_stream().await, &expected, true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_during_start_up_exits_cleanly() {
+    let env = TestEnv::new("early-sigterm").await;
+    let proxy = FaultProxy::start(&env.endpoint, 37).await;
+    // The queue cannot be resolved: every SQS request is swallowed.
+    proxy.faults.set_sqs_black_hole(true);
+    let collector = Binary::start(&env, &proxy, &[], "early-sigterm");
+    wait_until("the HTTP endpoints answer", Duration::from_secs(60), || async {
+        http_get(collector.addr, "/healthz").await.0 == 200
+    })
+    .await;
+    assert_eq!(http_get(collector.addr, "/readyz").await.0, 503);
+    let status = collector.stop().await;
+    assert_eq!(status.code(), Some(0), "exit status {status}");
+}
