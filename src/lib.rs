@@ -264,11 +264,16 @@ pub async fn run(
     );
     services.spawn("throughput log", log_stats(metrics.clone(), config.stats_interval));
 
-    let failure = tokio::select! {
+    let stopped = tokio::select! {
+        biased;
         _ = shutdown.cancelled() => None,
-        Some((stage, result)) = stages.join_next() => Some(RunError::new(stage, result)),
-        Some((stage, result)) = services.join_next() => Some(RunError::new(stage, result)),
+        Some((stage, result)) = stages.join_next() => Some((stage, result)),
+        Some((stage, result)) = services.join_next() => Some((stage, result)),
     };
+    // Some stages end by themselves at shutdown: only an end before it is a failure.
+    let failure = stopped
+        .filter(|(_, result)| !shutdown.is_cancelled() || result.as_ref().is_err_and(JoinError::is_panic))
+        .map(|(stage, result)| RunError::new(stage, result));
     if let Some(failure) = &failure {
         tracing::error!(
             error = %failure,

@@ -316,10 +316,16 @@ async fn a_record_the_stream_refuses_drops_its_submission_and_stops_nothing_else
     let (poison, poison_id) = poison_submission();
     let (valid, expected) = small_submissions(35_000, 20);
     // The poison in the middle, so that it shares calls with valid records on both sides.
-    let mut bodies = valid[..10].to_vec();
-    bodies.push(poison);
-    bodies.extend_from_slice(&valid[10..]);
-    env.send(&bodies).await;
+    env.send(&valid[..10]).await;
+    // Alone: a batch of it and others would exceed SQS's 1 MiB per call.
+    env.sqs
+        .send_message()
+        .queue_url(&env.queue_url)
+        .message_body(poison)
+        .send()
+        .await
+        .expect("SendMessage of the poison submission");
+    env.send(&valid[10..]).await;
     let collector = env
         .start_collector(
             &env.endpoint.clone(),
