@@ -25,6 +25,8 @@ use tokio::sync::mpsc::error::TrySendError;
 use tokio::task::JoinSet;
 use tokio::time::{sleep, sleep_until};
 
+use prometheus_client::metrics::gauge::Gauge;
+
 use crate::ledger::LedgerEntry;
 use crate::liveness::Activity;
 use crate::metrics::Metrics;
@@ -39,25 +41,62 @@ pub struct DeleterSettings {
     pub retry: RetryPolicy,
 }
 
+/// A finished message on its way to being deleted; counted in the deleter's backlog gauge
+/// until its delete is answered or given up.
+pub struct Finished {
+    entry: Arc<LedgerEntry>,
+    backlog: Gauge,
+}
+
+impl Finished {
+    fn new(entry: Arc<LedgerEntry>, backlog: &Gauge) -> Finished {
+        backlog.inc();
+        Finished {
+            entry,
+            backlog: backlog.clone(),
+        }
+    }
+}
+
+impl Drop for Finished {
+    fn drop(&mut self) {
+        self.backlog.dec();
+    }
+}
+
+impl std::ops::Deref for Finished {
+    type Target = LedgerEntry;
+    fn deref(&self) -> &LedgerEntry {
+        &self.entry
+    }
+}
+
 /// Where finished messages are handed to the deleter.
 #[derive(Clone)]
-pub struct DeleteQueue(mpsc::Sender<Arc<LedgerEntry>>);
+pub struct DeleteQueue {
+    tx: mpsc::Sender<Finished>,
+    backlog: Gauge,
+}
 
 impl DeleteQueue {
     /// The queue and its receiving end. `capacity` is the in-flight message cap: every message
     /// in the channel holds one of its slots, so the channel always has room.
-    pub fn channel(capacity: usize) -> (DeleteQueue, mpsc::Receiver<Arc<LedgerEntry>>) {
+    pub fn channel(capacity: usize, metrics: &Metrics) -> (DeleteQueue, mpsc::Receiver<Finished>) {
         let (tx, rx) = mpsc::channel(capacity.max(1));
-        (DeleteQueue(tx), rx)
+        let queue = DeleteQueue {
+            tx,
+            backlog: metrics.messages_awaiting_delete.clone(),
+        };
+        (queue, rx)
     }
 
     /// Hands a finished message over without waiting. Should the channel be full after all, a
     /// task waits for room instead of the caller (a sink lane in the middle of a call's results).
     pub fn push(&self, entry: Arc<LedgerEntry>) {
-        match self.0.try_send(entry) {
+        match self.tx.try_send(Finished::new(entry, &self.backlog)) {
             Ok(()) => {}
             Err(TrySendError::Full(entry)) => {
-                let tx = self.0.clone();
+                let tx = self.tx.clone();
                 tokio::spawn(async move {
                     let _ = tx.send(entry).await;
                 });
@@ -69,7 +108,7 @@ impl DeleteQueue {
 
     /// Hands a finished message over, waiting for room.
     pub async fn send(&self, entry: Arc<LedgerEntry>) {
-        let _ = self.0.send(entry).await;
+        let _ = self.tx.send(Finished::new(entry, &self.backlog)).await;
     }
 }
 
@@ -77,12 +116,12 @@ impl DeleteQueue {
 pub async fn run(
     client: Client,
     settings: DeleterSettings,
-    mut input: mpsc::Receiver<Arc<LedgerEntry>>,
+    mut input: mpsc::Receiver<Finished>,
     metrics: Arc<Metrics>,
     activity: Arc<Activity>,
 ) {
     let episode = Arc::new(Mutex::new(RetryEpisode::new("DeleteMessageBatch", settings.retry)));
-    let mut pending: Vec<Arc<LedgerEntry>> = Vec::new();
+    let mut pending: Vec<Finished> = Vec::new();
     let mut oldest_at = Instant::now();
     let mut calls: JoinSet<()> = JoinSet::new();
     let mut open = true;
@@ -137,7 +176,7 @@ pub async fn run(
 async fn delete_batch(
     client: Client,
     settings: DeleterSettings,
-    mut batch: Vec<Arc<LedgerEntry>>,
+    mut batch: Vec<Finished>,
     episode: Arc<Mutex<RetryEpisode>>,
     metrics: Arc<Metrics>,
     activity: Arc<Activity>,
@@ -153,12 +192,13 @@ async fn delete_batch(
                     episode.succeeded();
                 }
                 metrics.deleted("ok", outcome.deleted as u64);
-                let mut retry = Vec::new();
-                for (entry, failure) in outcome.failed {
+                let mut retry_positions = Vec::new();
+                for (position, failure) in outcome.failed {
                     if !failure.sender_fault {
-                        retry.push(entry);
+                        retry_positions.push(position);
                         continue;
                     }
+                    let entry = &batch[position];
                     tracing::warn!(
                         message_id = entry.message_id(),
                         code = failure.code,
@@ -167,12 +207,17 @@ async fn delete_batch(
                     );
                     metrics.deleted("failed", 1);
                 }
-                if retry.is_empty() {
+                if retry_positions.is_empty() {
                     return;
                 }
                 // SQS's own trouble: worth another try of just those entries.
-                metrics.deletes_retried.inc_by(retry.len() as u64);
-                batch = retry;
+                metrics.deletes_retried.inc_by(retry_positions.len() as u64);
+                batch = batch
+                    .into_iter()
+                    .enumerate()
+                    .filter(|(i, _)| retry_positions.contains(i))
+                    .map(|(_, e)| e)
+                    .collect();
                 settings.retry.initial
             }
             Err(error) => {
@@ -202,7 +247,8 @@ async fn delete_batch(
 /// What one DeleteMessageBatch call did.
 struct Outcome {
     deleted: usize,
-    failed: Vec<(Arc<LedgerEntry>, EntryFailure)>,
+    /// Positions in the batch of the entries that failed.
+    failed: Vec<(usize, EntryFailure)>,
 }
 
 struct EntryFailure {
@@ -211,7 +257,7 @@ struct EntryFailure {
     sender_fault: bool,
 }
 
-async fn call(client: &Client, queue_url: &str, batch: &[Arc<LedgerEntry>]) -> Result<Outcome, String> {
+async fn call(client: &Client, queue_url: &str, batch: &[Finished]) -> Result<Outcome, String> {
     // Entry ids only need to be distinct within the call: use the position.
     let entries = batch
         .iter()
@@ -233,11 +279,11 @@ async fn call(client: &Client, queue_url: &str, batch: &[Arc<LedgerEntry>]) -> R
         .map_err(|e| DisplayErrorContext(e).to_string())?;
     let mut failed = Vec::new();
     for failure in output.failed() {
-        let Some(entry) = failure.id().parse::<usize>().ok().and_then(|i| batch.get(i)) else {
+        let Some(position) = failure.id().parse::<usize>().ok().filter(|i| *i < batch.len()) else {
             continue;
         };
         failed.push((
-            entry.clone(),
+            position,
             EntryFailure {
                 code: failure.code().to_owned(),
                 message: failure.message().unwrap_or("").to_owned(),

@@ -122,7 +122,7 @@ pub async fn run(
     tracing::info!(queue_url, stream = config.stream_name, "collector started");
 
     let mut stages = Stages::default();
-    let (delete_queue, deleter_rx) = DeleteQueue::channel(config.max_in_flight_messages);
+    let (delete_queue, deleter_rx) = DeleteQueue::channel(config.max_in_flight_messages, &metrics);
     stages.spawn(
         "deleter",
         deleter::run(

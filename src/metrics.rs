@@ -37,6 +37,7 @@ pub struct Metrics {
     pub messages_released: Family<Labels, Counter>,
     pub deletes: Family<Labels, Counter>,
     pub deletes_retried: Counter,
+    pub messages_awaiting_delete: Gauge,
     pub submissions_refused: Family<Labels, Counter>,
     pub messages_in_flight: Gauge,
     pub bytes_in_flight: Gauge,
@@ -162,6 +163,12 @@ impl Metrics {
                 "deletes_retried",
                 "Delete entries sent again: after a whole DeleteMessageBatch call failed or timed out, or an entry failed through no fault of the sender",
                 Counter::default(),
+            ),
+            messages_awaiting_delete: add(
+                &mut registry,
+                "messages_awaiting_delete",
+                "Finished messages handed to the deleter whose delete is not answered yet (the deleter's backlog)",
+                Gauge::default(),
             ),
             submissions_refused: add(
                 &mut registry,

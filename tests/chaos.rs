@@ -4,8 +4,10 @@
 //! queue while the real collector binary drains them through the fault proxy. Meanwhile the
 //! harness, at seeded random moments, kills the collector with SIGKILL (and restarts it), stops
 //! it once with SIGTERM (and restarts it), cuts the Kinesis path and the SQS path for a while,
-//! adds latency to every call for a while, and fails a share of PutRecords records with
-//! ProvisionedThroughputExceeded for a while. At the end it lets the last collector drain the
+//! black-holes each path for a while (requests read and never answered, the connections they
+//! touched dead for good, as when a NAT loses its state), adds latency to every call for a
+//! while, and fails a share of PutRecords records with ProvisionedThroughputExceeded for a
+//! while. At the end it lets the last collector drain the
 //! queue, has `stream-reader` check the whole stream against the simulator's manifest, prints
 //! the report, and requires: nothing lost, nothing out of order, nothing invalid published,
 //! the queue empty.
@@ -36,6 +38,10 @@ struct Plan {
     sigterms: usize,
     kinesis_cut: Duration,
     sqs_cut: Duration,
+    kinesis_black_hole: Duration,
+    sqs_black_hole: Duration,
+    /// The collector's `AWS_CALL_TIMEOUT_SEC`: how soon a swallowed call is given up.
+    call_timeout_sec: f64,
     latency: Duration,
     latency_for: Duration,
     throttle_share: f64,
@@ -75,6 +81,9 @@ impl Plan {
             sigterms: var("CHAOS_SIGTERMS", 1),
             kinesis_cut: seconds("CHAOS_KINESIS_CUT_SEC", 3.0),
             sqs_cut: seconds("CHAOS_SQS_CUT_SEC", 3.0),
+            kinesis_black_hole: seconds("CHAOS_KINESIS_BLACK_HOLE_SEC", 4.0),
+            sqs_black_hole: seconds("CHAOS_SQS_BLACK_HOLE_SEC", 4.0),
+            call_timeout_sec: var("CHAOS_CALL_TIMEOUT_SEC", 2.0),
             latency: Duration::from_millis(var("CHAOS_LATENCY_MS", 150)),
             latency_for: seconds("CHAOS_LATENCY_SEC", 3.0),
             throttle_share: var("CHAOS_THROTTLE_SHARE", 0.2),
@@ -98,6 +107,12 @@ impl Plan {
         }
         if !self.sqs_cut.is_zero() {
             faults.push(Fault::SqsCut);
+        }
+        if !self.kinesis_black_hole.is_zero() {
+            faults.push(Fault::KinesisBlackHole);
+        }
+        if !self.sqs_black_hole.is_zero() {
+            faults.push(Fault::SqsBlackHole);
         }
         if !self.latency.is_zero() && !self.latency_for.is_zero() {
             faults.push(Fault::Latency);
@@ -124,6 +139,9 @@ impl Plan {
                 Fault::Kill | Fault::Sigterm => 1.0,
                 Fault::KinesisCut => self.kinesis_cut.as_secs_f64(),
                 Fault::SqsCut => self.sqs_cut.as_secs_f64(),
+                // The hole, and the call timeout it takes to notice.
+                Fault::KinesisBlackHole => self.kinesis_black_hole.as_secs_f64() + self.call_timeout_sec,
+                Fault::SqsBlackHole => self.sqs_black_hole.as_secs_f64() + self.call_timeout_sec,
                 Fault::Latency => self.latency_for.as_secs_f64(),
                 Fault::Throttle => self.throttle_for.as_secs_f64(),
             })
@@ -154,6 +172,8 @@ enum Fault {
     Sigterm,
     KinesisCut,
     SqsCut,
+    KinesisBlackHole,
+    SqsBlackHole,
     Latency,
     Throttle,
 }
@@ -165,6 +185,8 @@ struct Tally {
     sigterms: usize,
     kinesis_cuts: usize,
     sqs_cuts: usize,
+    kinesis_black_holes: usize,
+    sqs_black_holes: usize,
     latency_phases: usize,
     throttle_phases: usize,
     /// Per stop: (what, seconds into the run, records published through the proxy, queue
@@ -223,11 +245,14 @@ async fn chaos_soak_loses_nothing_keeps_order_and_publishes_nothing_invalid() {
 
     let visibility = plan.visibility_timeout_sec.to_string();
     let max_in_flight = plan.max_in_flight_messages.to_string();
+    let call_timeout = plan.call_timeout_sec.to_string();
     let settings = [
         ("AWS_ENDPOINT_URL", proxy.endpoint.as_str()),
-        // Both services through the proxy, also when each has an emulator of its own.
+        // Both services through the proxy, also when each has an emulator of its own; each on
+        // a port of its own, so on connections of its own, as on AWS.
         ("AWS_ENDPOINT_URL_SQS", proxy.endpoint.as_str()),
-        ("AWS_ENDPOINT_URL_KINESIS", proxy.endpoint.as_str()),
+        ("AWS_ENDPOINT_URL_KINESIS", proxy.kinesis_endpoint.as_str()),
+        ("AWS_CALL_TIMEOUT_SEC", call_timeout.as_str()),
         // Short, so that what a killed collector held comes back soon.
         ("QUEUE_VISIBILITY_TIMEOUT_SEC", visibility.as_str()),
         // An emulator publishes a few hundred records/s: a smaller set in flight keeps each
@@ -350,6 +375,36 @@ async fn chaos_soak_loses_nothing_keeps_order_and_publishes_nothing_invalid() {
                     tally.sqs_cuts += 1;
                 }
             }
+            Fault::KinesisBlackHole | Fault::SqsBlackHole => {
+                let kinesis = fault == Fault::KinesisBlackHole;
+                let (duration, counter) = if kinesis {
+                    (plan.kinesis_black_hole, &faults.kinesis_calls_swallowed)
+                } else {
+                    (plan.sqs_black_hole, &faults.sqs_calls_swallowed)
+                };
+                let set = |on| {
+                    if kinesis {
+                        faults.set_kinesis_black_hole(on)
+                    } else {
+                        faults.set_sqs_black_hole(on)
+                    }
+                };
+                let before = counter.load(Ordering::Relaxed);
+                eprintln!("chaos: t={:.1}s {fault:?} for {duration:?}", run_seconds(started));
+                set(true);
+                // The length of the outage, not a wait for a condition.
+                tokio::time::sleep(duration).await;
+                set(false);
+                assert!(
+                    counter.load(Ordering::Relaxed) > before,
+                    "{fault:?}: the black hole swallowed no call"
+                );
+                if kinesis {
+                    tally.kinesis_black_holes += 1;
+                } else {
+                    tally.sqs_black_holes += 1;
+                }
+            }
             Fault::Latency => {
                 let before = faults.calls_delayed.load(Ordering::Relaxed);
                 eprintln!(
@@ -453,6 +508,15 @@ async fn chaos_soak_loses_nothing_keeps_order_and_publishes_nothing_invalid() {
         tally.sqs_cuts,
         plan.sqs_cut,
         faults.sqs_calls_cut.load(Ordering::Relaxed)
+    );
+    println!(
+        "Kinesis black holes: {} x {:?} ({} calls swallowed)  SQS black holes: {} x {:?} ({} calls swallowed)",
+        tally.kinesis_black_holes,
+        plan.kinesis_black_hole,
+        faults.kinesis_calls_swallowed.load(Ordering::Relaxed),
+        tally.sqs_black_holes,
+        plan.sqs_black_hole,
+        faults.sqs_calls_swallowed.load(Ordering::Relaxed)
     );
     println!(
         "latency phases: {} x +{:?} for {:?} ({} calls delayed)",

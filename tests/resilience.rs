@@ -401,3 +401,49 @@ async fn sigterm_during_start_up_exits_cleanly() {
     let status = collector.stop().await;
     assert_eq!(status.code(), Some(0), "exit status {status}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entries_sqs_fails_through_no_fault_of_the_sender_are_retried_not_taken_for_refusals() {
+    let env = TestEnv::new("internal-errors").await;
+    let proxy = FaultProxy::start(&env.endpoint, 38).await;
+    // Half of every delete's and extension's entries fail with SQS's own InternalError.
+    proxy.faults.set_sqs_entry_internal_error_rate(0.5);
+    let collector = env
+        .start_collector(&proxy.endpoint, &[("QUEUE_VISIBILITY_TIMEOUT_SEC", "4")])
+        .await;
+    wait_healthy_and_ready(collector.http_addr).await;
+    // Kinesis away for a while, so that messages need extending.
+    proxy.faults.set_kinesis_down(true);
+    let (bodies, expected) = small_submissions(38_000, 20);
+    env.send(&bodies).await;
+    let metrics = collector.metrics.clone();
+    wait_until(
+        "an extension failed internally and was asked again",
+        Duration::from_secs(60),
+        || async { metric(&metrics, "collector_visibility_extensions_total{outcome=\"retried\"}") >= 1 },
+    )
+    .await;
+    proxy.faults.set_kinesis_down(false);
+    wait_for_queue_empty(&env, Duration::from_secs(120)).await;
+    wait_for_events(&env, &expected, Duration::from_secs(30)).await;
+    collector.stop().await;
+    assert!(
+        proxy
+            .faults
+            .entries_failed_internally
+            .load(std::sync::atomic::Ordering::SeqCst)
+            >= 1
+    );
+    assert!(
+        metric(&metrics, "collector_deletes_retried_total") >= 1,
+        "no delete was retried"
+    );
+    // Not one entry was taken for a refusal, and no delete was given up.
+    assert_eq!(
+        metric(&metrics, "collector_visibility_extensions_total{outcome=\"failed\"}"),
+        0
+    );
+    assert_eq!(metric(&metrics, "collector_deletes_total{outcome=\"failed\"}"), 0);
+    assert_eq!(metric(&metrics, "collector_deletes_total{outcome=\"ok\"}"), 20);
+    verify(&env.read_stream().await, &expected, false);
+}

@@ -54,10 +54,15 @@ pub struct Faults {
     /// and a connection closed without an answer.
     put_records_call_failure_ppm: AtomicU64,
     pub calls_failed: AtomicU64,
-    /// Share of DeleteMessageBatch entries to fail, in parts per million.
+    /// Share of DeleteMessageBatch entries to refuse (an invalid receipt, the sender's fault),
+    /// in parts per million.
     delete_failure_ppm: AtomicU64,
+    /// Share of DeleteMessageBatch and ChangeMessageVisibilityBatch entries to fail with SQS's
+    /// own `InternalError` (`SenderFault: false`), in parts per million.
+    sqs_entry_internal_error_ppm: AtomicU64,
+    pub entries_failed_internally: AtomicU64,
     pub deletes_failed: AtomicU64,
-    /// Share of ChangeMessageVisibilityBatch entries to fail, in parts per million.
+    /// Share of ChangeMessageVisibilityBatch entries to refuse, in parts per million.
     visibility_failure_ppm: AtomicU64,
     pub visibility_changes_failed: AtomicU64,
     pub records_failed: AtomicU64,
@@ -112,6 +117,13 @@ impl Faults {
 
     pub fn set_delete_failure_rate(&self, rate: f64) {
         self.delete_failure_ppm.store((rate * 1e6) as u64, Ordering::SeqCst);
+    }
+
+    /// Fails a share of delete and visibility entries with `InternalError`, not the sender's
+    /// fault: worth retrying.
+    pub fn set_sqs_entry_internal_error_rate(&self, rate: f64) {
+        self.sqs_entry_internal_error_ppm
+            .store((rate * 1e6) as u64, Ordering::SeqCst);
     }
 
     pub fn set_visibility_failure_rate(&self, rate: f64) {
@@ -444,7 +456,8 @@ async fn put_records_with_failures(
 
 /// Fails a share of a DeleteMessageBatch or ChangeMessageVisibilityBatch call's entries the way
 /// SQS does: HTTP 200 with the entries in `Failed`; those entries are not forwarded, so nothing
-/// happens to their messages.
+/// happens to their messages. Refused entries are the sender's fault (`ReceiptHandleIsInvalid`);
+/// internal errors are not (`InternalError`, `SenderFault: false`).
 async fn batch_with_failures(
     parts: hyper::http::request::Parts,
     body: Bytes,
@@ -453,13 +466,24 @@ async fn batch_with_failures(
     threshold: u64,
     failed_counter: &AtomicU64,
 ) -> Result<Response<Full<Bytes>>, String> {
-    if threshold == 0 {
+    let internal = faults.sqs_entry_internal_error_ppm.load(Ordering::SeqCst);
+    if threshold == 0 && internal == 0 {
         return forward(parts, body, upstream).await;
     }
     let mut request: Value = serde_json::from_slice(&body).map_err(|e| e.to_string())?;
     let entries = request["Entries"].as_array().cloned().unwrap_or_default();
-    let (failed, kept): (Vec<Value>, Vec<Value>) = entries.into_iter().partition(|_| faults.next_ppm() < threshold);
-    failed_counter.fetch_add(failed.len() as u64, Ordering::Relaxed);
+    let (mut failed, mut kept) = (Vec::new(), Vec::new());
+    for entry in entries {
+        if faults.next_ppm() < threshold {
+            failed_counter.fetch_add(1, Ordering::Relaxed);
+            failed.push(json!({"Id": entry["Id"], "SenderFault": true, "Code": "ReceiptHandleIsInvalid", "Message": "injected by the test proxy"}));
+        } else if faults.next_ppm() < internal {
+            faults.entries_failed_internally.fetch_add(1, Ordering::Relaxed);
+            failed.push(json!({"Id": entry["Id"], "SenderFault": false, "Code": "InternalError", "Message": "injected by the test proxy"}));
+        } else {
+            kept.push(entry);
+        }
+    }
     let mut answer = json!({"Successful": [], "Failed": []});
     if !kept.is_empty() {
         request["Entries"] = Value::Array(kept);
@@ -470,11 +494,8 @@ async fn batch_with_failures(
         answer = serde_json::from_slice(&response.into_body().collect().await.unwrap().to_bytes())
             .map_err(|e| e.to_string())?;
     }
-    let injected = failed.iter().map(|e| {
-        json!({"Id": e["Id"], "SenderFault": false, "Code": "InternalError", "Message": "injected by the test proxy"})
-    });
     let mut all_failed = answer["Failed"].as_array().cloned().unwrap_or_default();
-    all_failed.extend(injected);
+    all_failed.append(&mut failed);
     answer["Failed"] = Value::Array(all_failed);
     if answer["Successful"].is_null() {
         answer["Successful"] = json!([]);
