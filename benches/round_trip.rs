@@ -9,8 +9,10 @@
 //! emulators. Nothing is asserted about time; the run fails only if the stream or the queue is
 //! wrong afterwards (events missing, messages left).
 //!
-//! Environment: `RTT_SUBMISSIONS` (default 6000), `RTT_LATENCIES_MS` (default `0 10 30 80`),
-//! `RTT_SEED` (default 1), `RTT_TIMEOUT_SEC` per run (default 600); collector settings in the
+//! Environment: `RTT_SUBMISSIONS` (default 6000), `RTT_MAX_EVENTS` per submission (default 12,
+//! about 6 on average, as the fleet of the chaos soak), `RTT_LATENCIES_MS` (default
+//! `0 10 30 80`), `RTT_SEED` (default 1), `RTT_TIMEOUT_SEC` per run (default 600); collector
+//! settings in the
 //! environment (`QUEUE_RECEIVERS=2`, ...) are passed on; `COLLECTOR_BIN` runs another build.
 
 #[path = "../tests/support/mod.rs"]
@@ -75,7 +77,11 @@ fn main() {
         std::env::var("COLLECTOR_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_telemetry-collector").to_owned());
 
     // The same backlog for every run.
-    let mut fleet = Fleet::new(seed, FleetSettings::default());
+    let settings = FleetSettings {
+        max_events: env_or("RTT_MAX_EVENTS", 12),
+        ..FleetSettings::default()
+    };
+    let mut fleet = Fleet::new(seed, settings);
     let now = Utc::now().naive_utc();
     let mut bodies = Vec::with_capacity(submissions);
     let mut events = 0u64;

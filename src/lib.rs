@@ -123,8 +123,10 @@ pub async fn run(
 
     let mut stages = Stages::default();
     let (delete_queue, deleter_rx) = DeleteQueue::channel(config.max_in_flight_messages, &metrics);
-    stages.spawn(
+    let activity = liveness.stage("deleter");
+    stages.spawn_watched(
         "deleter",
+        Some(activity.clone()),
         deleter::run(
             sqs.clone(),
             deleter::DeleterSettings {
@@ -136,14 +138,16 @@ pub async fn run(
             },
             deleter_rx,
             metrics.clone(),
-            liveness.stage("deleter"),
+            activity,
         ),
     );
 
     let (track_tx, track_rx) = mpsc::unbounded_channel();
     let (give_back_tx, give_back_rx) = mpsc::unbounded_channel();
-    stages.spawn(
+    let activity = liveness.stage("visibility keeper");
+    stages.spawn_watched(
         "visibility keeper",
+        Some(activity.clone()),
         visibility::run(
             sqs.clone(),
             visibility::VisibilitySettings {
@@ -156,7 +160,7 @@ pub async fn run(
             track_rx,
             give_back_rx,
             metrics.clone(),
-            liveness.stage("visibility keeper"),
+            activity,
         ),
     );
 
@@ -190,7 +194,11 @@ pub async fn run(
         lanes.push(tx);
         let name = format!("sink lane {lane}");
         let activity = liveness.stage(name.clone());
-        stages.spawn(name, kinesis_sink::run_lane(lane, lane_context.clone(), rx, activity));
+        stages.spawn_watched(
+            name,
+            Some(activity.clone()),
+            kinesis_sink::run_lane(lane, lane_context.clone(), rx, activity),
+        );
     }
     drop(lane_context);
     services.spawn(
@@ -230,8 +238,9 @@ pub async fn run(
     for receiver in 0..config.receivers {
         let name = format!("receiver {receiver}");
         let activity = liveness.stage(name.clone());
-        stages.spawn(
+        stages.spawn_watched(
             name,
+            Some(activity.clone()),
             sqs_source::run(
                 receiver,
                 clients.clone(),
@@ -333,8 +342,18 @@ struct Stages {
 
 impl Stages {
     fn spawn(&mut self, name: impl Into<String>, stage: impl Future<Output = ()> + Send + 'static) {
+        self.spawn_watched(name, None, stage);
+    }
+
+    /// Spawns a stage whose progress `liveness` watches through `activity`.
+    fn spawn_watched(
+        &mut self,
+        name: impl Into<String>,
+        activity: Option<Arc<liveness::Activity>>,
+        stage: impl Future<Output = ()> + Send + 'static,
+    ) {
         let name = name.into();
-        let handle = self.tasks.spawn(fault_injection::wrap(name.clone(), stage));
+        let handle = self.tasks.spawn(fault_injection::wrap(name.clone(), activity, stage));
         self.names.insert(handle.id(), name);
     }
 
@@ -350,14 +369,18 @@ impl Stages {
 }
 
 /// Test-only faults, compiled in with the `fault-injection` feature: `COLLECTOR_FAULT_STAGE`
-/// set to `NAME:panic` or `NAME:exit` (e.g. `deleter:panic`) makes that stage panic or return
-/// one second after it starts, to show that the process notices.
+/// set to `NAME:panic`, `NAME:exit` or `NAME:hang` (e.g. `deleter:panic`) makes that stage
+/// panic, return, or stop in the middle of its work one second after it starts, to show that
+/// the process notices.
 #[cfg(feature = "fault-injection")]
 mod fault_injection {
     use std::future::Future;
+    use std::sync::Arc;
     use std::time::Duration;
 
-    pub async fn wrap(name: String, stage: impl Future<Output = ()>) {
+    use crate::liveness::Activity;
+
+    pub async fn wrap(name: String, activity: Option<Arc<Activity>>, stage: impl Future<Output = ()>) {
         let fault = std::env::var("COLLECTOR_FAULT_STAGE").unwrap_or_default();
         let Some((target, how)) = fault.split_once(':') else {
             return stage.await;
@@ -366,12 +389,19 @@ mod fault_injection {
             return stage.await;
         }
         tokio::select! {
-            () = stage => {}
-            () = tokio::time::sleep(Duration::from_secs(1)) => {
-                if how == "panic" {
-                    panic!("fault injected into {name}");
+            () = stage => return,
+            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+        match how {
+            "panic" => panic!("fault injected into {name}"),
+            "hang" => {
+                // Stuck with work in hand, as a call without a timeout would leave it.
+                if let Some(activity) = activity {
+                    activity.busy();
                 }
+                std::future::pending::<()>().await;
             }
+            _ => {}
         }
     }
 }
@@ -379,8 +409,11 @@ mod fault_injection {
 #[cfg(not(feature = "fault-injection"))]
 mod fault_injection {
     use std::future::Future;
+    use std::sync::Arc;
 
-    pub async fn wrap(_name: String, stage: impl Future<Output = ()>) {
+    use crate::liveness::Activity;
+
+    pub async fn wrap(_name: String, _activity: Option<Arc<Activity>>, stage: impl Future<Output = ()>) {
         stage.await
     }
 }

@@ -447,3 +447,131 @@ async fn entries_sqs_fails_through_no_fault_of_the_sender_are_retried_not_taken_
     assert_eq!(metric(&metrics, "collector_deletes_total{outcome=\"ok\"}"), 20);
     verify(&env.read_stream().await, &expected, false);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stage_stuck_with_work_fails_liveness_naming_it() {
+    let env = TestEnv::new("stuck").await;
+    let proxy = FaultProxy::start(&env.endpoint, 39).await;
+    // 2 x (1 s long poll + 1 s call timeout) + 0.5 s backoff = 4.5 s is the least allowed.
+    let collector = Binary::start(
+        &env,
+        &proxy,
+        &[
+            ("COLLECTOR_FAULT_STAGE", "sink lane 0:hang"),
+            ("STALL_TIMEOUT_SEC", "5"),
+        ],
+        "stuck",
+    );
+    wait_healthy_and_ready(collector.addr).await;
+    wait_until("/healthz fails", Duration::from_secs(60), || async {
+        http_get(collector.addr, "/healthz").await.0 == 503
+    })
+    .await;
+    // Stuck for good: it still fails, and says why.
+    let (status, body) = http_get(collector.addr, "/healthz").await;
+    assert_eq!(status, 503);
+    assert!(
+        body.starts_with("stalled: sink lane 0 has had work and made no progress for"),
+        "{body}"
+    );
+    let log = collector.log();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("pipeline stage stalled") && l.contains("sink lane 0")),
+        "no log line names the stalled stage:\n{log}"
+    );
+    // Still running: replacing it is the orchestrator's call, on the failed probe.
+    let status = collector.stop().await;
+    assert!(status.code().is_some(), "{status}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_error_no_record_can_get_past_opens_the_breaker_with_its_reason_until_fixed() {
+    let env = TestEnv::new("denied").await;
+    let proxy = FaultProxy::start(&env.endpoint, 40).await;
+    let collector = env.start_collector(&proxy.endpoint, &[]).await;
+    wait_healthy_and_ready(collector.http_addr).await;
+    proxy.faults.set_put_records_error(Some("AccessDeniedException"));
+    let (bodies, expected) = small_submissions(40_000, 10);
+    env.send(&bodies).await;
+    wait_until("the breaker opens", Duration::from_secs(60), || async {
+        http_get(collector.http_addr, "/readyz").await.0 == 503
+    })
+    .await;
+    let (_, reason) = http_get(collector.http_addr, "/readyz").await;
+    assert!(
+        reason.starts_with("not ready: Kinesis circuit breaker open: PutRecords fails with AccessDeniedException"),
+        "{reason}"
+    );
+    // Nothing is dropped for it: the records wait, and go once the permission is back.
+    assert_eq!(metric(&collector.metrics, "collector_deletes_total{outcome=\"ok\"}"), 0);
+    proxy.faults.set_put_records_error(None);
+    wait_for_queue_empty(&env, Duration::from_secs(60)).await;
+    wait_for_events(&env, &expected, Duration::from_secs(30)).await;
+    assert_eq!(http_get(collector.http_addr, "/readyz").await.0, 200);
+    let metrics = collector.metrics.clone();
+    collector.stop().await;
+    assert_eq!(metrics.breaker_open.get(), 0);
+    verify(&env.read_stream().await, &expected, true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalid_body_near_the_size_limit_still_reaches_the_dead_letter_queue() {
+    let env = TestEnv::new("dlq-large").await;
+    // The proxy counts attributes against SQS's 1 MiB as SQS does (the emulator does not).
+    let proxy = FaultProxy::start(&env.endpoint, 41).await;
+    let dlq_url = env
+        .sqs
+        .create_queue()
+        .queue_name(format!("dlq-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]))
+        .send()
+        .await
+        .expect("CreateQueue")
+        .queue_url
+        .expect("queue URL");
+    // Not base64, not JSON: invalid, and 76 bytes short of the limit.
+    let body = "!".repeat(1_048_500);
+    env.sqs
+        .send_message()
+        .queue_url(&env.queue_url)
+        .message_body(&body)
+        .send()
+        .await
+        .expect("SendMessage");
+    let collector = env
+        .start_collector(&proxy.endpoint, &[("DEAD_LETTER_QUEUE_URL", &dlq_url)])
+        .await;
+    wait_for_queue_empty(&env, Duration::from_secs(60)).await;
+    let metrics = collector.metrics.clone();
+    collector.stop().await;
+    assert_eq!(metric(&metrics, "collector_dead_letters_total{outcome=\"ok\"}"), 1);
+    assert_eq!(metric(&metrics, "collector_dead_letters_total{outcome=\"failed\"}"), 0);
+    assert_eq!(
+        proxy.faults.messages_too_long.load(std::sync::atomic::Ordering::SeqCst),
+        0
+    );
+    let out = env
+        .sqs
+        .receive_message()
+        .queue_url(&dlq_url)
+        .wait_time_seconds(5)
+        .message_attribute_names("All")
+        .send()
+        .await
+        .expect("ReceiveMessage from the dead-letter queue");
+    let message = out
+        .messages
+        .unwrap_or_default()
+        .pop()
+        .expect("the body in the dead-letter queue");
+    assert_eq!(message.body.as_deref(), Some(body.as_str()));
+    let attributes = message.message_attributes.unwrap_or_default();
+    // Room for the reason only.
+    assert_eq!(
+        attributes
+            .get("rejection_reason")
+            .and_then(|v| v.string_value.as_deref()),
+        Some("not_base64")
+    );
+    assert!(!attributes.contains_key("rejection_detail"));
+}

@@ -42,6 +42,9 @@ const PUT_RECORDS_TARGET: &str = "Kinesis_20131202.PutRecords";
 const DELETE_MESSAGE_BATCH_TARGET: &str = "AmazonSQS.DeleteMessageBatch";
 const CHANGE_VISIBILITY_BATCH_TARGET: &str = "AmazonSQS.ChangeMessageVisibilityBatch";
 const RECEIVE_MESSAGE_TARGET: &str = "AmazonSQS.ReceiveMessage";
+const SEND_MESSAGE_TARGET: &str = "AmazonSQS.SendMessage";
+/// SQS's limit on one message: body plus every attribute's name, type and value.
+const SQS_MAX_MESSAGE_BYTES: usize = 1_048_576;
 const KINESIS_TARGET_PREFIX: &str = "Kinesis_20131202.";
 const SQS_TARGET_PREFIX: &str = "AmazonSQS.";
 
@@ -93,6 +96,10 @@ pub struct Faults {
     pub kinesis_calls_swallowed: AtomicU64,
     /// Connections accepted, over both ports.
     pub connections: AtomicU64,
+    /// While set, every PutRecords call fails whole with this AWS error code (HTTP 400).
+    put_records_error: Mutex<Option<String>>,
+    /// SendMessage calls refused for exceeding SQS's size limit.
+    pub messages_too_long: AtomicU64,
 }
 
 /// What one client connection has been through.
@@ -117,6 +124,12 @@ impl Faults {
 
     pub fn set_delete_failure_rate(&self, rate: f64) {
         self.delete_failure_ppm.store((rate * 1e6) as u64, Ordering::SeqCst);
+    }
+
+    /// Makes every PutRecords call fail whole with `code` (e.g. `AccessDeniedException`), or
+    /// stops doing so (`None`).
+    pub fn set_put_records_error(&self, code: Option<&str>) {
+        *self.put_records_error.lock().unwrap() = code.map(str::to_owned);
     }
 
     /// Fails a share of delete and visibility entries with `InternalError`, not the sender's
@@ -335,6 +348,30 @@ async fn handle(
         }
         return Err(ConnectionCut);
     }
+    let injected_error = faults.put_records_error.lock().unwrap().clone();
+    if let (PUT_RECORDS_TARGET, Some(code)) = (target.as_str(), injected_error) {
+        faults.calls_failed.fetch_add(1, Ordering::Relaxed);
+        let answer = json!({"__type": code, "message": "injected by the test proxy"});
+        return Ok(Response::builder()
+            .status(StatusCode::BAD_REQUEST)
+            .header("content-type", "application/x-amz-json-1.1")
+            .body(Full::new(Bytes::from(answer.to_string())))
+            .unwrap());
+    }
+    // The emulators check a message's body alone; SQS counts its attributes too.
+    if target == SEND_MESSAGE_TARGET && sqs_message_size(&body) > SQS_MAX_MESSAGE_BYTES {
+        faults.messages_too_long.fetch_add(1, Ordering::Relaxed);
+        let answer = json!({
+            "__type": "com.amazonaws.sqs#InvalidParameterValue",
+            "message": "One or more parameters are invalid. Reason: Message must be shorter than 1048576 bytes."
+        });
+        return Ok(Response::builder()
+            .status(StatusCode::BAD_REQUEST)
+            .header("content-type", "application/x-amz-json-1.0")
+            .header("x-amzn-query-error", "InvalidParameterValue;Sender")
+            .body(Full::new(Bytes::from(answer.to_string())))
+            .unwrap());
+    }
     if target == PUT_RECORDS_TARGET && faults.next_ppm() < faults.put_records_call_failure_ppm.load(Ordering::SeqCst) {
         let n = faults.calls_failed.fetch_add(1, Ordering::Relaxed);
         if n.is_multiple_of(2) {
@@ -375,6 +412,26 @@ async fn handle(
             .body(Full::new(Bytes::from(e)))
             .unwrap()
     }))
+}
+
+/// What SQS counts against its message size limit in a SendMessage request (JSON protocol):
+/// the body, and each attribute's name, data type and value.
+fn sqs_message_size(request: &[u8]) -> usize {
+    let Ok(request) = serde_json::from_slice::<Value>(request) else {
+        return 0;
+    };
+    let body = request["MessageBody"].as_str().map_or(0, str::len);
+    let attributes: usize = request["MessageAttributes"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(name, value)| {
+            name.len()
+                + value["DataType"].as_str().map_or(0, str::len)
+                + value["StringValue"].as_str().map_or(0, str::len)
+        })
+        .sum();
+    body + attributes
 }
 
 async fn forward(
