@@ -614,6 +614,9 @@ impl Cursor<'_> {
 #[cfg(test)]
 mod tests;
 
+#[cfg(test)]
+mod oracle_tests;
+
 /// The parser's own shortcuts: borrowed strings, the two ways of finding a repeated key, paths
 /// formatted only on failure, the byte-level dotted-quad parser.
 #[cfg(test)]
