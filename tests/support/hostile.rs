@@ -246,6 +246,44 @@ fn encoding(c: &mut Catalogue) {
         "not_base64",
         "only blanks around the body are trimmed, not inside it",
     );
+    let body = c.doc().base64();
+    c.invalid(
+        "near miss: URL-safe base64 alphabet",
+        body.replace('+', "-").replace('/', "_") + "-_",
+        "not_base64",
+        "SPEC §2: the standard alphabet",
+    );
+    let mut json = c.doc().json();
+    while json.len() % 3 != 1 {
+        json.push(' ');
+    }
+    // One byte left over: two symbols and `==`; the second carries 4 bits that must be zero.
+    let body = STANDARD.encode(&json);
+    let (head, tail) = body.split_at(body.len() - 3);
+    // That symbol is one of A, Q, g, w; the next one in the alphabet sets its lowest bit.
+    let bumped = char::from(tail.as_bytes()[0] + 1);
+    c.invalid(
+        "near miss: base64 with non-zero bits after the last byte",
+        format!("{head}{bumped}=="),
+        "not_base64",
+        "RFC 4648 §3.5: a decoder may refuse them; the canonical encoding has none",
+    );
+    let body = c.doc().base64();
+    let (head, tail) = body.split_at(40);
+    c.invalid(
+        "near miss: base64 with a blank inside",
+        format!("{head} {tail}"),
+        "not_base64",
+        "only blanks around the body are trimmed",
+    );
+    let body = c.doc().base64();
+    let (head, tail) = body.split_at(40);
+    c.invalid(
+        "near miss: base64 with padding in the middle",
+        format!("{head}=={tail}"),
+        "not_base64",
+        "",
+    );
     c.invalid(
         "raw JSON array body",
         "[1, 2, 3]".into(),
@@ -488,6 +526,23 @@ fn uuids(c: &mut Catalogue) {
         ("hyphens misplaced", "0badc0de0-000-4000-8000-000000000001"),
         ("a leading blank", " 0badc0de-0000-4000-8000-00000000001"),
         ("empty", ""),
+        (
+            "near miss: a blank for a hyphen",
+            "0badc0de-0000-4000-8000 000000000001",
+        ),
+        (
+            "near miss: a trailing newline",
+            "0badc0de-0000-4000-8000-000000000001\\n",
+        ),
+        (
+            "near miss: a plus sign for a digit",
+            "+badc0de-0000-4000-8000-000000000001",
+        ),
+        ("near miss: a full-width digit", "0badc0de-0000-4000-8000-00000000000１"),
+        (
+            "near miss: a group one digit short",
+            "0badc0de-000-40000-8000-000000000001",
+        ),
     ];
     for (name, text) in bad {
         let d = c.doc().set("submission_id", &format!("\"{text}\""));
@@ -632,6 +687,12 @@ fn ipv4(c: &mut Catalogue) {
         ("a full-width digit", "１.2.3.4"),
         ("a single integer", "3232235522"),
         ("empty", ""),
+        ("near miss: a trailing newline", "192.168.0.2\\n"),
+        ("near miss: a tab inside", "192.168.\\t0.2"),
+        ("near miss: octet 300", "192.168.0.300"),
+        ("near miss: a minus sign", "192.168.0.-2"),
+        ("near miss: a four-digit octet", "192.1680.0.2"),
+        ("near miss: a comma for a dot", "192.168,0.2"),
     ];
     for (name, text) in bad {
         let d = c.doc().connection(&format!("\"{text}\""), "\"23.13.252.39\"", "443");
@@ -657,7 +718,7 @@ fn ipv4(c: &mut Catalogue) {
 }
 
 fn ports(c: &mut Catalogue) {
-    let cases: [(&str, &str, &'static str, &'static str); 15] = [
+    let cases: [(&str, &str, &'static str, &'static str); 19] = [
         ("NaN", "NaN", "not_json", "NaN is not JSON"),
         ("Infinity", "Infinity", "not_json", "Infinity is not JSON"),
         ("-Infinity", "-Infinity", "not_json", "-Infinity is not JSON"),
@@ -698,6 +759,25 @@ fn ports(c: &mut Catalogue) {
         ("\"443\"", "\"443\"", "wrong_type", "SPEC §2: a string is invalid"),
         ("true", "true", "wrong_type", ""),
         ("[443]", "[443]", "wrong_type", ""),
+        ("near miss: +443", "+443", "not_json", "JSON numbers have no plus sign"),
+        (
+            "near miss: 0443",
+            "0443",
+            "not_json",
+            "JSON numbers have no leading zero",
+        ),
+        (
+            "near miss: 4 43",
+            "4 43",
+            "not_json",
+            "a blank splits it into two tokens",
+        ),
+        (
+            "near miss: 65535.",
+            "65535.",
+            "not_json",
+            "a dot needs a digit after it",
+        ),
     ];
     for (name, raw, label, why) in cases {
         let d = c.doc().connection("\"192.168.0.2\"", "\"23.13.252.39\"", raw);
