@@ -289,6 +289,29 @@ fn the_oracle_knows_the_calendar() {
     }
 }
 
+/// The fuzz target's check can fail: each rule broken in an otherwise valid body is named.
+#[test]
+fn the_oracle_names_the_rule_an_accepted_body_would_break() {
+    let valid = document(&quoted(SUB), &quoted(DEV), &quoted(TIME), &quoted("1.2.3.4"), "443");
+    assert_eq!(oracle::accepted_body_obeys_the_rules(&STANDARD.encode(&valid)), Ok(()));
+    assert_eq!(oracle::accepted_body_obeys_the_rules(&format!(" {valid}\n")), Ok(()));
+    let broken = [
+        (valid.replace(TIME, "2021-3-28T15:44:18"), "`time_created`"),
+        (valid.replace(DEV, "device"), "`device_id`"),
+        (valid.replace("1.2.3.4", "1.2.3.04"), "`source_ip`"),
+        (valid.replace("443", "443.0"), "`destination_port`"),
+        (valid.replace("new_process", "process_exit"), "unknown event type"),
+    ];
+    for (json, rule) in broken {
+        let err = oracle::accepted_body_obeys_the_rules(&json).unwrap_err();
+        assert!(err.contains(rule), "{err}");
+    }
+    let unpadded = STANDARD.encode(&valid).trim_end_matches('=').to_owned();
+    assert_ne!(unpadded, STANDARD.encode(&valid), "the seed needs padding");
+    let err = oracle::accepted_body_obeys_the_rules(&unpadded).unwrap_err();
+    assert!(err.contains("base64"), "{err}");
+}
+
 /// Texts near the timestamp grammar: every field's digit count and range, the separators and
 /// the offset drawn from slightly more than the grammar allows.
 const NEAR_TIMESTAMP: &str = "[+-]?[0-9]{3,5}-[0-9]{1,3}-[0-3]?[0-9]{1,2}[Tt ][0-2]?[0-9]{1,2}:[0-6][0-9]{0,2}:[0-6]?[0-9]{1,2}(\\.[0-9]{0,10})?([Zz]|[+-][0-9]{1,2}:?[0-9]{2})?";
