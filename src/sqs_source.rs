@@ -339,12 +339,7 @@ async fn route(prepared: Prepared, outputs: &Outputs, metrics: &Arc<Metrics>, ac
 
 fn drop_invalid(receipt: &Receipt, body: &str, rejection: &Rejection, metrics: &Metrics) {
     let body_prefix: String = body.chars().take(BODY_PREFIX_CHARS).collect();
-    tracing::debug!(
-        message_id = receipt.message_id,
-        reason = %rejection,
-        reason_label = rejection.label(),
-        body_prefix,
-        "dropped invalid submission"
-    );
+    // The message id only: the receipt handle is never logged.
+    crate::drop_log::dropped(&receipt.message_id, rejection, &body_prefix);
     metrics.invalid(rejection.label());
 }

@@ -11,7 +11,7 @@ use std::fmt;
 use std::net::Ipv4Addr;
 
 use base64::Engine as _;
-use chrono::{DateTime, NaiveDate, NaiveDateTime, TimeDelta, Utc};
+use chrono::{DateTime, FixedOffset, NaiveDate, NaiveDateTime, NaiveTime, TimeDelta, Utc};
 use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use uuid::Uuid;
 
@@ -510,16 +510,17 @@ fn parse_dotted_quad(text: &str) -> Option<Ipv4Addr> {
     Some(Ipv4Addr::from(octets))
 }
 
-/// Checks that `time_created` is an ISO 8601 / RFC 3339 date-time, with or without offset, and
-/// plausible: a device clock far in the past or future means the data cannot be placed in time.
+/// Checks that `time_created` is a strict RFC 3339 date-time, with or without offset (see
+/// [`parse_time_created`]), and plausible: a device clock far in the past or future means the
+/// data cannot be placed in time.
 fn check_time_created(text: &str, bounds: &TimeBounds, now: DateTime<Utc>) -> Result<(), Rejection> {
-    let (wall_clock, as_utc) = if let Ok(naive) = NaiveDateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S%.f") {
-        // No offset: device local time. Its lead over UTC is bounded by `max_ahead`.
-        (naive, naive)
-    } else if let Ok(with_offset) = DateTime::parse_from_rfc3339(text) {
-        (with_offset.naive_local(), with_offset.naive_utc())
-    } else {
-        return Err(Rejection::InvalidTimestamp);
+    let (wall_clock, offset) = parse_time_created(text).ok_or(Rejection::InvalidTimestamp)?;
+    // No offset: device local time, whose lead over UTC is bounded by `max_ahead`.
+    let as_utc = match offset {
+        Some(offset) => wall_clock
+            .checked_sub_offset(offset)
+            .ok_or(Rejection::InvalidTimestamp)?,
+        None => wall_clock,
     };
     if wall_clock < bounds.not_before {
         return Err(Rejection::TimestampTooOld(bounds.not_before));
@@ -530,8 +531,91 @@ fn check_time_created(text: &str, bounds: &TimeBounds, now: DateTime<Utc>) -> Re
     Ok(())
 }
 
+/// Parses `YYYY-MM-DDTHH:MM:SS[.F{1,9}][Z|±HH:MM]`: every field exactly its digit count, the
+/// date and time calendar-valid, seconds 00-59, upper-case `T` and `Z` only.
+///
+/// By hand because chrono's format parser is lenient where sensors never are: it skips blanks,
+/// takes one digit for two and reads signed years of any length, and consumers downstream
+/// receive the value verbatim.
+fn parse_time_created(text: &str) -> Option<(NaiveDateTime, Option<FixedOffset>)> {
+    let mut cursor = Cursor(text.as_bytes());
+    let year = cursor.digits(4)?;
+    cursor.expect(b'-')?;
+    let month = cursor.digits(2)?;
+    cursor.expect(b'-')?;
+    let day = cursor.digits(2)?;
+    cursor.expect(b'T')?;
+    let hour = cursor.digits(2)?;
+    cursor.expect(b':')?;
+    let minute = cursor.digits(2)?;
+    cursor.expect(b':')?;
+    let second = cursor.digits(2)?;
+    let mut nanos = 0;
+    if cursor.eat(b'.') {
+        let count = cursor.0.iter().take_while(|b| b.is_ascii_digit()).count();
+        if !(1..=9).contains(&count) {
+            return None;
+        }
+        // Scaled to nanoseconds: `.5` is 500 000 000 ns.
+        nanos = cursor.digits(count)? * 10u32.pow(9 - count as u32);
+    }
+    let offset = match cursor.0 {
+        [] => None,
+        [b'Z'] => Some(FixedOffset::east_opt(0)?),
+        [sign @ (b'+' | b'-'), ..] => {
+            let sign = if *sign == b'-' { -1 } else { 1 };
+            cursor.0 = &cursor.0[1..];
+            let hours = cursor.digits(2)?;
+            cursor.expect(b':')?;
+            let minutes = cursor.digits(2)?;
+            if hours > 23 || minutes > 59 || !cursor.0.is_empty() {
+                return None;
+            }
+            let seconds = i32::try_from(hours * 3600 + minutes * 60).ok()?;
+            Some(FixedOffset::east_opt(sign * seconds)?)
+        }
+        _ => return None,
+    };
+    let date = NaiveDate::from_ymd_opt(i32::try_from(year).ok()?, month, day)?;
+    // chrono takes second 59 with nanoseconds above a billion as a leap second; ours are below.
+    let time = NaiveTime::from_hms_nano_opt(hour, minute, second, nanos)?;
+    Some((date.and_time(time), offset))
+}
+
+/// The unread rest of an ASCII text, consumed from the front.
+struct Cursor<'a>(&'a [u8]);
+
+impl Cursor<'_> {
+    /// Exactly `count` ASCII digits as a number (at most 9, so it fits).
+    fn digits(&mut self, count: usize) -> Option<u32> {
+        let field = self.0.get(..count)?;
+        if !field.iter().all(u8::is_ascii_digit) {
+            return None;
+        }
+        self.0 = &self.0[count..];
+        Some(field.iter().fold(0, |v, d| v * 10 + u32::from(d - b'0')))
+    }
+
+    fn eat(&mut self, byte: u8) -> bool {
+        match self.0.split_first() {
+            Some((first, rest)) if *first == byte => {
+                self.0 = rest;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn expect(&mut self, byte: u8) -> Option<()> {
+        self.eat(byte).then_some(())
+    }
+}
+
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod oracle_tests;
 
 /// The parser's own shortcuts: borrowed strings, the two ways of finding a repeated key, paths
 /// formatted only on failure, the byte-level dotted-quad parser.

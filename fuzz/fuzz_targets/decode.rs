@@ -1,6 +1,7 @@
 //! Decodes arbitrary bytes as a submission, both as the base64 body of those bytes and (when
-//! they are UTF-8) as the body itself; whatever validates is exploded and serialised, and the
-//! records are checked against the submission they came from.
+//! they are UTF-8) as the body itself; whatever validates must obey every field rule by the
+//! independent oracle of `tests/support/oracle.rs` (so fuzzing finds over-acceptance, not only
+//! crashes), and is exploded and serialised, the records checked against the submission.
 
 #![no_main]
 
@@ -10,6 +11,9 @@ use chrono::{DateTime, Utc};
 use libfuzzer_sys::fuzz_target;
 use telemetry_collector::event::{PartitionKey, explode, to_records};
 use telemetry_collector::submission::{EventData, Submission, TimeBounds, decode};
+
+#[path = "../../tests/support/oracle.rs"]
+mod oracle;
 
 /// The seeds' timestamps are from 2021; a fixed clock keeps every run reproducible.
 const NOW: &str = "2021-03-29T12:00:00Z";
@@ -23,16 +27,26 @@ fuzz_target!(|data: &[u8]| {
         .unwrap();
     let bounds = TimeBounds::default();
     // The bytes as the JSON carried in base64: reaches the UTF-8 check with any bytes.
-    if let Ok(submission) = decode(&STANDARD.encode(data), &bounds, now) {
+    let body = STANDARD.encode(data);
+    if let Ok(submission) = decode(&body, &bounds, now) {
+        check_oracle(&body);
         check_records(&submission);
     }
     // The bytes as the body itself: raw JSON or base64 text.
     if let Ok(body) = std::str::from_utf8(data)
         && let Ok(submission) = decode(body, &bounds, now)
     {
+        check_oracle(body);
         check_records(&submission);
     }
 });
+
+/// An accepted body that breaks a field rule is a decoder bug, as much as a crash is.
+fn check_oracle(body: &str) {
+    if let Err(broken) = oracle::accepted_body_obeys_the_rules(body) {
+        panic!("oracle disagreement: the decoder accepted a body that breaks a rule: {broken}");
+    }
+}
 
 /// Every event becomes one JSON record that says exactly what the submission held.
 fn check_records(submission: &Submission) {

@@ -150,6 +150,9 @@ fn accepts_timestamps_with_and_without_offset_and_keeps_them_unchanged() {
         "2021-03-29T12:06:09.576033+02:00",
         "2021-03-29T12:06:09Z",
         "2021-03-29T12:06:09.5-05:30",
+        "2020-02-29T12:06:09",
+        "2021-03-29T12:06:09.123456789-00:00",
+        "2021-03-29T12:06:09+23:59",
     ] {
         let sub = check(&with_field("time_created", &format!("\"{ts}\""))).unwrap_or_else(|r| panic!("{ts}: {r}"));
         assert_eq!(sub.time_created, ts);
@@ -269,6 +272,29 @@ fn rejects_malformed_timestamps() {
         "2021-03-29T12:06:09+2",
         "2021-03-29T12:06:09.123456 ",
         "",
+        // What chrono's format parser lets through: blanks, one digit for two, signed and
+        // five-digit years.
+        "2021-3-29T12:06:09",
+        "2021-03-9T12:06:09",
+        "2021-03-29T2:06:09",
+        "+2021-03-29T12:06:09",
+        "02021-03-29T12:06:09",
+        "2021-03-29T 12:06:09",
+        "2021-03-29T12: 06:09",
+        " 2021-03-29T12:06:09",
+        // The profile: upper-case T and Z, no leap second, 1-9 fraction digits, a day that exists.
+        "2021-03-29t12:06:09",
+        "2021-03-29T12:06:09z",
+        "2021-03-29t12:06:09z",
+        "2021-03-29T12:06:60",
+        "2021-03-29T12:06:09.",
+        "2021-03-29T12:06:09.1234567890",
+        "2021-02-29T12:06:09",
+        "2021-04-31T12:06:09",
+        "2021-03-29T12:06:09+24:00",
+        "2021-03-29T12:06:09+02:60",
+        "2021-03-29T12:06:09+02:00Z",
+        "2021-03-29T12:06:09Z+02:00",
     ] {
         assert_eq!(
             reason(&with_field("time_created", &format!("\"{bad}\""))),

@@ -246,6 +246,44 @@ fn encoding(c: &mut Catalogue) {
         "not_base64",
         "only blanks around the body are trimmed, not inside it",
     );
+    let body = c.doc().base64();
+    c.invalid(
+        "near miss: URL-safe base64 alphabet",
+        body.replace('+', "-").replace('/', "_") + "-_",
+        "not_base64",
+        "SPEC §2: the standard alphabet",
+    );
+    let mut json = c.doc().json();
+    while json.len() % 3 != 1 {
+        json.push(' ');
+    }
+    // One byte left over: two symbols and `==`; the second carries 4 bits that must be zero.
+    let body = STANDARD.encode(&json);
+    let (head, tail) = body.split_at(body.len() - 3);
+    // That symbol is one of A, Q, g, w; the next one in the alphabet sets its lowest bit.
+    let bumped = char::from(tail.as_bytes()[0] + 1);
+    c.invalid(
+        "near miss: base64 with non-zero bits after the last byte",
+        format!("{head}{bumped}=="),
+        "not_base64",
+        "RFC 4648 §3.5: a decoder may refuse them; the canonical encoding has none",
+    );
+    let body = c.doc().base64();
+    let (head, tail) = body.split_at(40);
+    c.invalid(
+        "near miss: base64 with a blank inside",
+        format!("{head} {tail}"),
+        "not_base64",
+        "only blanks around the body are trimmed",
+    );
+    let body = c.doc().base64();
+    let (head, tail) = body.split_at(40);
+    c.invalid(
+        "near miss: base64 with padding in the middle",
+        format!("{head}=={tail}"),
+        "not_base64",
+        "",
+    );
     c.invalid(
         "raw JSON array body",
         "[1, 2, 3]".into(),
@@ -488,6 +526,23 @@ fn uuids(c: &mut Catalogue) {
         ("hyphens misplaced", "0badc0de0-000-4000-8000-000000000001"),
         ("a leading blank", " 0badc0de-0000-4000-8000-00000000001"),
         ("empty", ""),
+        (
+            "near miss: a blank for a hyphen",
+            "0badc0de-0000-4000-8000 000000000001",
+        ),
+        (
+            "near miss: a trailing newline",
+            "0badc0de-0000-4000-8000-000000000001\\n",
+        ),
+        (
+            "near miss: a plus sign for a digit",
+            "+badc0de-0000-4000-8000-000000000001",
+        ),
+        ("near miss: a full-width digit", "0badc0de-0000-4000-8000-00000000000１"),
+        (
+            "near miss: a group one digit short",
+            "0badc0de-000-40000-8000-000000000001",
+        ),
     ];
     for (name, text) in bad {
         let d = c.doc().set("submission_id", &format!("\"{text}\""));
@@ -522,8 +577,6 @@ fn timestamps(c: &mut Catalogue) {
         ("ISO 8601 basic format", "20210328T154418"),
         ("an offset without a colon", "2021-03-28T15:44:18+0200"),
         ("words", "yesterday"),
-        // RFC 3339 allows a lower-case t only in its own form, which has an offset; the local
-        // form without one is ISO 8601's, which writes T.
         ("a lower-case t and no offset", "2021-03-28t15:44:18"),
     ];
     for (name, text) in malformed {
@@ -533,6 +586,43 @@ fn timestamps(c: &mut Catalogue) {
             d,
             "invalid_timestamp",
             "SPEC §2: RFC 3339 date-time, offset optional",
+        );
+    }
+    // Near misses: what a lenient parser (chrono's format strings skip blanks, take one digit
+    // for two and read signed years of any length) would let through, and the edges of the
+    // profile sensors write.
+    let near_misses = [
+        ("a one-digit month", "2021-3-28T15:44:18"),
+        ("a one-digit day", "2021-03-8T15:44:18"),
+        ("a one-digit hour", "2021-03-28T5:44:18"),
+        ("a one-digit second", "2021-03-28T15:44:8"),
+        ("a year with a plus sign", "+2021-03-28T15:44:18"),
+        ("a five-digit year", "02021-03-28T15:44:18"),
+        ("a blank after T", "2021-03-28T 15:44:18"),
+        ("a blank before the minutes", "2021-03-28T15: 44:18"),
+        ("a leading blank", " 2021-03-28T15:44:18"),
+        ("a trailing blank", "2021-03-28T15:44:18 "),
+        ("a space for T", "2021-03-28 15:44:18"),
+        ("a lower-case z", "2021-03-28T15:44:18z"),
+        ("a lower-case t and z", "2021-03-28t15:44:18z"),
+        ("leap second 60", "2021-03-28T15:44:60"),
+        ("29 February of a common year", "2021-02-29T15:44:18"),
+        ("31 April", "2021-04-31T15:44:18"),
+        ("a dot without fraction digits", "2021-03-28T15:44:18."),
+        ("ten fraction digits", "2021-03-28T15:44:18.1234567890"),
+        ("an offset hour of 24", "2021-03-28T15:44:18+24:00"),
+        ("an offset minute of 60", "2021-03-28T15:44:18+02:60"),
+        ("a one-digit offset hour", "2021-03-28T15:44:18+2:00"),
+        ("Z after an offset", "2021-03-28T15:44:18+02:00Z"),
+        ("a full-width digit", "2021-03-28T15:44:1８"),
+    ];
+    for (name, text) in near_misses {
+        let d = c.doc().set("time_created", &format!("\"{text}\""));
+        c.invalid_doc(
+            &format!("time_created near miss: {name}"),
+            d,
+            "invalid_timestamp",
+            "README: exactly YYYY-MM-DDTHH:MM:SS[.F{1,9}][Z|±HH:MM], upper-case T and Z, seconds 00-59, a real date",
         );
     }
     let d = c.doc().set("time_created", "1616946258");
@@ -564,7 +654,7 @@ fn timestamps(c: &mut Catalogue) {
     for (name, text) in [
         ("with Z", "2021-03-28T15:44:18.592840Z"),
         ("with +14:00", "2021-03-28T15:44:18+14:00"),
-        ("with a lower-case t and z", "2021-03-28t15:44:18z"),
+        ("on 29 February of a leap year", "2020-02-29T15:44:18.123456789-00:00"),
     ] {
         let d = c.doc().set("time_created", &format!("\"{text}\""));
         let mut published = d.published(template_events());
@@ -573,7 +663,7 @@ fn timestamps(c: &mut Catalogue) {
             &format!("time_created {name}"),
             d.base64(),
             published,
-            "SPEC §2: an offset is allowed; RFC 3339 §5.6 allows a lower-case t; passed through unchanged",
+            "SPEC §2: an offset is allowed; passed through unchanged",
         );
     }
 }
@@ -597,6 +687,12 @@ fn ipv4(c: &mut Catalogue) {
         ("a full-width digit", "１.2.3.4"),
         ("a single integer", "3232235522"),
         ("empty", ""),
+        ("near miss: a trailing newline", "192.168.0.2\\n"),
+        ("near miss: a tab inside", "192.168.\\t0.2"),
+        ("near miss: octet 300", "192.168.0.300"),
+        ("near miss: a minus sign", "192.168.0.-2"),
+        ("near miss: a four-digit octet", "192.1680.0.2"),
+        ("near miss: a comma for a dot", "192.168,0.2"),
     ];
     for (name, text) in bad {
         let d = c.doc().connection(&format!("\"{text}\""), "\"23.13.252.39\"", "443");
@@ -622,7 +718,7 @@ fn ipv4(c: &mut Catalogue) {
 }
 
 fn ports(c: &mut Catalogue) {
-    let cases: [(&str, &str, &'static str, &'static str); 15] = [
+    let cases: [(&str, &str, &'static str, &'static str); 19] = [
         ("NaN", "NaN", "not_json", "NaN is not JSON"),
         ("Infinity", "Infinity", "not_json", "Infinity is not JSON"),
         ("-Infinity", "-Infinity", "not_json", "-Infinity is not JSON"),
@@ -663,6 +759,25 @@ fn ports(c: &mut Catalogue) {
         ("\"443\"", "\"443\"", "wrong_type", "SPEC §2: a string is invalid"),
         ("true", "true", "wrong_type", ""),
         ("[443]", "[443]", "wrong_type", ""),
+        ("near miss: +443", "+443", "not_json", "JSON numbers have no plus sign"),
+        (
+            "near miss: 0443",
+            "0443",
+            "not_json",
+            "JSON numbers have no leading zero",
+        ),
+        (
+            "near miss: 4 43",
+            "4 43",
+            "not_json",
+            "a blank splits it into two tokens",
+        ),
+        (
+            "near miss: 65535.",
+            "65535.",
+            "not_json",
+            "a dot needs a digit after it",
+        ),
     ];
     for (name, raw, label, why) in cases {
         let d = c.doc().connection("\"192.168.0.2\"", "\"23.13.252.39\"", raw);
