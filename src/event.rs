@@ -16,6 +16,15 @@ pub const EVENT_ID_NAMESPACE: Uuid = Uuid::from_u128(0x6f1e_2a8c_5d34_4b7e_9a01_
 
 /// The deterministic id of the event at `index` of a submission: UUID v5 over
 /// `"<submission id, lowercase hyphenated>/<index>"`.
+///
+/// The namespace and the name format are a public contract: consumers drop duplicates by id.
+/// The expected value here was computed outside this code (Python's `uuid.uuid5`):
+///
+/// ```
+/// use telemetry_collector::event::event_id;
+/// let submission = uuid::Uuid::parse_str("8BE01974-0F15-4D4F-809F-257A6DE4D3F9").unwrap();
+/// assert_eq!(event_id(submission, 2).to_string(), "09420fda-c249-5a18-ad48-f71bbbb4b18c");
+/// ```
 pub fn event_id(submission_id: Uuid, index: usize) -> Uuid {
     // Built on the stack: this runs once per event.
     let mut digits = [0u8; MAX_USIZE_DIGITS];
@@ -253,6 +262,47 @@ fn events<'a>(submission: &'a Submission, time_processed: &'a str) -> impl Itera
 
 #[cfg(test)]
 mod tests {
+    /// Known answers computed outside this code, with Python's standard library:
+    /// `uuid.uuid5(uuid.UUID("6f1e2a8c-5d34-4b7e-9a01-c3d2e4f5a6b7"), f"{submission_id}/{index}")`.
+    #[test]
+    fn event_ids_match_independently_computed_vectors() {
+        let vectors = [
+            (
+                "8be01974-0f15-4d4f-809f-257a6de4d3f9",
+                0,
+                "1867d8bb-d11c-5915-a51d-e3503c5ed257",
+            ),
+            (
+                "8be01974-0f15-4d4f-809f-257a6de4d3f9",
+                1,
+                "7fe47d33-809e-52e9-ad80-84ff02f31dc1",
+            ),
+            (
+                "8be01974-0f15-4d4f-809f-257a6de4d3f9",
+                2,
+                "09420fda-c249-5a18-ad48-f71bbbb4b18c",
+            ),
+            (
+                "00000000-0000-0000-0000-000000000000",
+                0,
+                "f3279702-6ade-5b91-8c87-11e67d9fa0af",
+            ),
+            (
+                "ffffffff-ffff-4fff-bfff-ffffffffffff",
+                499,
+                "33099e98-09c4-5bca-98b5-3bcae3df74c0",
+            ),
+        ];
+        for (submission, index, expected) in vectors {
+            let submission = Uuid::parse_str(submission).unwrap();
+            assert_eq!(
+                event_id(submission, index).to_string(),
+                expected,
+                "{submission}/{index}"
+            );
+        }
+    }
+
     use super::*;
 
     fn submission() -> Submission {

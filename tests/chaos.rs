@@ -15,6 +15,9 @@
 //! The defaults are the short run of the normal test suite. `script/chaos` runs the long one
 //! with release builds; every parameter can be set from the environment (`CHAOS_*`, below).
 
+// Needs the emulator that script/test starts: built with the `emulator-tests` feature.
+#![cfg(feature = "emulator-tests")]
+
 mod support;
 
 use std::path::PathBuf;

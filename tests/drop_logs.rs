@@ -2,6 +2,9 @@
 //! invalid submissions at `RUST_LOG=info` gives each reason a bounded number of info lines and
 //! one line counting the rest.
 
+// Needs the emulator that script/test starts: built with the `emulator-tests` feature.
+#![cfg(feature = "emulator-tests")]
+
 mod support;
 
 use std::collections::BTreeMap;

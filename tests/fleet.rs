@@ -1,6 +1,9 @@
 //! The simulator, the collector and the stream reader together: what `sensor-fleet` sends is
 //! what `stream-reader verify` finds on the stream, nothing lost, in order, nothing invalid.
 
+// Needs the emulator that script/test starts: built with the `emulator-tests` feature.
+#![cfg(feature = "emulator-tests")]
+
 mod support;
 
 use std::io::Write as _;

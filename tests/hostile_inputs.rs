@@ -3,6 +3,9 @@
 //! the invalid ones is published, each is counted under its reason, the valid ones (hostile or
 //! not) are published exactly as written, and the queue drains.
 
+// Needs the emulator that script/test starts: built with the `emulator-tests` feature.
+#![cfg(feature = "emulator-tests")]
+
 mod support;
 
 #[path = "support/hostile.rs"]

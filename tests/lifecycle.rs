@@ -2,6 +2,9 @@
 //! visibility heartbeat, backpressure, start-up and outages, HTTP endpoints, dead-letter
 //! forwarding and logs. Faults come from the proxy in `support::fault_proxy`.
 
+// Needs the emulator that script/test starts: built with the `emulator-tests` feature.
+#![cfg(feature = "emulator-tests")]
+
 mod support;
 
 use std::collections::HashMap;

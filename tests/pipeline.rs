@@ -1,6 +1,9 @@
 //! The collector end to end against a real SQS + Kinesis emulator: what is on the stream and
 //! what is left in the queue afterwards.
 
+// Needs the emulator that script/test starts: built with the `emulator-tests` feature.
+#![cfg(feature = "emulator-tests")]
+
 mod support;
 
 use std::collections::{HashMap, HashSet};

@@ -2,6 +2,9 @@
 //! stage that dies, a batch that waits, a record the stream refuses, a message that arrives late
 //! in a long poll, a signal during start-up. Against the emulator, through the fault proxy.
 
+// Needs the emulator that script/test starts: built with the `emulator-tests` feature.
+#![cfg(feature = "emulator-tests")]
+
 mod support;
 
 use std::net::SocketAddr;

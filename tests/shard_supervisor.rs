@@ -7,6 +7,9 @@
 //! so the tests drive the target band down (0%-0.1%, i.e. above 1 record/s is "too busy")
 //! instead of changing the limits the utilisation is computed against.
 
+// Needs the emulator that script/test starts: built with the `emulator-tests` feature.
+#![cfg(feature = "emulator-tests")]
+
 mod support;
 
 use std::collections::HashMap;
