@@ -5,11 +5,21 @@
 //! attempt timeout (`AWS_CALL_TIMEOUT_SEC`): without one, a request swallowed by the network (a
 //! NAT or load balancer that lost the connection's state) is never answered and its caller waits
 //! forever. A timed-out attempt is dropped with its connection, so the retry opens a new one.
+//!
+//! Also here: SQS's limits, and the calls more than one stage makes (resolving the queue,
+//! describing the stream).
 
 use std::time::Duration;
 
 use aws_config::SdkConfig;
 use aws_sdk_kinesis::config::timeout::TimeoutConfig;
+use aws_sdk_kinesis::types::{StreamMode, StreamStatus};
+use aws_sdk_sqs::error::DisplayErrorContext;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::QueueRef;
+use crate::metrics::Metrics;
+use crate::retry::{RetryPolicy, retry_until};
 
 /// SQS's limit on entries per batch call (DeleteMessageBatch, ChangeMessageVisibilityBatch).
 pub const SQS_BATCH_ENTRIES: usize = 10;
@@ -67,4 +77,101 @@ fn timeouts(attempt: Duration) -> TimeoutConfig {
         .operation_attempt_timeout(attempt)
         .operation_timeout(attempt)
         .build()
+}
+
+/// Finds the queue URL, retrying with backoff until it exists (or until shutdown).
+pub async fn resolve_queue_url(
+    sqs: &aws_sdk_sqs::Client,
+    queue: &QueueRef,
+    retry: RetryPolicy,
+    shutdown: &CancellationToken,
+) -> Option<String> {
+    let name = match queue {
+        QueueRef::Url(url) => {
+            // Checked all the same, so that a wrong URL or an unreachable endpoint shows at start.
+            let url = url.clone();
+            return retry_until(format!("GetQueueAttributes {url}"), retry, shutdown, || {
+                let (sqs, url) = (sqs.clone(), url.clone());
+                async move {
+                    sqs.get_queue_attributes()
+                        .queue_url(&url)
+                        .send()
+                        .await
+                        .map(|_| url)
+                        .map_err(|e| DisplayErrorContext(e).to_string())
+                }
+            })
+            .await;
+        }
+        QueueRef::Name(name) => name.clone(),
+    };
+    retry_until(format!("GetQueueUrl {name}"), retry, shutdown, || {
+        let (sqs, name) = (sqs.clone(), name.clone());
+        async move {
+            match sqs.get_queue_url().queue_name(name).send().await {
+                Ok(output) => output
+                    .queue_url
+                    .ok_or_else(|| "GetQueueUrl answered without a URL".to_owned()),
+                Err(e) => Err(DisplayErrorContext(e).to_string()),
+            }
+        }
+    })
+    .await
+}
+
+/// What DescribeStreamSummary says of a stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamSummary {
+    pub status: StreamStatus,
+    pub mode: Option<StreamMode>,
+    pub open_shards: u32,
+}
+
+impl StreamSummary {
+    /// True when the stream takes writes.
+    pub fn writable(&self) -> bool {
+        matches!(self.status, StreamStatus::Active | StreamStatus::Updating)
+    }
+}
+
+/// One DescribeStreamSummary call, the one Kinesis call that start-up, the breaker's probe and
+/// the shard supervisor share.
+pub async fn describe_stream(kinesis: &aws_sdk_kinesis::Client, stream: &str) -> Result<StreamSummary, String> {
+    let output = kinesis
+        .describe_stream_summary()
+        .stream_name(stream)
+        .send()
+        .await
+        .map_err(|e| aws_sdk_kinesis::error::DisplayErrorContext(e).to_string())?;
+    let summary = output
+        .stream_description_summary
+        .ok_or_else(|| "DescribeStreamSummary answered without a description".to_owned())?;
+    Ok(StreamSummary {
+        status: summary.stream_status,
+        mode: summary.stream_mode_details.map(|d| d.stream_mode),
+        open_shards: summary.open_shard_count.max(0) as u32,
+    })
+}
+
+/// Asks for the stream until it exists and takes writes, with backoff; `None` if shutdown
+/// comes first. Each answer counts as a Kinesis probe.
+pub async fn wait_for_stream(
+    kinesis: &aws_sdk_kinesis::Client,
+    stream: &str,
+    retry: RetryPolicy,
+    metrics: &Metrics,
+    shutdown: &CancellationToken,
+) -> Option<()> {
+    retry_until(format!("DescribeStreamSummary {stream}"), retry, shutdown, || async {
+        let found = describe_stream(kinesis, stream).await.and_then(|summary| {
+            if summary.writable() {
+                Ok(())
+            } else {
+                Err(format!("stream is {}", summary.status.as_str()))
+            }
+        });
+        Metrics::outcome(&metrics.kinesis_probes, if found.is_ok() { "ok" } else { "failed" }, 1);
+        found
+    })
+    .await
 }

@@ -21,9 +21,9 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
-use crate::breaker::Breaker;
 use crate::liveness::Liveness;
 use crate::metrics::Metrics;
+use crate::pipeline::breaker::Breaker;
 
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 

@@ -5,7 +5,10 @@
 use std::fmt::Display;
 use std::time::Duration;
 
+use std::future::Future;
+
 use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
+use tokio_util::sync::CancellationToken;
 
 /// How retries are paced (`RETRY_INITIAL_BACKOFF_MS`, `RETRY_MAX_BACKOFF_MS`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,6 +77,39 @@ impl RetryEpisode {
     /// Failures since the last success.
     pub fn failures(&self) -> u64 {
         self.failures
+    }
+}
+
+/// Calls `attempt` until it succeeds, with backoff; `None` if shutdown comes first.
+pub async fn retry_until<T, F, Fut>(
+    what: String,
+    retry: RetryPolicy,
+    shutdown: &CancellationToken,
+    mut attempt: F,
+) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, String>>,
+{
+    let mut episode = RetryEpisode::new(what, retry);
+    loop {
+        let result = tokio::select! {
+            result = attempt() => result,
+            _ = shutdown.cancelled() => return None,
+        };
+        match result {
+            Ok(value) => {
+                episode.succeeded();
+                return Some(value);
+            }
+            Err(error) => {
+                let delay = episode.failed(&error);
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = shutdown.cancelled() => return None,
+                }
+            }
+        }
     }
 }
 

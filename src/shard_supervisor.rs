@@ -410,8 +410,6 @@ impl Decider {
 pub enum SupervisorError {
     #[error("DescribeStreamSummary failed: {0}")]
     Describe(String),
-    #[error("DescribeStreamSummary answered without a description")]
-    NoDescription,
 }
 
 #[derive(Debug, Clone)]
@@ -628,24 +626,18 @@ async fn resize(client: &Client, stream: &str, r: &Recommendation, metrics: &Met
 }
 
 async fn describe(client: &Client, stream: &str) -> Result<StreamState, SupervisorError> {
-    let output = client
-        .describe_stream_summary()
-        .stream_name(stream)
-        .send()
+    let summary = crate::aws::describe_stream(client, stream)
         .await
-        .map_err(|e| SupervisorError::Describe(DisplayErrorContext(e).to_string()))?;
-    let summary = output
-        .stream_description_summary
-        .ok_or(SupervisorError::NoDescription)?;
-    let mode = match summary.stream_mode_details.map(|d| d.stream_mode) {
+        .map_err(SupervisorError::Describe)?;
+    let mode = match summary.mode {
         Some(SdkStreamMode::OnDemand) => StreamMode::OnDemand,
         // Endpoints that predate on-demand streams do not say: those are provisioned.
         _ => StreamMode::Provisioned,
     };
     Ok(StreamState {
         mode,
-        updating: summary.stream_status == StreamStatus::Updating,
-        open_shards: summary.open_shard_count.max(0) as u32,
+        updating: summary.status == StreamStatus::Updating,
+        open_shards: summary.open_shards,
     })
 }
 

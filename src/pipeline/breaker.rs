@@ -14,7 +14,6 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
 use aws_sdk_kinesis::Client;
-use aws_sdk_kinesis::error::DisplayErrorContext;
 use tokio::sync::Notify;
 use tokio::time::sleep;
 use tokio_util::sync::CancellationToken;
@@ -155,14 +154,14 @@ pub async fn probe(
                 // Closed meanwhile, or the lanes' own retries are the probe.
                 continue;
             }
-            match client.describe_stream_summary().stream_name(&stream_name).send().await {
+            match crate::aws::describe_stream(&client, &stream_name).await {
                 Ok(_) => {
                     Metrics::outcome(&metrics.kinesis_probes, "ok", 1);
                     breaker.succeeded();
                 }
                 Err(e) => {
                     Metrics::outcome(&metrics.kinesis_probes, "failed", 1);
-                    tracing::debug!(error = %DisplayErrorContext(&e), "breaker probe failed");
+                    tracing::debug!(error = e, "breaker probe failed");
                 }
             }
         }

@@ -1,7 +1,7 @@
 //! Visibility keeper: keeps the messages in flight hidden while their events are published,
 //! and gives back, at shutdown, the messages whose events were never sent.
 //!
-//! Every ledger entry is tracked here by a `Weak` reference. About every quarter of the
+//! Every message in flight is tracked here by a `Weak` reference. About every quarter of the
 //! visibility timeout the keeper looks for messages whose visibility ends within half the
 //! timeout and extends them with ChangeMessageVisibilityBatch, up to
 //! `QUEUE_VISIBILITY_MAX_TOTAL_SEC` from receipt. A slow or failing Kinesis therefore does not
@@ -18,8 +18,8 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio::time::sleep;
 
+use super::message::{InFlightMessage, Receipt};
 use crate::aws::{SQS_BATCH_ENTRIES, SQS_MAX_VISIBILITY_SECS};
-use crate::ledger::{LedgerEntry, Receipt};
 use crate::liveness::Activity;
 use crate::metrics::Metrics;
 use crate::retry::{RetryEpisode, RetryPolicy};
@@ -41,7 +41,7 @@ pub struct VisibilitySettings {
 
 /// One watched message.
 struct Tracked {
-    entry: Weak<LedgerEntry>,
+    entry: Weak<InFlightMessage>,
     /// False after SQS refused to extend it (the receipt is no longer valid): no use asking again.
     extendable: bool,
 }
@@ -50,7 +50,7 @@ struct Tracked {
 pub async fn run(
     client: Client,
     settings: VisibilitySettings,
-    mut track: mpsc::UnboundedReceiver<Weak<LedgerEntry>>,
+    mut track: mpsc::UnboundedReceiver<Weak<InFlightMessage>>,
     mut release: mpsc::UnboundedReceiver<Receipt>,
     metrics: Arc<Metrics>,
     activity: Arc<Activity>,
@@ -119,7 +119,7 @@ async fn extend_due(
     activity: &Activity,
 ) {
     let now = Instant::now();
-    let mut due: Vec<(usize, Arc<LedgerEntry>, Duration)> = Vec::new();
+    let mut due: Vec<(usize, Arc<InFlightMessage>, Duration)> = Vec::new();
     for (i, tracked) in watched.iter().enumerate() {
         if !tracked.extendable {
             continue;
@@ -130,8 +130,8 @@ async fn extend_due(
         }
         let extension = extension_for(
             now,
-            entry.received_at,
-            entry.visible_until(),
+            entry.lease.started,
+            entry.lease.ends(),
             settings.timeout,
             settings.max_total,
         );
@@ -171,7 +171,7 @@ async fn extend_due(
                 for ((i, entry, extension), result) in chunk.iter().zip(results) {
                     match result {
                         Ok(()) => {
-                            entry.extended(requested_at, *extension);
+                            entry.lease.extended(requested_at, *extension);
                             Metrics::outcome(&metrics.visibility_extensions, "ok", 1);
                         }
                         // SQS's own trouble: asked again at the next tick.

@@ -1,6 +1,6 @@
 //! SQS source: long-polls the submissions queue, decodes each message and routes its events.
 //!
-//! Every message of a receive batch gets its ledger entry, and is watched by the visibility
+//! Every message of a receive batch becomes an in-flight message, watched by the visibility
 //! keeper, as soon as the batch arrives: later messages of a batch may wait a long time for
 //! their turn (byte cap, full lane), and must stay hidden meanwhile. Then each is routed in
 //! order: invalid or event-less submissions go straight to the deleter; a valid one's records
@@ -20,13 +20,13 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::time::sleep;
 use tokio_util::sync::CancellationToken;
 
+use super::breaker::Breaker;
+use super::dead_letter::DeadLetterQueue;
+use super::deleter::DeleteQueue;
+use super::message::{InFlightMessage, NewMessage, Receipt};
+use super::sink::{OutboundRecord, lane_for};
 use crate::aws::Clients;
-use crate::breaker::Breaker;
-use crate::dead_letter::DeadLetterQueue;
-use crate::deleter::DeleteQueue;
 use crate::event::{self, PartitionKey};
-use crate::kinesis_sink::{OutboundRecord, lane_for};
-use crate::ledger::{LedgerEntry, NewEntry, Receipt};
 use crate::liveness::Activity;
 use crate::metrics::Metrics;
 use crate::retry::{RetryEpisode, RetryPolicy};
@@ -65,7 +65,7 @@ pub struct Outputs {
     pub lanes: Vec<mpsc::Sender<OutboundRecord>>,
     pub deleter: DeleteQueue,
     /// The visibility keeper watches every message in flight.
-    pub keeper: mpsc::UnboundedSender<std::sync::Weak<LedgerEntry>>,
+    pub keeper: mpsc::UnboundedSender<std::sync::Weak<InFlightMessage>>,
     /// Receipts of messages to give back to the queue untouched (shutdown).
     pub give_back: mpsc::UnboundedSender<Receipt>,
     pub dead_letter: Option<DeadLetterQueue>,
@@ -195,9 +195,9 @@ pub async fn run(
     }
 }
 
-/// A received message with its ledger entry, decoded and ready to route.
+/// A received message, in flight, decoded and ready to route.
 struct Prepared {
-    entry: Arc<LedgerEntry>,
+    entry: Arc<InFlightMessage>,
     body: String,
     route: Route,
 }
@@ -260,8 +260,8 @@ fn prepare(
     // of the byte cap like the records.
     let kept_body = (outputs.dead_letter.is_some() && event_count > 0).then(|| body.clone());
     record_bytes += kept_body.as_ref().map_or(0, String::len);
-    let entry = LedgerEntry::new(
-        NewEntry {
+    let entry = InFlightMessage::new(
+        NewMessage {
             receipt,
             event_count,
             record_bytes,

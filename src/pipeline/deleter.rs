@@ -6,7 +6,7 @@
 //! to `QUEUE_DELETE_CONCURRENCY` calls are in flight at once, so deleting keeps up at any
 //! round-trip time: one call at a time deletes at most 10 messages per round trip.
 //!
-//! A message keeps its ledger entry, and so its in-flight slot and its visibility extensions,
+//! A message stays in flight, and so keeps its slot of the cap and its visibility extensions,
 //! until its delete is answered: the channel here never holds more messages than the cap.
 //!
 //! A failed delete loses nothing: the message becomes visible again and is processed again, and
@@ -27,7 +27,7 @@ use tokio::time::{sleep, sleep_until};
 
 use prometheus_client::metrics::gauge::Gauge;
 
-use crate::ledger::LedgerEntry;
+use super::message::InFlightMessage;
 use crate::liveness::Activity;
 use crate::metrics::Metrics;
 use crate::retry::{RetryEpisode, RetryPolicy};
@@ -44,12 +44,12 @@ pub struct DeleterSettings {
 /// A finished message on its way to being deleted; counted in the deleter's backlog gauge
 /// until its delete is answered or given up.
 pub struct Finished {
-    entry: Arc<LedgerEntry>,
+    entry: Arc<InFlightMessage>,
     backlog: Gauge,
 }
 
 impl Finished {
-    fn new(entry: Arc<LedgerEntry>, backlog: &Gauge) -> Finished {
+    fn new(entry: Arc<InFlightMessage>, backlog: &Gauge) -> Finished {
         backlog.inc();
         Finished {
             entry,
@@ -65,8 +65,8 @@ impl Drop for Finished {
 }
 
 impl std::ops::Deref for Finished {
-    type Target = LedgerEntry;
-    fn deref(&self) -> &LedgerEntry {
+    type Target = InFlightMessage;
+    fn deref(&self) -> &InFlightMessage {
         &self.entry
     }
 }
@@ -92,7 +92,7 @@ impl DeleteQueue {
 
     /// Hands a finished message over without waiting. Should the channel be full after all, a
     /// task waits for room instead of the caller (a sink lane in the middle of a call's results).
-    pub fn push(&self, entry: Arc<LedgerEntry>) {
+    pub fn push(&self, entry: Arc<InFlightMessage>) {
         match self.tx.try_send(Finished::new(entry, &self.backlog)) {
             Ok(()) => {}
             Err(TrySendError::Full(entry)) => {
@@ -107,7 +107,7 @@ impl DeleteQueue {
     }
 
     /// Hands a finished message over, waiting for room.
-    pub async fn send(&self, entry: Arc<LedgerEntry>) {
+    pub async fn send(&self, entry: Arc<InFlightMessage>) {
         let _ = self.tx.send(Finished::new(entry, &self.backlog)).await;
     }
 }
@@ -232,7 +232,7 @@ async fn delete_batch(
         // Worth retrying only while a receipt can still be valid: after that SQS has made the
         // message visible again, and whoever receives it next deletes it.
         let retry_at = Instant::now() + delay;
-        batch.retain(|entry| !entry.receipt_lapsed(retry_at));
+        batch.retain(|entry| !entry.lease.ended(retry_at));
         if batch.is_empty() {
             tracing::warn!(
                 attempts = attempt,

@@ -8,7 +8,7 @@
 //! the records after it in the same call may still succeed. When event *k* of a submission
 //! fails, events *k..n* of that submission in the call are put back at the head of the buffer,
 //! in order, and sent again, so the shard always holds `0..n` as an in-order subsequence. Only
-//! records with a successful result are confirmed to the ledger.
+//! records with a successful result are confirmed to their message's event counter.
 //!
 //! Failures are classified. Throttling, 5xx, timeouts and network errors are retried with
 //! backoff. A record the stream refuses for good (too large for it, invalid) drops its
@@ -33,10 +33,10 @@ use tokio::sync::mpsc;
 use tokio::time::sleep_until;
 use tokio_util::sync::CancellationToken;
 
-use crate::breaker::Breaker;
-use crate::dead_letter::DeadLetterQueue;
-use crate::deleter::DeleteQueue;
-use crate::ledger::{GiveUp, LedgerEntry, Receipt};
+use super::breaker::Breaker;
+use super::dead_letter::DeadLetterQueue;
+use super::deleter::DeleteQueue;
+use super::message::{GiveUp, InFlightMessage, Receipt};
 use crate::liveness::Activity;
 use crate::metrics::Metrics;
 use crate::retry::{RetryEpisode, RetryPolicy};
@@ -45,7 +45,7 @@ use crate::retry::{RetryEpisode, RetryPolicy};
 pub struct OutboundRecord {
     pub data: Vec<u8>,
     pub partition_key: String,
-    pub message: Arc<LedgerEntry>,
+    pub message: Arc<InFlightMessage>,
     pub enqueued_at: Instant,
 }
 
@@ -228,7 +228,7 @@ impl Lane {
     /// Drops a record of a message that goes back to the queue untouched; the first record of
     /// the message sends its receipt to the keeper.
     fn give_back(&self, record: OutboundRecord) {
-        if record.message.give_up(GiveUp::Released) {
+        if record.message.give_up(GiveUp::GivenBack) {
             tracing::debug!(
                 message_id = record.message.message_id(),
                 "giving the message back to the queue"
@@ -265,7 +265,7 @@ impl Lane {
         let mut batch = Vec::new();
         let mut bytes = 0;
         while let Some(front) = self.buffer.front() {
-            if front.message.is_given_up() || front.message.receipt_expired(now) {
+            if front.message.is_given_up() || front.message.lease.expiring(now) {
                 // Refused and released messages are already accounted for; only an expiry is news.
                 if let Some(record) = self.pop() {
                     self.abandon(record);
@@ -451,7 +451,7 @@ impl Lane {
 
     /// Drops a submission one of whose records the stream refuses for good: logged, counted,
     /// dead-lettered when that is on, and its message deleted.
-    async fn refuse(&self, message: &Arc<LedgerEntry>, reason: &str) {
+    async fn refuse(&self, message: &Arc<InFlightMessage>, reason: &str) {
         if !message.give_up(GiveUp::Refused) {
             return;
         }
@@ -566,7 +566,7 @@ fn refusal_label(reason: &str) -> &'static str {
 /// event of a message fails, every later event of that message in the call is sent again too.
 fn settle(batch: Vec<OutboundRecord>, results: &[PutRecordsResultEntry]) -> Settled {
     let mut settled = Settled::default();
-    let mut failed_messages: HashSet<*const LedgerEntry> = HashSet::new();
+    let mut failed_messages: HashSet<*const InFlightMessage> = HashSet::new();
     for (record, result) in batch.into_iter().zip(results) {
         let message = Arc::as_ptr(&record.message);
         if failed_messages.contains(&message) {
@@ -594,17 +594,17 @@ fn code_of(result: &PutRecordsResultEntry) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ledger::NewEntry;
+    use crate::pipeline::message::NewMessage;
     use tokio::sync::Semaphore;
 
-    fn message(id: &str, events: usize) -> Arc<LedgerEntry> {
+    fn message(id: &str, events: usize) -> Arc<InFlightMessage> {
         let permit = Arc::new(Semaphore::new(1)).try_acquire_owned().unwrap();
         let receipt = Receipt {
             message_id: id.into(),
             handle: format!("handle-{id}"),
         };
-        LedgerEntry::new(
-            NewEntry {
+        InFlightMessage::new(
+            NewMessage {
                 receipt,
                 event_count: events,
                 record_bytes: 0,
@@ -618,7 +618,7 @@ mod tests {
         )
     }
 
-    fn record(message: &Arc<LedgerEntry>, index: usize) -> OutboundRecord {
+    fn record(message: &Arc<InFlightMessage>, index: usize) -> OutboundRecord {
         OutboundRecord {
             data: format!("{}:{index}", message.message_id()).into_bytes(),
             partition_key: message.message_id().to_owned(),

@@ -1,0 +1,370 @@
+//! A message in flight: received, and not yet deleted or given up. It is made of four parts:
+//!
+//! - its [`Receipt`], what deleting or extending it takes;
+//! - an [`EventCounter`] of its events not yet confirmed published. The message goes to the
+//!   deleter only when it reaches zero, i.e. every one of its events has a successful
+//!   PutRecords result. That single rule is the no-loss guarantee: whatever fails, crashes or is
+//!   given up before zero leaves the message in the queue, and SQS delivers it again when its
+//!   visibility timeout ends;
+//! - its [`VisibilityLease`]: until when SQS keeps it hidden, as far as the collector knows;
+//! - its [`Capacity`]: its slot of the in-flight message cap and its share of the byte cap.
+//!
+//! Every message of a receive batch is made as soon as the batch arrives. Each outbound record
+//! holds an `Arc` of its message, and so does the deleter until the delete is answered; when the
+//! last one is dropped the message goes too, and with it its slot (backpressure on receiving).
+//! The visibility keeper holds only a `Weak`, so it keeps a message hidden until its delete is
+//! answered and then stops by itself.
+
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::OwnedSemaphorePermit;
+
+use crate::metrics::Metrics;
+
+/// What the deleter needs to delete one message. The handle is a credential for the message:
+/// it is never logged.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Receipt {
+    pub message_id: String,
+    pub handle: String,
+}
+
+impl Receipt {
+    /// `text` with the receipt handle blanked out: AWS error messages can quote it.
+    pub fn redact(&self, text: &str) -> String {
+        if self.handle.is_empty() {
+            text.to_owned()
+        } else {
+            text.replace(&self.handle, "<receipt handle>")
+        }
+    }
+}
+
+impl std::fmt::Debug for Receipt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Receipt")
+            .field("message_id", &self.message_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a message stopped being worked on before all its events were published.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GiveUp {
+    /// Its receipt expired: SQS may already have delivered it again. Logged and counted as
+    /// abandoned.
+    Expired = 1,
+    /// Given back to the queue at shutdown before any of its events was sent.
+    GivenBack = 2,
+    /// The stream refused one of its records for good (too large, invalid): the rest of the
+    /// submission is dropped and the message deleted.
+    Refused = 3,
+}
+
+/// The events of a message not yet confirmed published.
+pub struct EventCounter(AtomicUsize);
+
+impl EventCounter {
+    /// Counts one confirmation; true for the last one.
+    fn confirm_one(&self) -> bool {
+        let before = self.0.fetch_sub(1, Ordering::AcqRel);
+        debug_assert!(before > 0, "more confirmations than events");
+        before == 1
+    }
+
+    fn outstanding(&self) -> usize {
+        self.0.load(Ordering::Acquire)
+    }
+}
+
+/// How long SQS keeps a message hidden, as far as the collector knows: from when its visibility
+/// timeout started, for a span the visibility keeper moves forward with each extension.
+pub struct VisibilityLease {
+    /// When the visibility timeout started (see `source::ReceiveTiming`).
+    pub started: Instant,
+    /// The lease runs until `started` + this, in milliseconds.
+    length_ms: AtomicU64,
+    /// Kept free at the end of the lease for the delete call.
+    delete_margin: Duration,
+}
+
+impl VisibilityLease {
+    pub fn new(started: Instant, timeout: Duration, delete_margin: Duration) -> VisibilityLease {
+        VisibilityLease {
+            started,
+            length_ms: AtomicU64::new(timeout.as_millis() as u64),
+            delete_margin,
+        }
+    }
+
+    /// When the visibility ends.
+    pub fn ends(&self) -> Instant {
+        self.started + Duration::from_millis(self.length_ms.load(Ordering::Acquire))
+    }
+
+    /// Records an extension by `timeout` requested at `requested_at`; never shortens it.
+    pub fn extended(&self, requested_at: Instant, timeout: Duration) {
+        let until = requested_at.saturating_duration_since(self.started) + timeout;
+        self.length_ms.fetch_max(until.as_millis() as u64, Ordering::AcqRel);
+    }
+
+    /// True once too little is left to publish and still delete in time: by then SQS may
+    /// deliver the message again, so publishing the rest would only make duplicates.
+    pub fn expiring(&self, now: Instant) -> bool {
+        now + self.delete_margin >= self.ends()
+    }
+
+    /// True once the visibility has ended by `at`: the receipt is no use any more.
+    pub fn ended(&self, at: Instant) -> bool {
+        at >= self.ends()
+    }
+}
+
+/// A message's share of the in-flight caps: its slot of `MAX_IN_FLIGHT_MESSAGES` until it is
+/// gone, and its record bytes of `MAX_IN_FLIGHT_BYTES` until its events are published.
+pub struct Capacity {
+    _slot: OwnedSemaphorePermit,
+    bytes: Mutex<Option<OwnedSemaphorePermit>>,
+    record_bytes: usize,
+    metrics: Arc<Metrics>,
+}
+
+impl Capacity {
+    fn hold_bytes(&self, permit: OwnedSemaphorePermit) {
+        if let Ok(mut slot) = self.bytes.lock() {
+            if slot.is_none() {
+                self.metrics.bytes_in_flight.inc_by(self.record_bytes as i64);
+            }
+            *slot = Some(permit);
+        }
+    }
+
+    fn release_bytes(&self) {
+        if let Ok(mut slot) = self.bytes.lock()
+            && slot.take().is_some()
+        {
+            self.metrics.bytes_in_flight.dec_by(self.record_bytes as i64);
+        }
+    }
+}
+
+/// One message in flight; see the module documentation.
+pub struct InFlightMessage {
+    receipt: Receipt,
+    events: EventCounter,
+    pub lease: VisibilityLease,
+    capacity: Capacity,
+    /// Set once any of its events is in a PutRecords call: from then on the message must be
+    /// finished, not given back.
+    started: AtomicBool,
+    given_up: AtomicU8,
+    /// The raw body, kept only when dead-lettering is on, for a submission the stream refuses.
+    body: Option<String>,
+}
+
+/// What a new message is made of.
+pub struct NewMessage {
+    pub receipt: Receipt,
+    pub event_count: usize,
+    pub record_bytes: usize,
+    /// When its visibility timeout started.
+    pub received_at: Instant,
+    pub visibility_timeout: Duration,
+    pub delete_margin: Duration,
+    pub permit: OwnedSemaphorePermit,
+    pub body: Option<String>,
+}
+
+impl InFlightMessage {
+    pub fn new(new: NewMessage, metrics: Arc<Metrics>) -> Arc<InFlightMessage> {
+        metrics.messages_in_flight.inc();
+        Arc::new(InFlightMessage {
+            receipt: new.receipt,
+            events: EventCounter(AtomicUsize::new(new.event_count)),
+            lease: VisibilityLease::new(new.received_at, new.visibility_timeout, new.delete_margin),
+            capacity: Capacity {
+                _slot: new.permit,
+                bytes: Mutex::new(None),
+                record_bytes: new.record_bytes,
+                metrics,
+            },
+            started: AtomicBool::new(false),
+            given_up: AtomicU8::new(0),
+            body: new.body,
+        })
+    }
+
+    pub fn message_id(&self) -> &str {
+        &self.receipt.message_id
+    }
+
+    pub fn receipt(&self) -> &Receipt {
+        &self.receipt
+    }
+
+    /// The bytes it holds of the byte cap: its records, and its body when kept.
+    pub fn record_bytes(&self) -> usize {
+        self.capacity.record_bytes
+    }
+
+    /// The raw body, when dead-lettering is on.
+    pub fn body(&self) -> Option<&str> {
+        self.body.as_deref()
+    }
+
+    /// Holds the message's share of the in-flight byte cap until its events are published.
+    pub fn hold_bytes(&self, permit: OwnedSemaphorePermit) {
+        self.capacity.hold_bytes(permit);
+    }
+
+    /// Confirms one event published; true for the last one, when the message is finished and
+    /// goes to the deleter. Its records have left memory then, so its bytes are released.
+    #[must_use = "a finished message must go to the deleter"]
+    pub fn confirm_one(&self) -> bool {
+        self.capacity
+            .metrics
+            .event_latency
+            .observe(self.lease.started.elapsed().as_secs_f64());
+        let last = self.events.confirm_one();
+        if last {
+            self.capacity.release_bytes();
+        }
+        last
+    }
+
+    /// Events not yet confirmed.
+    pub fn outstanding(&self) -> usize {
+        self.events.outstanding()
+    }
+
+    pub fn mark_started(&self) {
+        self.started.store(true, Ordering::Release);
+    }
+
+    pub fn started(&self) -> bool {
+        self.started.load(Ordering::Acquire)
+    }
+
+    /// Marks the message as given up; true only for the first caller, so it is logged once.
+    /// Its records are dropped, so its bytes are released.
+    pub fn give_up(&self, why: GiveUp) -> bool {
+        let first = self
+            .given_up
+            .compare_exchange(0, why as u8, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok();
+        if first {
+            self.capacity.release_bytes();
+        }
+        first
+    }
+
+    /// True once the message has been given up for any reason: its records are dropped.
+    pub fn is_given_up(&self) -> bool {
+        self.given_up.load(Ordering::Acquire) != 0
+    }
+}
+
+impl Drop for InFlightMessage {
+    fn drop(&mut self) {
+        self.capacity.metrics.messages_in_flight.dec();
+        self.capacity.release_bytes();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::sync::Semaphore;
+
+    fn entry(events: usize, permits: &Arc<Semaphore>) -> Arc<InFlightMessage> {
+        let permit = permits.clone().try_acquire_owned().unwrap();
+        let receipt = Receipt {
+            message_id: "m1".into(),
+            handle: "h1-secret".into(),
+        };
+        InFlightMessage::new(
+            NewMessage {
+                receipt,
+                event_count: events,
+                record_bytes: 100,
+                received_at: Instant::now(),
+                visibility_timeout: Duration::from_secs(10),
+                delete_margin: Duration::from_secs(1),
+                permit,
+                body: None,
+            },
+            Arc::new(Metrics::new()),
+        )
+    }
+
+    #[test]
+    fn only_the_last_confirmation_finishes_the_message_and_it_frees_the_bytes_not_the_slot() {
+        let permits = Arc::new(Semaphore::new(1));
+        let bytes = Arc::new(Semaphore::new(100));
+        let e = entry(3, &permits);
+        e.hold_bytes(bytes.clone().try_acquire_many_owned(100).unwrap());
+        assert!(!e.confirm_one());
+        assert!(!e.confirm_one());
+        assert_eq!(e.outstanding(), 1);
+        assert_eq!(bytes.available_permits(), 0);
+        assert!(e.confirm_one());
+        // Its records are gone, but the message counts against the cap until it is deleted.
+        assert_eq!(bytes.available_permits(), 100);
+        assert_eq!(e.capacity.metrics.bytes_in_flight.get(), 0);
+        assert_eq!(permits.available_permits(), 0);
+        drop(e);
+        assert_eq!(permits.available_permits(), 1);
+    }
+
+    #[test]
+    fn dropping_an_unfinished_entry_releases_capacity() {
+        let permits = Arc::new(Semaphore::new(1));
+        let bytes = Arc::new(Semaphore::new(100));
+        let e = entry(2, &permits);
+        e.hold_bytes(bytes.clone().try_acquire_many_owned(100).unwrap());
+        assert_eq!(e.capacity.metrics.bytes_in_flight.get(), 100);
+        assert_eq!(permits.available_permits(), 0);
+        assert_eq!(bytes.available_permits(), 0);
+        assert!(!e.confirm_one());
+        let metrics = e.capacity.metrics.clone();
+        drop(e);
+        assert_eq!(permits.available_permits(), 1);
+        assert_eq!(bytes.available_permits(), 100);
+        assert_eq!(metrics.bytes_in_flight.get(), 0);
+        assert_eq!(metrics.messages_in_flight.get(), 0);
+    }
+
+    #[test]
+    fn give_up_reports_only_once_and_receipts_do_not_leak_into_debug() {
+        let e = entry(1, &Arc::new(Semaphore::new(1)));
+        assert!(!e.is_given_up());
+        assert!(e.give_up(GiveUp::Expired));
+        assert!(!e.give_up(GiveUp::GivenBack));
+        assert!(e.is_given_up());
+        assert!(!format!("{:?}", e.receipt).contains("h1-secret"));
+        assert_eq!(
+            e.receipt.redact("handle h1-secret is invalid"),
+            "handle <receipt handle> is invalid"
+        );
+    }
+
+    #[test]
+    fn extensions_move_the_receipt_deadline_forward_only() {
+        let e = entry(1, &Arc::new(Semaphore::new(1)));
+        let lease = &e.lease;
+        let start = lease.started;
+        // Visible for 10 s, of which the last second is kept for the delete.
+        assert!(!lease.expiring(start + Duration::from_secs(8)));
+        assert!(lease.expiring(start + Duration::from_secs(9)));
+        assert!(!lease.ended(start + Duration::from_secs(9)));
+        assert!(lease.ended(start + Duration::from_secs(10)));
+        lease.extended(start + Duration::from_secs(5), Duration::from_secs(10));
+        assert_eq!(lease.ends(), start + Duration::from_secs(15));
+        assert!(!lease.expiring(start + Duration::from_secs(13)));
+        // An older, shorter extension answered late does not shorten it.
+        lease.extended(start + Duration::from_secs(1), Duration::from_secs(10));
+        assert_eq!(lease.ends(), start + Duration::from_secs(15));
+    }
+}
