@@ -138,14 +138,15 @@ async fn a_black_holed_kinesis_path_wedges_nothing_and_loses_nothing_once_it_hea
 
     wait_for_queue_empty(&env, Duration::from_secs(120)).await;
     wait_for_events(&env, &expected, Duration::from_secs(30)).await;
-    // The keeper's SQS path was healthy: no message came back, so each was received once and
-    // every event is on the stream exactly once, in order.
+    // The keeper's SQS path was healthy: no message came back, so each was received once. A
+    // PutRecords call upstream when the hole began may have been written without its answer
+    // arriving: its records are sent again, so duplicates are allowed, gaps and disorder not.
     assert_eq!(
         collector.counter("collector_messages_received_total").await,
         expected.len() as u64
     );
     assert_eq!(collector.counter("collector_messages_abandoned_total").await, 0);
-    verify(&env.read_stream().await, &expected, true);
+    verify(&env.read_stream().await, &expected, false);
     let status = collector.stop().await;
     assert!(status.success(), "exit status {status}");
 }
@@ -182,6 +183,11 @@ async fn a_black_holed_sqs_path_is_survived_and_receiving_resumes_within_the_sta
     let received_before_healing = collector.counter("collector_messages_received_total").await;
     proxy.faults.set_sqs_black_hole(false);
     let healed_at = Instant::now();
+    // Receives that were in flight when the hole began may have taken messages whose answers
+    // were swallowed: those come back after their visibility timeout. These are there at once.
+    let (after, more) = small_submissions(32_200, 10);
+    expected.extend(more);
+    env.send(&after).await;
 
     // The bound: a receive that was swallowed times out after the long poll plus the call
     // timeout (1 + 1 s), then waits at most the longest backoff (0.5 s) before a new attempt on a

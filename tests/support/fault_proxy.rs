@@ -13,9 +13,10 @@
 //!
 //! Black holes (`set_sqs_black_hole`, `set_kinesis_black_hole`): what a NAT or load balancer
 //! that lost a connection's state does. Every request of that path, on open connections and on
-//! new ones, is read and never answered; a connection that swallowed a request, or that was
-//! open when the black hole began and then carries a request of that path, stays dead after the
-//! network heals. Only a new connection gets through again.
+//! new ones, is read and never answered, and so is the answer to a request that was upstream
+//! when the hole began (the call may have taken effect); a connection that swallowed a request,
+//! or that was open when the black hole began and then carries a request of that path, stays
+//! dead after the network heals. Only a new connection gets through again.
 //!
 //! One upstream serves both services, or (`start_split`) Kinesis calls go to an upstream of
 //! their own, told apart by their `X-Amz-Target`: one emulator is fast at SQS, another at
@@ -327,14 +328,7 @@ async fn handle(
     let sqs = target.starts_with(SQS_TARGET_PREFIX);
     let upstream = if kinesis { upstreams.kinesis } else { upstreams.sqs };
     if faults.swallows(&connection, kinesis, sqs) {
-        // Read, and never answered: the client learns of it only by timing out.
-        connection.dead.store(true, Ordering::SeqCst);
-        if kinesis {
-            faults.kinesis_calls_swallowed.fetch_add(1, Ordering::Relaxed);
-        } else {
-            faults.sqs_calls_swallowed.fetch_add(1, Ordering::Relaxed);
-        }
-        return std::future::pending().await;
+        return swallow(&faults, &connection, kinesis).await;
     }
     if faults.offline.load(Ordering::SeqCst)
         || (kinesis && faults.kinesis_down.load(Ordering::SeqCst))
@@ -406,12 +400,30 @@ async fn handle(
         RECEIVE_MESSAGE_TARGET => note_receipt_handles(parts, body, upstream, &faults).await,
         _ => forward(parts, body, upstream).await,
     };
+    // A black hole that began while the request was upstream swallows its answer too: the
+    // call may have taken effect (records written, messages received) without the client
+    // ever learning of it, as on a real network.
+    if faults.swallows(&connection, kinesis, sqs) {
+        return swallow(&faults, &connection, kinesis).await;
+    }
     Ok(response.unwrap_or_else(|e| {
         Response::builder()
             .status(StatusCode::BAD_GATEWAY)
             .body(Full::new(Bytes::from(e)))
             .unwrap()
     }))
+}
+
+/// Read, and never answered: the client learns of it only by timing out. The connection is
+/// dead for good.
+async fn swallow(faults: &Faults, connection: &Connection, kinesis: bool) -> Result<Response<Full<Bytes>>, ConnectionCut> {
+    connection.dead.store(true, Ordering::SeqCst);
+    if kinesis {
+        faults.kinesis_calls_swallowed.fetch_add(1, Ordering::Relaxed);
+    } else {
+        faults.sqs_calls_swallowed.fetch_add(1, Ordering::Relaxed);
+    }
+    std::future::pending().await
 }
 
 /// What SQS counts against its message size limit in a SendMessage request (JSON protocol):
