@@ -62,54 +62,44 @@ pub enum Rejection {
     RecordTooLarge { index: usize, bytes: usize, limit: usize },
 }
 
-impl Rejection {
-    /// Every label [`Rejection::label`] can return, for metrics and documentation.
-    pub const LABELS: [&'static str; 19] = [
-        "not_base64",
-        "not_utf8",
-        "not_json",
-        "duplicate_key",
-        "not_an_object",
-        "missing_field",
-        "null_field",
-        "wrong_type",
-        "invalid_uuid",
-        "invalid_timestamp",
-        "timestamp_too_old",
-        "timestamp_in_future",
-        "unknown_event_type",
-        "item_not_object",
-        "invalid_ipv4",
-        "port_negative",
-        "port_not_integer",
-        "port_out_of_range",
-        "record_too_large",
-    ];
+/// Declares each rejection's metric label once: [`Rejection::label`] and
+/// [`Rejection::LABELS`] both come from this one list.
+macro_rules! labels {
+    ($($variant:ident => $label:literal,)*) => {
+        impl Rejection {
+            /// Every label [`Rejection::label`] can return, for metrics and documentation.
+            pub const LABELS: [&'static str; [$($label),*].len()] = [$($label),*];
 
-    /// A short, fixed label: the metric label for drops by reason (bounded cardinality).
-    pub fn label(&self) -> &'static str {
-        match self {
-            Rejection::NotBase64(_) => "not_base64",
-            Rejection::NotUtf8 => "not_utf8",
-            Rejection::NotJson(_) => "not_json",
-            Rejection::DuplicateKey(_) => "duplicate_key",
-            Rejection::NotAnObject => "not_an_object",
-            Rejection::MissingField(_) => "missing_field",
-            Rejection::NullField(_) => "null_field",
-            Rejection::WrongType { .. } => "wrong_type",
-            Rejection::InvalidUuid(_) => "invalid_uuid",
-            Rejection::InvalidTimestamp => "invalid_timestamp",
-            Rejection::TimestampTooOld(_) => "timestamp_too_old",
-            Rejection::TimestampInFuture(_) => "timestamp_in_future",
-            Rejection::UnknownEventType(_) => "unknown_event_type",
-            Rejection::ItemNotObject(_) => "item_not_object",
-            Rejection::InvalidIpv4(_) => "invalid_ipv4",
-            Rejection::PortNegative(_) => "port_negative",
-            Rejection::PortNotInteger(_) => "port_not_integer",
-            Rejection::PortOutOfRange(_) => "port_out_of_range",
-            Rejection::RecordTooLarge { .. } => "record_too_large",
+            /// A short, fixed label: the metric label for drops by reason (bounded cardinality).
+            pub fn label(&self) -> &'static str {
+                match self {
+                    $(Rejection::$variant { .. } => $label,)*
+                }
+            }
         }
-    }
+    };
+}
+
+labels! {
+    NotBase64 => "not_base64",
+    NotUtf8 => "not_utf8",
+    NotJson => "not_json",
+    DuplicateKey => "duplicate_key",
+    NotAnObject => "not_an_object",
+    MissingField => "missing_field",
+    NullField => "null_field",
+    WrongType => "wrong_type",
+    InvalidUuid => "invalid_uuid",
+    InvalidTimestamp => "invalid_timestamp",
+    TimestampTooOld => "timestamp_too_old",
+    TimestampInFuture => "timestamp_in_future",
+    UnknownEventType => "unknown_event_type",
+    ItemNotObject => "item_not_object",
+    InvalidIpv4 => "invalid_ipv4",
+    PortNegative => "port_negative",
+    PortNotInteger => "port_not_integer",
+    PortOutOfRange => "port_out_of_range",
+    RecordTooLarge => "record_too_large",
 }
 
 /// The plausibility window for `time_created`.
