@@ -113,6 +113,34 @@ where
     }
 }
 
+/// Calls `attempt` up to `attempts` times, with backoff between, within one retry episode;
+/// the last error if none succeeds. For calls whose failure loses nothing (the message comes
+/// back), so that giving up after a few tries is safe.
+pub async fn with_attempts<T, E, F, Fut>(episode: &mut RetryEpisode, attempts: u32, mut attempt: F) -> Result<T, E>
+where
+    E: Display,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+{
+    let mut tried = 0;
+    loop {
+        tried += 1;
+        match attempt().await {
+            Ok(value) => {
+                episode.succeeded();
+                return Ok(value);
+            }
+            Err(error) => {
+                let delay = episode.failed(&error);
+                if tried >= attempts {
+                    return Err(error);
+                }
+                tokio::time::sleep(delay).await;
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -133,5 +161,38 @@ mod tests {
         episode.succeeded();
         assert_eq!(episode.failures(), 0);
         assert!(episode.failed(&"again") <= Duration::from_millis(200));
+    }
+
+    #[tokio::test]
+    async fn with_attempts_stops_at_the_first_success_or_after_the_last_attempt() {
+        let policy = RetryPolicy {
+            initial: Duration::from_millis(1),
+            max: Duration::from_millis(2),
+        };
+        let mut episode = RetryEpisode::new("test", policy);
+        let mut calls = 0;
+        let result: Result<u32, String> = with_attempts(&mut episode, 3, || {
+            calls += 1;
+            let call = calls;
+            async move {
+                if call == 2 {
+                    Ok(call)
+                } else {
+                    Err(format!("failure {call}"))
+                }
+            }
+        })
+        .await;
+        assert_eq!(result, Ok(2));
+        assert_eq!(episode.failures(), 0, "a success ends the episode");
+        let mut calls = 0;
+        let result: Result<u32, String> = with_attempts(&mut episode, 3, || {
+            calls += 1;
+            let call = calls;
+            async move { Err(format!("failure {call}")) }
+        })
+        .await;
+        assert_eq!(result, Err("failure 3".to_owned()));
+        assert_eq!(calls, 3);
     }
 }

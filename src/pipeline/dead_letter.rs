@@ -4,15 +4,12 @@
 //! after that send succeeded. So are valid submissions the stream refuses for good (reason
 //! `refused_by_stream`).
 
-use std::time::Duration;
-
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::error::DisplayErrorContext;
 use aws_sdk_sqs::types::MessageAttributeValue;
-use tokio::time::sleep;
 
 use crate::aws::SQS_MAX_MESSAGE_BYTES;
-use crate::retry::{RetryEpisode, RetryPolicy};
+use crate::retry::{RetryEpisode, RetryPolicy, with_attempts};
 
 /// Attempts per forwarded body before the original is left in the queue to come back.
 const ATTEMPTS: u32 = 3;
@@ -62,27 +59,19 @@ impl DeadLetterQueue {
             request = request.message_attributes(name, value);
         }
         let mut episode = RetryEpisode::new("SendMessage to the dead-letter queue", self.retry);
-        let mut attempt = 1;
-        loop {
-            match request.clone().send().await {
-                Ok(_) => {
-                    episode.succeeded();
-                    return Ok(());
-                }
-                Err(e) => {
-                    let last = DisplayErrorContext(&e).to_string();
-                    let delay: Duration = episode.failed(&last);
-                    if attempt == ATTEMPTS {
-                        return Err(DeadLetterError::SendFailed {
-                            attempts: ATTEMPTS,
-                            last,
-                        });
-                    }
-                    attempt += 1;
-                    sleep(delay).await;
-                }
-            }
-        }
+        with_attempts(&mut episode, ATTEMPTS, || async {
+            request
+                .clone()
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(|e| DisplayErrorContext(&e).to_string())
+        })
+        .await
+        .map_err(|last| DeadLetterError::SendFailed {
+            attempts: ATTEMPTS,
+            last,
+        })
     }
 }
 

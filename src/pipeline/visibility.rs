@@ -16,16 +16,15 @@ use aws_sdk_sqs::error::DisplayErrorContext;
 use aws_sdk_sqs::types::ChangeMessageVisibilityBatchRequestEntry;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
-use tokio::time::sleep;
 
 use super::message::{InFlightMessage, Receipt};
 use crate::aws::{SQS_BATCH_ENTRIES, SQS_MAX_VISIBILITY_SECS};
 use crate::liveness::Activity;
 use crate::metrics::Metrics;
-use crate::retry::{RetryEpisode, RetryPolicy};
+use crate::retry::{RetryEpisode, RetryPolicy, with_attempts};
 
 /// Whole-call attempts for giving messages back at shutdown.
-const RELEASE_ATTEMPTS: u32 = 3;
+const GIVE_BACK_ATTEMPTS: u32 = 3;
 
 #[derive(Debug, Clone)]
 pub struct VisibilitySettings {
@@ -217,40 +216,30 @@ async fn give_back(
     let mut episode = RetryEpisode::new("ChangeMessageVisibilityBatch (give back)", settings.retry);
     for chunk in receipts.chunks(SQS_BATCH_ENTRIES) {
         let items: Vec<(Receipt, Duration)> = chunk.iter().map(|r| (r.clone(), Duration::ZERO)).collect();
-        let mut attempt = 1;
-        loop {
+        let results = with_attempts(&mut episode, GIVE_BACK_ATTEMPTS, || async {
             let results = change_visibility(client, &settings.queue_url, &items).await;
             activity.progressed();
-            match results {
-                Ok(results) => {
-                    episode.succeeded();
-                    for (receipt, result) in chunk.iter().zip(results) {
-                        match result {
-                            Ok(()) => Metrics::outcome(&metrics.messages_released, "ok", 1),
-                            Err(failure) => {
-                                Metrics::outcome(&metrics.messages_released, "failed", 1);
-                                tracing::warn!(
-                                    message_id = receipt.message_id,
-                                    reason = receipt.redact(&failure.reason),
-                                    "could not give a message back; it is delivered again when its visibility ends"
-                                );
-                            }
-                        }
-                    }
-                    break;
-                }
-                Err(error) => {
-                    let delay = episode.failed(&error);
-                    if attempt == RELEASE_ATTEMPTS {
-                        Metrics::outcome(&metrics.messages_released, "failed", chunk.len() as u64);
-                        tracing::warn!(
-                            messages = chunk.len(),
-                            "could not give messages back; they are delivered again when their visibility ends"
-                        );
-                        break;
-                    }
-                    attempt += 1;
-                    sleep(delay).await;
+            results
+        })
+        .await;
+        let Ok(results) = results else {
+            Metrics::outcome(&metrics.messages_released, "failed", chunk.len() as u64);
+            tracing::warn!(
+                messages = chunk.len(),
+                "could not give messages back; they are delivered again when their visibility ends"
+            );
+            continue;
+        };
+        for (receipt, result) in chunk.iter().zip(results) {
+            match result {
+                Ok(()) => Metrics::outcome(&metrics.messages_released, "ok", 1),
+                Err(failure) => {
+                    Metrics::outcome(&metrics.messages_released, "failed", 1);
+                    tracing::warn!(
+                        message_id = receipt.message_id,
+                        reason = receipt.redact(&failure.reason),
+                        "could not give a message back; it is delivered again when its visibility ends"
+                    );
                 }
             }
         }

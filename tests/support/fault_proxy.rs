@@ -416,7 +416,11 @@ async fn handle(
 
 /// Read, and never answered: the client learns of it only by timing out. The connection is
 /// dead for good.
-async fn swallow(faults: &Faults, connection: &Connection, kinesis: bool) -> Result<Response<Full<Bytes>>, ConnectionCut> {
+async fn swallow(
+    faults: &Faults,
+    connection: &Connection,
+    kinesis: bool,
+) -> Result<Response<Full<Bytes>>, ConnectionCut> {
     connection.dead.store(true, Ordering::SeqCst);
     if kinesis {
         faults.kinesis_calls_swallowed.fetch_add(1, Ordering::Relaxed);
