@@ -1,8 +1,8 @@
 //! Configuration: every setting read once at start from the environment, typed, range-checked.
 //!
-//! [`SETTINGS`] is the one list of variables with their defaults and meaning; the README table
-//! is written from it (a test checks that they agree). A bad value stops the program with one
-//! line naming the variable, the value and what is allowed. AWS endpoint, region and
+//! [`SETTINGS`] is the one list of variables with their defaults and meaning; the table in
+//! `docs/configuration.md` is written from it (a test checks that they agree). A bad value stops
+//! the program with one line naming the variable, the value and what is allowed. AWS endpoint, region and
 //! credentials are not here: the SDK reads its own standard variables (`AWS_ENDPOINT_URL`,
 //! `AWS_REGION`, `AWS_ACCESS_KEY_ID`, ...).
 
@@ -265,7 +265,7 @@ pub const SHARD_RESIZE_COOLDOWN_SEC: Setting = setting(
     "Least time between two UpdateShardCount calls (AWS allows 10 per stream per rolling 24 hours).",
 );
 
-/// Every setting, in the order of the README table.
+/// Every setting, in the order of the table in `docs/configuration.md`.
 pub const SETTINGS: &[Setting] = &[
     SUBMISSIONS_QUEUE_NAME,
     SUBMISSIONS_QUEUE_URL,
@@ -763,12 +763,12 @@ mod tests {
 
     #[test]
     fn readme_documents_every_setting_with_its_default() {
-        let readme = include_str!("../README.md");
+        let readme = include_str!("../docs/configuration.md");
         for s in SETTINGS {
             let row = readme
                 .lines()
                 .find(|l| l.starts_with(&format!("| `{}`", s.name)))
-                .unwrap_or_else(|| panic!("README has no table row for {}", s.name));
+                .unwrap_or_else(|| panic!("docs/configuration.md has no table row for {}", s.name));
             let default = if s.default.is_empty() {
                 "(unset)".to_owned()
             } else {
@@ -776,7 +776,7 @@ mod tests {
             };
             assert!(
                 row.contains(&default),
-                "README row for {} does not show default {default}",
+                "docs/configuration.md row for {} does not show default {default}",
                 s.name
             );
         }

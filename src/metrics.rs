@@ -1,5 +1,5 @@
 //! Every metric the collector reports, in one place, so that what an operator can see is
-//! listed once (the README's metrics table follows this file).
+//! listed once (the metrics table of `docs/observability.md` follows this file).
 //!
 //! Metrics live in a Prometheus registry; the periodic summary log line reads the same counters.
 
