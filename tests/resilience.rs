@@ -206,6 +206,8 @@ async fn a_black_holed_sqs_path_is_survived_and_receiving_resumes_within_the_sta
     assert!(status.success(), "exit status {status}");
 }
 
+// Needs the test-only hooks of the `fault-injection` feature.
+#[cfg(feature = "fault-injection")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stage_that_panics_or_ends_stops_the_process_with_a_failure_naming_it() {
     let env = TestEnv::new("stage-fails").await;
@@ -457,6 +459,8 @@ async fn entries_sqs_fails_through_no_fault_of_the_sender_are_retried_not_taken_
     verify(&env.read_stream().await, &expected, false);
 }
 
+// Needs the test-only hooks of the `fault-injection` feature.
+#[cfg(feature = "fault-injection")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stage_stuck_with_work_fails_liveness_naming_it() {
     let env = TestEnv::new("stuck").await;
