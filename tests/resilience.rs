@@ -34,6 +34,7 @@ fn small_submissions(salt: u64, count: u64) -> (Vec<String>, Vec<Expected>) {
 struct Binary {
     child: tokio::process::Child,
     addr: SocketAddr,
+    #[cfg_attr(not(feature = "fault-injection"), allow(dead_code))]
     log_name: String,
 }
 
@@ -61,6 +62,7 @@ impl Binary {
         sample(&text, name).unwrap_or(0.0) as u64
     }
 
+    #[cfg_attr(not(feature = "fault-injection"), allow(dead_code))]
     fn log(&self) -> String {
         std::fs::read_to_string(
             std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{}.log", self.log_name)),
