@@ -18,9 +18,18 @@ type Labels = [(&'static str, &'static str); 1];
 pub type ShardLabels = [(&'static str, String); 1];
 /// A gauge holding a fraction (utilisation: 1.0 = the shard's write limit).
 pub type Ratio = Gauge<f64, AtomicU64>;
+/// `version` and `commit` of the running binary.
+type BuildLabels = [(&'static str, &'static str); 2];
+
+/// The crate version, as `--version` prints it and `collector_build_info` labels it.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+/// The commit the binary was built from (`build.rs`): `GIT_COMMIT` at build time, else
+/// `git rev-parse`, else `unknown`.
+pub const COMMIT: &str = env!("COLLECTOR_GIT_COMMIT");
 
 pub struct Metrics {
     pub registry: Registry,
+    pub build_info: Family<BuildLabels, Gauge>,
     pub receive_calls: Counter,
     pub receive_errors: Counter,
     pub messages_received: Counter,
@@ -73,7 +82,17 @@ impl Metrics {
             "Bytes (data + partition key) written to each shard, by shard",
             Family::default(),
         );
+        let build_info: Family<BuildLabels, Gauge> = add(
+            &mut registry,
+            "build_info",
+            "Always 1; the labels name the running build (crate version, commit)",
+            Family::default(),
+        );
+        build_info
+            .get_or_create(&[("version", VERSION), ("commit", COMMIT)])
+            .set(1);
         Metrics {
+            build_info,
             receive_calls: add(
                 &mut registry,
                 "receive_calls",
@@ -377,5 +396,13 @@ mod tests {
         m.records_retried("SomethingNew", 4);
         assert_eq!(m.snapshot().deletes_failed, 1);
         assert_eq!(count(&m.records_retried, ("error_code", "other")), 4);
+    }
+
+    #[test]
+    fn build_info_names_the_version_and_commit_with_value_one() {
+        let text = Metrics::new().encode();
+        let expected = format!("collector_build_info{{version=\"{VERSION}\",commit=\"{COMMIT}\"}} 1");
+        assert!(text.lines().any(|l| l == expected), "{expected} in:\n{text}");
+        assert!(!COMMIT.is_empty());
     }
 }
