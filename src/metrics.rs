@@ -93,7 +93,7 @@ impl Metrics {
         build_info
             .get_or_create(&[("version", VERSION), ("commit", COMMIT)])
             .set(1);
-        Metrics {
+        let metrics = Metrics {
             build_info,
             receive_calls: add(
                 &mut registry,
@@ -285,6 +285,48 @@ impl Metrics {
                 Family::default(),
             ),
             registry,
+        };
+        metrics.start_known_series_at_zero();
+        metrics
+    }
+
+    /// Creates every series whose labels are known in advance, at 0. A series that first
+    /// appears already at 1 shows no `increase()` in Prometheus, so an alert on the first failed
+    /// delete would never fire; and a series present from the start says "none yet", not
+    /// "unknown".
+    fn start_known_series_at_zero(&self) {
+        for reason in crate::submission::Rejection::LABELS {
+            drop(self.submissions_invalid.get_or_create(&[("reason", reason)]));
+        }
+        for reason in ["record_too_large", "record_invalid"] {
+            drop(self.submissions_refused.get_or_create(&[("reason", reason)]));
+        }
+        for outcome in ["ok", "partial", "error", "refused"] {
+            drop(self.put_records_calls.get_or_create(&[("outcome", outcome)]));
+        }
+        for code in [
+            "ProvisionedThroughputExceededException",
+            "InternalFailure",
+            "KMSThrottlingException",
+            "resend_after_failure",
+            "call_failed",
+            "other",
+        ] {
+            drop(self.records_retried.get_or_create(&[("error_code", code)]));
+        }
+        for outcome in ["ok", "failed", "retried"] {
+            drop(self.visibility_extensions.get_or_create(&[("outcome", outcome)]));
+        }
+        for family in [
+            &self.dead_letters,
+            &self.messages_released,
+            &self.deletes,
+            &self.kinesis_probes,
+            &self.shard_resize_calls,
+        ] {
+            for outcome in ["ok", "failed"] {
+                drop(family.get_or_create(&[("outcome", outcome)]));
+            }
         }
     }
 
