@@ -158,3 +158,199 @@ fn the_name_scanner_finds_references_and_skips_longer_identifiers() {
         ["collector_a_total", "collector_b"]
     );
 }
+
+/// The SDK operations of SQS and Kinesis (the clients' method names) and the IAM action each
+/// needs: the batch calls are authorised as their single-entry actions.
+const SQS_OPERATIONS: &[(&str, &str)] = &[
+    ("add_permission", "sqs:AddPermission"),
+    ("cancel_message_move_task", "sqs:CancelMessageMoveTask"),
+    ("change_message_visibility", "sqs:ChangeMessageVisibility"),
+    ("change_message_visibility_batch", "sqs:ChangeMessageVisibility"),
+    ("create_queue", "sqs:CreateQueue"),
+    ("delete_message", "sqs:DeleteMessage"),
+    ("delete_message_batch", "sqs:DeleteMessage"),
+    ("delete_queue", "sqs:DeleteQueue"),
+    ("get_queue_attributes", "sqs:GetQueueAttributes"),
+    ("get_queue_url", "sqs:GetQueueUrl"),
+    ("list_dead_letter_source_queues", "sqs:ListDeadLetterSourceQueues"),
+    ("list_message_move_tasks", "sqs:ListMessageMoveTasks"),
+    ("list_queue_tags", "sqs:ListQueueTags"),
+    ("list_queues", "sqs:ListQueues"),
+    ("purge_queue", "sqs:PurgeQueue"),
+    ("receive_message", "sqs:ReceiveMessage"),
+    ("remove_permission", "sqs:RemovePermission"),
+    ("send_message", "sqs:SendMessage"),
+    ("send_message_batch", "sqs:SendMessage"),
+    ("set_queue_attributes", "sqs:SetQueueAttributes"),
+    ("start_message_move_task", "sqs:StartMessageMoveTask"),
+    ("tag_queue", "sqs:TagQueue"),
+    ("untag_queue", "sqs:UntagQueue"),
+];
+const KINESIS_OPERATIONS: &[&str] = &[
+    "add_tags_to_stream",
+    "create_stream",
+    "decrease_stream_retention_period",
+    "delete_stream",
+    "deregister_stream_consumer",
+    "describe_limits",
+    "describe_stream",
+    "describe_stream_consumer",
+    "describe_stream_summary",
+    "disable_enhanced_monitoring",
+    "enable_enhanced_monitoring",
+    "get_records",
+    "get_shard_iterator",
+    "increase_stream_retention_period",
+    "list_shards",
+    "list_stream_consumers",
+    "list_streams",
+    "list_tags_for_stream",
+    "merge_shards",
+    "put_record",
+    "put_records",
+    "register_stream_consumer",
+    "remove_tags_from_stream",
+    "split_shard",
+    "start_stream_encryption",
+    "stop_stream_encryption",
+    "subscribe_to_shard",
+    "update_shard_count",
+    "update_stream_mode",
+];
+
+/// `put_records` -> `kinesis:PutRecords`.
+fn kinesis_action(operation: &str) -> String {
+    let pascal: String = operation
+        .split('_')
+        .map(|word| {
+            let mut chars = word.chars();
+            chars
+                .next()
+                .map(|first| first.to_ascii_uppercase().to_string() + chars.as_str())
+                .unwrap_or_default()
+        })
+        .collect();
+    format!("kinesis:{pascal}")
+}
+
+/// The daemon's source files: `src/` without the tools (`src/bin/`, `src/fleet/`).
+fn daemon_sources() -> Vec<(String, String)> {
+    fn walk(dir: &Path, out: &mut Vec<(String, String)>) {
+        for entry in std::fs::read_dir(dir).expect("read src/").flatten() {
+            let path = entry.path();
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+            if path.is_dir() {
+                if name != "bin" && name != "fleet" {
+                    walk(&path, out);
+                }
+            } else if name.ends_with(".rs") {
+                let text = std::fs::read_to_string(&path).expect("read source");
+                out.push((path.display().to_string(), text));
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(&Path::new(ROOT).join("src"), &mut out);
+    assert!(out.len() > 5, "found the sources");
+    out
+}
+
+/// The IAM actions of every SQS and Kinesis call in the daemon's source, with where each is.
+fn actions_the_code_calls() -> std::collections::BTreeMap<String, Vec<String>> {
+    let mut actions = std::collections::BTreeMap::<String, Vec<String>>::new();
+    let operations = SQS_OPERATIONS
+        .iter()
+        .map(|(op, action)| (*op, (*action).to_owned()))
+        .chain(KINESIS_OPERATIONS.iter().map(|op| (*op, kinesis_action(op))));
+    let sources = daemon_sources();
+    for (op, action) in operations {
+        let call = format!(".{op}()");
+        for (path, text) in &sources {
+            if text.contains(&call) {
+                actions.entry(action.clone()).or_default().push(path.clone());
+            }
+        }
+    }
+    actions
+}
+
+/// The sqs: and kinesis: actions a policy file grants, by the resource they are granted on.
+fn granted(path: &str) -> BTreeSet<(String, String)> {
+    let policy: serde_json::Value = serde_json::from_str(&read(path)).expect("policy is JSON");
+    let as_list = |v: &serde_json::Value| -> Vec<String> {
+        match v {
+            serde_json::Value::String(s) => vec![s.clone()],
+            serde_json::Value::Array(items) => items.iter().filter_map(|i| i.as_str().map(str::to_owned)).collect(),
+            _ => Vec::new(),
+        }
+    };
+    let mut out = BTreeSet::new();
+    for statement in policy["Statement"].as_array().expect("Statement list") {
+        assert_eq!(statement["Effect"], "Allow", "{path}");
+        for action in as_list(&statement["Action"]) {
+            for resource in as_list(&statement["Resource"]) {
+                out.insert((action.clone(), resource));
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn the_iam_policies_grant_exactly_the_actions_the_code_calls() {
+    let called = actions_the_code_calls();
+    // The scan finds what the pipeline is known to call.
+    for action in ["sqs:ReceiveMessage", "sqs:DeleteMessage", "kinesis:PutRecords"] {
+        assert!(called.contains_key(action), "{action} in {called:?}");
+    }
+    let base = granted("deploy/iam/collector-policy.json");
+    let autoscale = granted("deploy/iam/collector-shard-autoscale-policy.json");
+    let actions = |grants: &BTreeSet<(String, String)>| -> BTreeSet<String> {
+        grants.iter().map(|(action, _)| action.clone()).collect()
+    };
+    // UpdateShardCount is opt-in (SHARD_AUTOSCALE_ENABLED), so it has a policy of its own.
+    assert_eq!(
+        actions(&autoscale),
+        BTreeSet::from(["kinesis:UpdateShardCount".to_owned()])
+    );
+    let all: BTreeSet<String> = actions(&base).union(&actions(&autoscale)).cloned().collect();
+    let needed: BTreeSet<String> = called.keys().cloned().collect();
+    let unused: Vec<_> = all.difference(&needed).collect();
+    let missing: Vec<_> = needed.difference(&all).map(|a| (a, &called[a])).collect();
+    assert!(unused.is_empty(), "granted but never called: {unused:?}");
+    assert!(missing.is_empty(), "called but not granted: {missing:?}");
+
+    // Each on its resource: the dead-letter queue only receives; the source queue never does.
+    let on = |action: &str| -> BTreeSet<&str> {
+        base.iter()
+            .filter(|(a, _)| a == action)
+            .map(|(_, r)| r.as_str())
+            .collect()
+    };
+    assert_eq!(
+        on("sqs:SendMessage"),
+        BTreeSet::from(["arn:aws:sqs:eu-west-1:111122223333:submissions-dlq"])
+    );
+    for action in [
+        "sqs:ReceiveMessage",
+        "sqs:DeleteMessage",
+        "sqs:ChangeMessageVisibility",
+        "sqs:GetQueueUrl",
+        "sqs:GetQueueAttributes",
+    ] {
+        assert_eq!(
+            on(action),
+            BTreeSet::from(["arn:aws:sqs:eu-west-1:111122223333:submissions"]),
+            "{action}"
+        );
+    }
+}
+
+#[test]
+fn kinesis_operations_map_to_their_iam_actions() {
+    assert_eq!(kinesis_action("put_records"), "kinesis:PutRecords");
+    assert_eq!(
+        kinesis_action("describe_stream_summary"),
+        "kinesis:DescribeStreamSummary"
+    );
+}
