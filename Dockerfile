@@ -1,11 +1,15 @@
 # syntax=docker/dockerfile:1
 #
-# Image with every binary of the crate (telemetry-collector, sensor-fleet, stream-reader) in
-# /usr/local/bin; runs telemetry-collector by default as an unprivileged user.
+# Two images from one build:
 #
-#   docker build -t telemetry-collector .
+#   docker build -t telemetry-collector .                         the daemon alone (default)
+#   docker build --target tools -t telemetry-collector-tools .    sensor-fleet and stream-reader
+#
 #   docker run --rm -e AWS_REGION=eu-west-1 ... telemetry-collector
-#   docker run --rm ... telemetry-collector sensor-fleet
+#   docker run --rm ... telemetry-collector-tools sensor-fleet send --rate 10
+#
+# GIT_COMMIT (build argument) names the commit in `--version` and collector_build_info; the
+# build context has no .git, so without it they say `unknown`.
 
 # cargo-chef splits the build in two layers: the dependencies, which change when Cargo.toml or
 # Cargo.lock change, and the crate's own code. Editing src/ then rebuilds only the second.
@@ -22,14 +26,15 @@ FROM chef AS builder
 COPY --from=planner /build/recipe.json recipe.json
 RUN cargo chef cook --release --locked --recipe-path recipe.json
 COPY . .
+ARG GIT_COMMIT=""
 # Every binary target lands at the top of target/release; copy them all, so a new src/bin/*.rs
-# ships without editing this file.
+# reaches the tools image without editing this file.
 RUN cargo build --release --locked --bins \
  && mkdir /out \
  && find target/release -maxdepth 1 -type f -perm -u+x -exec install -m 0755 -t /out {} + \
  && test -x /out/telemetry-collector
 
-FROM debian:bookworm-slim
+FROM debian:bookworm-slim AS runtime
 # ca-certificates: rustls verifies AWS endpoints against the system roots.
 # curl: the HEALTHCHECK below (and the ECS container health check).
 # Versions follow the bookworm security updates rather than a pin that would stop resolving.
@@ -39,7 +44,17 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/*
 # A fixed numeric uid, so Kubernetes' runAsNonRoot can verify it without a passwd lookup.
 RUN useradd --system --uid 10001 --user-group --no-create-home --shell /usr/sbin/nologin collector
+
+# The simulator and the stream reader, for demos, load and checks; never deployed beside the daemon.
+FROM runtime AS tools
 COPY --from=builder /out/ /usr/local/bin/
+RUN rm /usr/local/bin/telemetry-collector
+USER 10001:10001
+CMD ["sensor-fleet", "--help"]
+
+# The production image (the last stage, so the default target): the daemon alone.
+FROM runtime AS collector
+COPY --from=builder /out/telemetry-collector /usr/local/bin/telemetry-collector
 USER 10001:10001
 ENV HTTP_LISTEN_ADDRESS=0.0.0.0:8080
 EXPOSE 8080

@@ -5,6 +5,12 @@
 //! - `GET /readyz`: 200 once the queue and the stream are resolved and while the Kinesis
 //!   circuit breaker is closed and the collector is not stopping; 503 with the reason otherwise;
 //! - `GET /metrics`: every metric in the Prometheus (OpenMetrics) text format.
+//!
+//! What one client can hold is bounded, so that idle or half-sent connections (a broken
+//! scraper, a port scan, a slowloris) cannot use up the process's file descriptors, which the
+//! AWS clients need too: a connection must send its request headers within
+//! [`HEADER_READ_TIMEOUT`] (also between requests on a kept-alive connection), and at most
+//! [`MAX_CONNECTIONS`] are open at once.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -18,12 +24,25 @@ use hyper::header::{CONTENT_TYPE, HeaderValue};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 
 use crate::liveness::Liveness;
 use crate::metrics::Metrics;
 use crate::pipeline::breaker::Breaker;
+
+/// Most HTTP connections open at once. Probes and scrapers need a handful; 256 leaves room for
+/// many scrapers and costs at most 256 descriptors. A connection beyond it is accepted and
+/// closed at once rather than left in the listen backlog: that frees its descriptor and
+/// kernel memory immediately, and the client sees a closed connection instead of a hang.
+pub const MAX_CONNECTIONS: usize = 256;
+
+/// Longest a connection may take to send a request's headers, counted from when the server
+/// starts reading (the connection's start, or the end of the previous response). Probes and
+/// scrapers send theirs in one packet; a kept-alive scraper connection idle for longer is closed
+/// and the scraper opens a new one.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
 
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
@@ -65,6 +84,11 @@ impl Readiness {
 
 /// Serves the endpoints until the task is dropped.
 pub async fn serve(listener: TcpListener, readiness: Arc<Readiness>, metrics: Arc<Metrics>) {
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT);
     loop {
         let stream = match listener.accept().await {
             Ok((stream, _)) => stream,
@@ -75,15 +99,24 @@ pub async fn serve(listener: TcpListener, readiness: Arc<Readiness>, metrics: Ar
                 continue;
             }
         };
-        let (readiness, metrics) = (readiness.clone(), metrics.clone());
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            metrics.http_connections_refused.inc();
+            drop(stream);
+            continue;
+        };
+        let (readiness, metrics, builder) = (readiness.clone(), metrics.clone(), builder.clone());
         tokio::spawn(async move {
-            let service = service_fn(move |request| {
-                let response = respond(&request, &readiness, &metrics);
-                async move { Ok::<_, Infallible>(response) }
+            metrics.http_connections_open.inc();
+            let service = service_fn({
+                let metrics = metrics.clone();
+                move |request| {
+                    let response = respond(&request, &readiness, &metrics);
+                    async move { Ok::<_, Infallible>(response) }
+                }
             });
-            let _ = http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
+            let _ = builder.serve_connection(TokioIo::new(stream), service).await;
+            metrics.http_connections_open.dec();
+            drop(slot);
         });
     }
 }

@@ -1,18 +1,72 @@
 //! The `telemetry-collector` daemon: reads its configuration, sets up JSON logs, and runs the
-//! pipeline until SIGTERM or SIGINT.
+//! pipeline until SIGTERM or SIGINT. `--help` and `--version` print and exit.
 
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use aws_config::meta::region::RegionProviderChain;
+use aws_config::{BehaviorVersion, Region};
 use telemetry_collector::config::Config;
-use telemetry_collector::metrics::Metrics;
+use telemetry_collector::metrics::{COMMIT, Metrics, VERSION};
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::filter::{FilterExt as _, filter_fn};
 use tracing_subscriber::prelude::*;
 
+const USAGE: &str = "\
+telemetry-collector: consumes sensor submissions from SQS, validates them, and publishes each
+event to Kinesis; deletes a message once all its events are published.
+
+USAGE:
+  telemetry-collector              run until SIGTERM or SIGINT (drains, then exits 0)
+  telemetry-collector --help       print this and exit
+  telemetry-collector --version    print the version and commit and exit
+
+Configuration is read from environment variables only (README, \"Configuration\"); a bad
+value stops the collector with one line naming it (exit 2). AWS endpoint, region and
+credentials come from the SDK's standard variables (AWS_REGION, AWS_ENDPOINT_URL,
+AWS_PROFILE, AWS_ACCESS_KEY_ID, ...). Logs: JSON lines on stdout, level from RUST_LOG.
+HTTP: /healthz, /readyz, /metrics on HTTP_LISTEN_ADDRESS (default 0.0.0.0:8080).
+";
+
+/// What the command line asks for.
+enum Command {
+    Run,
+    Help,
+    Version,
+}
+
+fn parse_args() -> Result<Command, lexopt::Error> {
+    use lexopt::prelude::*;
+    let mut parser = lexopt::Parser::from_env();
+    let mut command = Command::Run;
+    while let Some(arg) = parser.next()? {
+        command = match arg {
+            Short('h') | Long("help") => Command::Help,
+            Short('V') | Long("version") => Command::Version,
+            _ => return Err(arg.unexpected()),
+        };
+    }
+    Ok(command)
+}
+
 fn main() -> ExitCode {
+    match parse_args() {
+        Ok(Command::Run) => {}
+        Ok(Command::Help) => {
+            print!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Ok(Command::Version) => {
+            println!("telemetry-collector {VERSION} (commit {COMMIT})");
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("telemetry-collector: {e} (see telemetry-collector --help)");
+            return ExitCode::from(2);
+        }
+    }
     // The runtime and the signal handlers come first: a SIGTERM during start-up (say, while the
     // SDK looks for credentials or the queue cannot be reached yet) must stop the collector
     // cleanly, not kill it by the signal's default action.
@@ -31,6 +85,24 @@ fn main() -> ExitCode {
         Ok(config) => config,
         Err(e) => {
             eprintln!("telemetry-collector: configuration error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    // The region is looked up before the SDK is: without one, the SDK's default chain asks the
+    // EC2 instance metadata service, which off EC2 means seconds of timeouts and screens of
+    // warnings instead of one line saying what to set.
+    let region = match runtime.block_on(async {
+        tokio::select! {
+            region = configured_region() => Some(region),
+            _ = shutdown.cancelled() => None,
+        }
+    }) {
+        None => return ExitCode::SUCCESS,
+        Some(Some(region)) => region,
+        Some(None) => {
+            eprintln!(
+                "telemetry-collector: no AWS region configured: set AWS_REGION (or AWS_DEFAULT_REGION, or `region` in the AWS_PROFILE's section of ~/.aws/config)"
+            );
             return ExitCode::from(2);
         }
     };
@@ -57,7 +129,7 @@ fn main() -> ExitCode {
             }
         };
         let sdk_config = tokio::select! {
-            sdk_config = aws_config::load_from_env() => sdk_config,
+            sdk_config = aws_config::defaults(BehaviorVersion::latest()).region(region).load() => sdk_config,
             _ = shutdown.cancelled() => return ExitCode::SUCCESS,
         };
         match telemetry_collector::run(config, &sdk_config, Arc::new(Metrics::new()), shutdown, http).await {
@@ -68,6 +140,16 @@ fn main() -> ExitCode {
             }
         }
     })
+}
+
+/// The region from `AWS_REGION` / `AWS_DEFAULT_REGION`, else from the profile files (`AWS_PROFILE`,
+/// `AWS_CONFIG_FILE`): the SDK's region chain without its last link, instance metadata. So on a
+/// bare EC2 instance set `AWS_REGION`; the deployment examples (`deploy/`) set it.
+async fn configured_region() -> Option<Region> {
+    RegionProviderChain::first_try(aws_config::environment::EnvironmentVariableRegionProvider::new())
+        .or_else(aws_config::profile::ProfileFileRegionProvider::new())
+        .region()
+        .await
 }
 
 /// The AWS SDK's TRACE events, which no RUST_LOG setting lets through: they print whole HTTP

@@ -18,9 +18,18 @@ type Labels = [(&'static str, &'static str); 1];
 pub type ShardLabels = [(&'static str, String); 1];
 /// A gauge holding a fraction (utilisation: 1.0 = the shard's write limit).
 pub type Ratio = Gauge<f64, AtomicU64>;
+/// `version` and `commit` of the running binary.
+type BuildLabels = [(&'static str, &'static str); 2];
+
+/// The crate version, as `--version` prints it and `collector_build_info` labels it.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+/// The commit the binary was built from (`build.rs`): `GIT_COMMIT` at build time, else
+/// `git rev-parse`, else `unknown`.
+pub const COMMIT: &str = env!("COLLECTOR_GIT_COMMIT");
 
 pub struct Metrics {
     pub registry: Registry,
+    pub build_info: Family<BuildLabels, Gauge>,
     pub receive_calls: Counter,
     pub receive_errors: Counter,
     pub messages_received: Counter,
@@ -45,6 +54,8 @@ pub struct Metrics {
     pub breaker_open: Gauge,
     pub kinesis_probes: Family<Labels, Counter>,
     pub ready: Gauge,
+    pub http_connections_open: Gauge,
+    pub http_connections_refused: Counter,
     pub shard_records_published: Family<ShardLabels, Counter>,
     pub shard_bytes_published: Family<ShardLabels, Counter>,
     pub shard_utilisation: Family<ShardLabels, Ratio>,
@@ -73,7 +84,17 @@ impl Metrics {
             "Bytes (data + partition key) written to each shard, by shard",
             Family::default(),
         );
-        Metrics {
+        let build_info: Family<BuildLabels, Gauge> = add(
+            &mut registry,
+            "build_info",
+            "Always 1; the labels name the running build (crate version, commit)",
+            Family::default(),
+        );
+        build_info
+            .get_or_create(&[("version", VERSION), ("commit", COMMIT)])
+            .set(1);
+        let metrics = Metrics {
+            build_info,
             receive_calls: add(
                 &mut registry,
                 "receive_calls",
@@ -218,6 +239,18 @@ impl Metrics {
                 "1 when the queue and stream are resolved and the breaker is closed (what /readyz answers)",
                 Gauge::default(),
             ),
+            http_connections_open: add(
+                &mut registry,
+                "http_connections_open",
+                "HTTP connections open (cap 256, see README \"HTTP endpoints\")",
+                Gauge::default(),
+            ),
+            http_connections_refused: add(
+                &mut registry,
+                "http_connections_refused",
+                "HTTP connections closed at once because the cap of open connections was reached",
+                Counter::default(),
+            ),
             shard_writes: ShardTally::new(shard_records_published.clone(), shard_bytes_published.clone()),
             shard_records_published,
             shard_bytes_published,
@@ -252,6 +285,48 @@ impl Metrics {
                 Family::default(),
             ),
             registry,
+        };
+        metrics.start_known_series_at_zero();
+        metrics
+    }
+
+    /// Creates every series whose labels are known in advance, at 0. A series that first
+    /// appears already at 1 shows no `increase()` in Prometheus, so an alert on the first failed
+    /// delete would never fire; and a series present from the start says "none yet", not
+    /// "unknown".
+    fn start_known_series_at_zero(&self) {
+        for reason in crate::submission::Rejection::LABELS {
+            drop(self.submissions_invalid.get_or_create(&[("reason", reason)]));
+        }
+        for reason in ["record_too_large", "record_invalid"] {
+            drop(self.submissions_refused.get_or_create(&[("reason", reason)]));
+        }
+        for outcome in ["ok", "partial", "error", "refused"] {
+            drop(self.put_records_calls.get_or_create(&[("outcome", outcome)]));
+        }
+        for code in [
+            "ProvisionedThroughputExceededException",
+            "InternalFailure",
+            "KMSThrottlingException",
+            "resend_after_failure",
+            "call_failed",
+            "other",
+        ] {
+            drop(self.records_retried.get_or_create(&[("error_code", code)]));
+        }
+        for outcome in ["ok", "failed", "retried"] {
+            drop(self.visibility_extensions.get_or_create(&[("outcome", outcome)]));
+        }
+        for family in [
+            &self.dead_letters,
+            &self.messages_released,
+            &self.deletes,
+            &self.kinesis_probes,
+            &self.shard_resize_calls,
+        ] {
+            for outcome in ["ok", "failed"] {
+                drop(family.get_or_create(&[("outcome", outcome)]));
+            }
         }
     }
 
@@ -377,5 +452,13 @@ mod tests {
         m.records_retried("SomethingNew", 4);
         assert_eq!(m.snapshot().deletes_failed, 1);
         assert_eq!(count(&m.records_retried, ("error_code", "other")), 4);
+    }
+
+    #[test]
+    fn build_info_names_the_version_and_commit_with_value_one() {
+        let text = Metrics::new().encode();
+        let expected = format!("collector_build_info{{version=\"{VERSION}\",commit=\"{COMMIT}\"}} 1");
+        assert!(text.lines().any(|l| l == expected), "{expected} in:\n{text}");
+        assert!(!COMMIT.is_empty());
     }
 }

@@ -1,10 +1,21 @@
-//! The binary's start-up contract: a bad setting stops it at once with one line.
+//! The binary's start-up contract: `--help` and `--version` print and exit; a bad setting or a
+//! missing region stops it at once with one line.
 
 use std::process::Command;
 
 fn run_with(vars: &[(&str, &str)]) -> (Option<i32>, String, String) {
+    run_args(&[], vars)
+}
+
+/// Runs the binary with `args` and only `vars` (plus a HOME without AWS profile files), so that
+/// nothing of the machine's own AWS setup leaks in.
+fn run_args(args: &[&str], vars: &[(&str, &str)]) -> (Option<i32>, String, String) {
+    let home = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("cli-empty-home");
+    std::fs::create_dir_all(&home).expect("empty HOME");
     let output = Command::new(env!("CARGO_BIN_EXE_telemetry-collector"))
+        .args(args)
         .env_clear()
+        .env("HOME", &home)
         .envs(vars.iter().copied())
         .output()
         .expect("run telemetry-collector");
@@ -44,4 +55,93 @@ fn a_bad_setting_stops_the_program_with_one_line_naming_it() {
             format!("telemetry-collector: configuration error: {name}=\"{value}\" is invalid: {expected}")
         );
     }
+}
+
+#[test]
+fn help_prints_the_usage_and_exits_0_without_starting() {
+    for flag in ["--help", "-h"] {
+        // No region, no credentials: anything that started would complain on stderr.
+        let (code, stdout, stderr) = run_args(&[flag], &[]);
+        assert_eq!(code, Some(0), "{flag}");
+        assert!(stdout.starts_with("telemetry-collector: "), "{stdout}");
+        for topic in ["USAGE:", "--version", "AWS_REGION", "/healthz"] {
+            assert!(stdout.contains(topic), "{flag} mentions {topic}: {stdout}");
+        }
+        assert!(stderr.is_empty(), "nothing on stderr: {stderr}");
+    }
+}
+
+#[test]
+fn version_prints_the_crate_version_and_commit_and_exits_0() {
+    for flag in ["--version", "-V"] {
+        let (code, stdout, stderr) = run_args(&[flag], &[]);
+        assert_eq!(code, Some(0), "{flag}");
+        let expected_start = format!("telemetry-collector {} (commit ", env!("CARGO_PKG_VERSION"));
+        assert!(stdout.starts_with(&expected_start), "{stdout}");
+        assert_eq!(stdout.lines().count(), 1, "{stdout}");
+        let commit = stdout
+            .trim_end()
+            .trim_start_matches(&expected_start)
+            .trim_end_matches(')');
+        assert!(
+            commit == "unknown" || (commit.len() >= 7 && commit.chars().all(|c| c.is_ascii_hexdigit())),
+            "commit {commit:?}"
+        );
+        assert!(stderr.is_empty(), "nothing on stderr: {stderr}");
+    }
+}
+
+#[test]
+fn an_unknown_argument_is_a_usage_error() {
+    let (code, stdout, stderr) = run_args(&["--frobnicate"], &[]);
+    assert_eq!(code, Some(2));
+    assert!(stdout.is_empty(), "{stdout}");
+    assert_eq!(
+        stderr.trim_end(),
+        "telemetry-collector: invalid option '--frobnicate' (see telemetry-collector --help)"
+    );
+}
+
+#[test]
+fn without_a_region_it_stops_at_once_with_one_line_naming_what_to_set() {
+    let started = std::time::Instant::now();
+    let (code, stdout, stderr) = run_with(&[("AWS_ACCESS_KEY_ID", "test"), ("AWS_SECRET_ACCESS_KEY", "test")]);
+    assert_eq!(code, Some(2));
+    assert!(stdout.is_empty(), "no logs: {stdout}");
+    assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+    assert!(
+        stderr.starts_with("telemetry-collector: no AWS region configured: set AWS_REGION"),
+        "{stderr}"
+    );
+    // Instance metadata is not asked: its timeouts alone would take seconds.
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn a_region_from_the_profile_file_is_enough() {
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("cli-profile");
+    std::fs::create_dir_all(&dir).expect("profile dir");
+    let config = dir.join("config");
+    std::fs::write(&config, "[profile collector]\nregion = eu-west-1\n").expect("write AWS config");
+    // A port in use: the collector gets past the region and stops at the next step, binding
+    // its HTTP listener, without reaching for AWS.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = taken.local_addr().expect("address").to_string();
+    let (code, _, stderr) = run_with(&[
+        ("AWS_CONFIG_FILE", config.to_str().expect("UTF-8 path")),
+        ("AWS_PROFILE", "collector"),
+        ("HTTP_LISTEN_ADDRESS", &addr),
+    ]);
+    assert_eq!(code, Some(2));
+    assert!(!stderr.contains("region"), "the region was found: {stderr}");
+    assert!(
+        stderr.starts_with(&format!(
+            "telemetry-collector: configuration error: HTTP_LISTEN_ADDRESS=\"{addr}\" cannot be listened on"
+        )),
+        "{stderr}"
+    );
 }

@@ -1,0 +1,356 @@
+//! The deployment files agree with the code: every metric the alerting rules and the dashboard
+//! use is one `/metrics` exports, under the name a scrape shows (counters with `_total`,
+//! histograms as `_bucket`/`_sum`/`_count`); and the IAM policy grants exactly the actions the
+//! code's AWS calls need. Plain file reads: no emulator needed.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use telemetry_collector::metrics::Metrics;
+
+const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+
+fn read(path: &str) -> String {
+    std::fs::read_to_string(Path::new(ROOT).join(path)).unwrap_or_else(|e| panic!("read {path}: {e}"))
+}
+
+/// The metrics with a series in every family: those whose labels are known start at 0
+/// already; the ones labelled by what the stream and the supervisor find get one here.
+fn sampled_metrics() -> Metrics {
+    let m = Metrics::new();
+    let shard = || [("shard", "shardId-000000000000".to_owned())];
+    drop(m.shard_records_published.get_or_create(&shard()));
+    drop(m.shard_bytes_published.get_or_create(&shard()));
+    drop(m.shard_utilisation.get_or_create(&shard()));
+    drop(m.stream_utilisation.get_or_create(&[("stat", "mean")]));
+    drop(
+        m.shard_supervisor_decisions
+            .get_or_create(&[("decision", "within_band")]),
+    );
+    m
+}
+
+/// The sample names a scrape of `/metrics` can show, from the `# TYPE` lines of the exposition
+/// (a family with no labelled child yet has no sample line, but always its TYPE line).
+fn exported_sample_names() -> BTreeSet<String> {
+    let text = sampled_metrics().encode();
+    let mut names = BTreeSet::new();
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix("# TYPE ") else {
+            continue;
+        };
+        let mut parts = rest.split_whitespace();
+        let (Some(name), Some(kind)) = (parts.next(), parts.next()) else {
+            panic!("malformed TYPE line: {line}");
+        };
+        let suffixes: &[&str] = match kind {
+            "counter" => &["_total"],
+            "histogram" => &["_bucket", "_sum", "_count"],
+            "gauge" => &[""],
+            "info" => &["_info"],
+            other => panic!("metric kind {other} of {name} not handled by this test"),
+        };
+        names.extend(suffixes.iter().map(|s| format!("{name}{s}")));
+    }
+    names
+}
+
+/// Every `collector_…` identifier in `text`.
+fn collector_names(text: &str) -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    let bytes = text.as_bytes();
+    let is_ident = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
+    let mut i = 0;
+    while let Some(found) = text[i..].find("collector_") {
+        let start = i + found;
+        let mut end = start;
+        while end < bytes.len() && is_ident(bytes[end]) {
+            end += 1;
+        }
+        // Part of a longer identifier (say `telemetry_collector_x`): not a metric reference.
+        if start == 0 || !is_ident(bytes[start - 1]) {
+            names.insert(text[start..end].to_owned());
+        }
+        i = end.max(start + 1);
+    }
+    names
+}
+
+fn assert_all_exported(file: &str, used: &BTreeSet<String>) {
+    let exported = exported_sample_names();
+    let unknown: Vec<_> = used.difference(&exported).collect();
+    assert!(
+        unknown.is_empty(),
+        "{file} uses metrics /metrics does not export: {unknown:?}\nexported: {exported:?}"
+    );
+}
+
+#[test]
+fn the_exposition_names_counters_with_total_and_histograms_with_buckets() {
+    let exported = exported_sample_names();
+    for name in [
+        "collector_messages_received_total",
+        "collector_event_latency_seconds_bucket",
+        "collector_messages_awaiting_delete",
+        "collector_build_info",
+    ] {
+        assert!(exported.contains(name), "{name} in {exported:?}");
+    }
+    assert!(!exported.contains("collector_messages_received"));
+    // Failures are exported at 0 from the start, so that `increase()` sees the first one.
+    let fresh = Metrics::new().encode();
+    for series in [
+        "collector_deletes_total{outcome=\"failed\"} 0",
+        "collector_submissions_refused_total{reason=\"record_too_large\"} 0",
+        "collector_messages_abandoned_total 0",
+    ] {
+        assert!(fresh.lines().any(|l| l == series), "{series}");
+    }
+}
+
+#[test]
+fn every_metric_the_alerting_rules_use_is_exported() {
+    let rules = read("deploy/prometheus/alerts.yaml");
+    let used = collector_names(&rules);
+    assert_all_exported("deploy/prometheus/alerts.yaml", &used);
+    // The conditions an operator must hear about each have a rule.
+    for needed in [
+        "collector_messages_received_total",
+        "collector_breaker_open",
+        "collector_submissions_invalid_total",
+        "collector_messages_abandoned_total",
+        "collector_messages_awaiting_delete",
+        "collector_submissions_refused_total",
+        "collector_deletes_total",
+        "collector_ready",
+    ] {
+        assert!(used.contains(needed), "no alerting rule uses {needed}");
+    }
+}
+
+#[test]
+fn every_metric_the_dashboard_uses_is_exported_and_every_metric_is_on_it() {
+    let text = read("deploy/grafana/collector.json");
+    let dashboard: serde_json::Value = serde_json::from_str(&text).expect("the dashboard is JSON");
+    assert!(dashboard["panels"].as_array().is_some_and(|p| !p.is_empty()));
+    let used = collector_names(&text);
+    assert_all_exported("deploy/grafana/collector.json", &used);
+    // Each exported family appears on the dashboard under one of its sample names.
+    let families: BTreeSet<String> = sampled_metrics()
+        .encode()
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split_whitespace().next())
+        .map(str::to_owned)
+        .collect();
+    let missing: Vec<_> = families
+        .iter()
+        .filter(|family| !used.iter().any(|u| u.starts_with(family.as_str())))
+        .collect();
+    assert!(missing.is_empty(), "metrics not on the dashboard: {missing:?}");
+}
+
+#[test]
+fn the_name_scanner_finds_references_and_skips_longer_identifiers() {
+    let names = collector_names("rate(collector_a_total[5m]) telemetry_collector_x collector_b{x=\"1\"}");
+    assert_eq!(
+        names.into_iter().collect::<Vec<_>>(),
+        ["collector_a_total", "collector_b"]
+    );
+}
+
+/// The SDK operations of SQS and Kinesis (the clients' method names) and the IAM action each
+/// needs: the batch calls are authorised as their single-entry actions.
+const SQS_OPERATIONS: &[(&str, &str)] = &[
+    ("add_permission", "sqs:AddPermission"),
+    ("cancel_message_move_task", "sqs:CancelMessageMoveTask"),
+    ("change_message_visibility", "sqs:ChangeMessageVisibility"),
+    ("change_message_visibility_batch", "sqs:ChangeMessageVisibility"),
+    ("create_queue", "sqs:CreateQueue"),
+    ("delete_message", "sqs:DeleteMessage"),
+    ("delete_message_batch", "sqs:DeleteMessage"),
+    ("delete_queue", "sqs:DeleteQueue"),
+    ("get_queue_attributes", "sqs:GetQueueAttributes"),
+    ("get_queue_url", "sqs:GetQueueUrl"),
+    ("list_dead_letter_source_queues", "sqs:ListDeadLetterSourceQueues"),
+    ("list_message_move_tasks", "sqs:ListMessageMoveTasks"),
+    ("list_queue_tags", "sqs:ListQueueTags"),
+    ("list_queues", "sqs:ListQueues"),
+    ("purge_queue", "sqs:PurgeQueue"),
+    ("receive_message", "sqs:ReceiveMessage"),
+    ("remove_permission", "sqs:RemovePermission"),
+    ("send_message", "sqs:SendMessage"),
+    ("send_message_batch", "sqs:SendMessage"),
+    ("set_queue_attributes", "sqs:SetQueueAttributes"),
+    ("start_message_move_task", "sqs:StartMessageMoveTask"),
+    ("tag_queue", "sqs:TagQueue"),
+    ("untag_queue", "sqs:UntagQueue"),
+];
+const KINESIS_OPERATIONS: &[&str] = &[
+    "add_tags_to_stream",
+    "create_stream",
+    "decrease_stream_retention_period",
+    "delete_stream",
+    "deregister_stream_consumer",
+    "describe_limits",
+    "describe_stream",
+    "describe_stream_consumer",
+    "describe_stream_summary",
+    "disable_enhanced_monitoring",
+    "enable_enhanced_monitoring",
+    "get_records",
+    "get_shard_iterator",
+    "increase_stream_retention_period",
+    "list_shards",
+    "list_stream_consumers",
+    "list_streams",
+    "list_tags_for_stream",
+    "merge_shards",
+    "put_record",
+    "put_records",
+    "register_stream_consumer",
+    "remove_tags_from_stream",
+    "split_shard",
+    "start_stream_encryption",
+    "stop_stream_encryption",
+    "subscribe_to_shard",
+    "update_shard_count",
+    "update_stream_mode",
+];
+
+/// `put_records` -> `kinesis:PutRecords`.
+fn kinesis_action(operation: &str) -> String {
+    let pascal: String = operation
+        .split('_')
+        .map(|word| {
+            let mut chars = word.chars();
+            chars
+                .next()
+                .map(|first| first.to_ascii_uppercase().to_string() + chars.as_str())
+                .unwrap_or_default()
+        })
+        .collect();
+    format!("kinesis:{pascal}")
+}
+
+/// The daemon's source files: `src/` without the tools (`src/bin/`, `src/fleet/`).
+fn daemon_sources() -> Vec<(String, String)> {
+    fn walk(dir: &Path, out: &mut Vec<(String, String)>) {
+        for entry in std::fs::read_dir(dir).expect("read src/").flatten() {
+            let path = entry.path();
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+            if path.is_dir() {
+                if name != "bin" && name != "fleet" {
+                    walk(&path, out);
+                }
+            } else if name.ends_with(".rs") {
+                let text = std::fs::read_to_string(&path).expect("read source");
+                out.push((path.display().to_string(), text));
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(&Path::new(ROOT).join("src"), &mut out);
+    assert!(out.len() > 5, "found the sources");
+    out
+}
+
+/// The IAM actions of every SQS and Kinesis call in the daemon's source, with where each is.
+fn actions_the_code_calls() -> std::collections::BTreeMap<String, Vec<String>> {
+    let mut actions = std::collections::BTreeMap::<String, Vec<String>>::new();
+    let operations = SQS_OPERATIONS
+        .iter()
+        .map(|(op, action)| (*op, (*action).to_owned()))
+        .chain(KINESIS_OPERATIONS.iter().map(|op| (*op, kinesis_action(op))));
+    let sources = daemon_sources();
+    for (op, action) in operations {
+        let call = format!(".{op}()");
+        for (path, text) in &sources {
+            if text.contains(&call) {
+                actions.entry(action.clone()).or_default().push(path.clone());
+            }
+        }
+    }
+    actions
+}
+
+/// The sqs: and kinesis: actions a policy file grants, by the resource they are granted on.
+fn granted(path: &str) -> BTreeSet<(String, String)> {
+    let policy: serde_json::Value = serde_json::from_str(&read(path)).expect("policy is JSON");
+    let as_list = |v: &serde_json::Value| -> Vec<String> {
+        match v {
+            serde_json::Value::String(s) => vec![s.clone()],
+            serde_json::Value::Array(items) => items.iter().filter_map(|i| i.as_str().map(str::to_owned)).collect(),
+            _ => Vec::new(),
+        }
+    };
+    let mut out = BTreeSet::new();
+    for statement in policy["Statement"].as_array().expect("Statement list") {
+        assert_eq!(statement["Effect"], "Allow", "{path}");
+        for action in as_list(&statement["Action"]) {
+            for resource in as_list(&statement["Resource"]) {
+                out.insert((action.clone(), resource));
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn the_iam_policies_grant_exactly_the_actions_the_code_calls() {
+    let called = actions_the_code_calls();
+    // The scan finds what the pipeline is known to call.
+    for action in ["sqs:ReceiveMessage", "sqs:DeleteMessage", "kinesis:PutRecords"] {
+        assert!(called.contains_key(action), "{action} in {called:?}");
+    }
+    let base = granted("deploy/iam/collector-policy.json");
+    let autoscale = granted("deploy/iam/collector-shard-autoscale-policy.json");
+    let actions = |grants: &BTreeSet<(String, String)>| -> BTreeSet<String> {
+        grants.iter().map(|(action, _)| action.clone()).collect()
+    };
+    // UpdateShardCount is opt-in (SHARD_AUTOSCALE_ENABLED), so it has a policy of its own.
+    assert_eq!(
+        actions(&autoscale),
+        BTreeSet::from(["kinesis:UpdateShardCount".to_owned()])
+    );
+    let all: BTreeSet<String> = actions(&base).union(&actions(&autoscale)).cloned().collect();
+    let needed: BTreeSet<String> = called.keys().cloned().collect();
+    let unused: Vec<_> = all.difference(&needed).collect();
+    let missing: Vec<_> = needed.difference(&all).map(|a| (a, &called[a])).collect();
+    assert!(unused.is_empty(), "granted but never called: {unused:?}");
+    assert!(missing.is_empty(), "called but not granted: {missing:?}");
+
+    // Each on its resource: the dead-letter queue only receives; the source queue never does.
+    let on = |action: &str| -> BTreeSet<&str> {
+        base.iter()
+            .filter(|(a, _)| a == action)
+            .map(|(_, r)| r.as_str())
+            .collect()
+    };
+    assert_eq!(
+        on("sqs:SendMessage"),
+        BTreeSet::from(["arn:aws:sqs:eu-west-1:111122223333:submissions-dlq"])
+    );
+    for action in [
+        "sqs:ReceiveMessage",
+        "sqs:DeleteMessage",
+        "sqs:ChangeMessageVisibility",
+        "sqs:GetQueueUrl",
+        "sqs:GetQueueAttributes",
+    ] {
+        assert_eq!(
+            on(action),
+            BTreeSet::from(["arn:aws:sqs:eu-west-1:111122223333:submissions"]),
+            "{action}"
+        );
+    }
+}
+
+#[test]
+fn kinesis_operations_map_to_their_iam_actions() {
+    assert_eq!(kinesis_action("put_records"), "kinesis:PutRecords");
+    assert_eq!(
+        kinesis_action("describe_stream_summary"),
+        "kinesis:DescribeStreamSummary"
+    );
+}
