@@ -54,108 +54,121 @@ pub struct Shared {
 /// receivers and the lanes have, and the visibility keeper when they all have and every message
 /// it watches is deleted or given up.
 pub fn spawn(config: &Config, queue_url: &str, shared: &Shared) -> Stages {
-    let Shared {
-        clients,
-        metrics,
-        breaker,
-        liveness,
-        shutdown,
-        retry,
-    } = shared;
-    let retry = *retry;
     let mut stages = Stages::default();
-
-    let (delete_queue, deleter_input) = DeleteQueue::channel(config.max_in_flight_messages, metrics);
-    let activity = liveness.stage("deleter");
-    stages.spawn_watched(
-        "deleter",
-        Some(activity.clone()),
-        deleter::run(
-            clients.sqs.clone(),
-            deleter::DeleterSettings {
-                queue_url: queue_url.to_owned(),
-                batch_size: config.delete_batch_size,
-                interval: config.delete_interval,
-                concurrency: config.delete_concurrency,
-                retry,
-            },
-            deleter_input,
-            metrics.clone(),
-            activity,
-        ),
-    );
-
-    let (watch, watch_input) = mpsc::unbounded_channel();
-    let (give_back, give_back_input) = mpsc::unbounded_channel();
-    let activity = liveness.stage("visibility keeper");
-    stages.spawn_watched(
-        "visibility keeper",
-        Some(activity.clone()),
-        visibility::run(
-            clients.sqs.clone(),
-            visibility::VisibilitySettings {
-                queue_url: queue_url.to_owned(),
-                timeout: config.visibility_timeout,
-                max_total: config.visibility_max_total,
-                concurrency: config.visibility_concurrency,
-                retry,
-            },
-            watch_input,
-            give_back_input,
-            metrics.clone(),
-            activity,
-        ),
-    );
-
+    let deleter = spawn_deleter(&mut stages, config, queue_url, shared);
+    let keeper = spawn_keeper(&mut stages, config, queue_url, shared);
     let dead_letter = config
         .dead_letter_queue_url
         .clone()
         .map(|queue_url| dead_letter::DeadLetterQueue {
-            client: clients.sqs.clone(),
+            client: shared.clients.sqs.clone(),
             queue_url,
-            retry,
+            retry: shared.retry,
         });
-    let lane_context = sink::LaneContext {
-        client: clients.kinesis.clone(),
+    let lanes = spawn_lanes(&mut stages, config, shared, &deleter, &keeper, &dead_letter);
+    let outputs = source::Outputs {
+        lanes,
+        deleter,
+        keeper: keeper.watch,
+        give_back: keeper.give_back,
+        dead_letter,
+        in_flight: Arc::new(Semaphore::new(config.max_in_flight_messages)),
+        in_flight_bytes: Arc::new(Semaphore::new(config.max_in_flight_bytes)),
+        max_in_flight_bytes: config.max_in_flight_bytes,
+        breaker: shared.breaker.clone(),
+    };
+    spawn_receivers(&mut stages, config, queue_url, shared, outputs);
+    stages
+}
+
+fn spawn_deleter(stages: &mut Stages, config: &Config, queue_url: &str, shared: &Shared) -> DeleteQueue {
+    let (queue, input) = DeleteQueue::channel(config.max_in_flight_messages, &shared.metrics);
+    let settings = deleter::DeleterSettings {
+        queue_url: queue_url.to_owned(),
+        batch_size: config.delete_batch_size,
+        interval: config.delete_interval,
+        concurrency: config.delete_concurrency,
+        retry: shared.retry,
+    };
+    let activity = shared.liveness.stage("deleter");
+    let stage = deleter::run(
+        shared.clients.sqs.clone(),
+        settings,
+        input,
+        shared.metrics.clone(),
+        activity.clone(),
+    );
+    stages.spawn_watched("deleter", Some(activity), stage);
+    queue
+}
+
+/// How the visibility keeper is reached: messages to watch, receipts to give back.
+struct Keeper {
+    watch: mpsc::UnboundedSender<std::sync::Weak<message::InFlightMessage>>,
+    give_back: mpsc::UnboundedSender<message::Receipt>,
+}
+
+fn spawn_keeper(stages: &mut Stages, config: &Config, queue_url: &str, shared: &Shared) -> Keeper {
+    let (watch, watch_input) = mpsc::unbounded_channel();
+    let (give_back, give_back_input) = mpsc::unbounded_channel();
+    let settings = visibility::VisibilitySettings {
+        queue_url: queue_url.to_owned(),
+        timeout: config.visibility_timeout,
+        max_total: config.visibility_max_total,
+        concurrency: config.visibility_concurrency,
+        retry: shared.retry,
+    };
+    let activity = shared.liveness.stage("visibility keeper");
+    let stage = visibility::run(
+        shared.clients.sqs.clone(),
+        settings,
+        watch_input,
+        give_back_input,
+        shared.metrics.clone(),
+        activity.clone(),
+    );
+    stages.spawn_watched("visibility keeper", Some(activity), stage);
+    Keeper { watch, give_back }
+}
+
+fn spawn_lanes(
+    stages: &mut Stages,
+    config: &Config,
+    shared: &Shared,
+    deleter: &DeleteQueue,
+    keeper: &Keeper,
+    dead_letter: &Option<dead_letter::DeadLetterQueue>,
+) -> Vec<mpsc::Sender<sink::OutboundRecord>> {
+    let context = sink::LaneContext {
+        client: shared.clients.kinesis.clone(),
         settings: sink::SinkSettings {
             stream_name: config.stream_name.clone(),
             max_records: config.max_records_per_request,
             max_request_bytes: config.max_request_bytes,
             flush_interval: config.flush_interval,
-            retry,
+            retry: shared.retry,
         },
-        breaker: breaker.clone(),
-        give_back: give_back.clone(),
-        deleter: delete_queue.clone(),
+        breaker: shared.breaker.clone(),
+        give_back: keeper.give_back.clone(),
+        deleter: deleter.clone(),
         dead_letter: dead_letter.clone(),
-        metrics: metrics.clone(),
-        shutdown: shutdown.clone(),
+        metrics: shared.metrics.clone(),
+        shutdown: shared.shutdown.clone(),
     };
-    let mut lanes = Vec::with_capacity(config.sink_lanes);
-    for lane in 0..config.sink_lanes {
-        let (tx, rx) = mpsc::channel(config.max_records_per_request);
-        lanes.push(tx);
-        let name = format!("sink lane {lane}");
-        let activity = liveness.stage(name.clone());
-        stages.spawn_watched(
-            name,
-            Some(activity.clone()),
-            sink::run_lane(lane, lane_context.clone(), rx, activity),
-        );
-    }
+    (0..config.sink_lanes)
+        .map(|lane| {
+            let (tx, rx) = mpsc::channel(config.max_records_per_request);
+            let name = format!("sink lane {lane}");
+            let activity = shared.liveness.stage(name.clone());
+            let stage = sink::run_lane(lane, context.clone(), rx, activity.clone());
+            stages.spawn_watched(name, Some(activity), stage);
+            tx
+        })
+        .collect()
+}
 
-    let outputs = source::Outputs {
-        lanes,
-        deleter: delete_queue,
-        keeper: watch,
-        give_back,
-        dead_letter,
-        in_flight: Arc::new(Semaphore::new(config.max_in_flight_messages)),
-        in_flight_bytes: Arc::new(Semaphore::new(config.max_in_flight_bytes)),
-        max_in_flight_bytes: config.max_in_flight_bytes,
-        breaker: breaker.clone(),
-    };
-    let source_settings = source::SourceSettings {
+fn spawn_receivers(stages: &mut Stages, config: &Config, queue_url: &str, shared: &Shared, outputs: source::Outputs) {
+    let settings = source::SourceSettings {
         queue_url: queue_url.to_owned(),
         wait_time: config.queue_wait_time,
         batch_size: config.receive_batch_size,
@@ -164,24 +177,20 @@ pub fn spawn(config: &Config, queue_url: &str, shared: &Shared) -> Stages {
         time_bounds: config.time_bounds,
         partition_key: config.partition_key,
         max_record_bytes: config.max_record_bytes,
-        retry,
+        retry: shared.retry,
     };
     for receiver in 0..config.receivers {
         let name = format!("receiver {receiver}");
-        let activity = liveness.stage(name.clone());
-        stages.spawn_watched(
-            name,
-            Some(activity.clone()),
-            source::run(
-                receiver,
-                clients.clone(),
-                source_settings.clone(),
-                outputs.clone(),
-                metrics.clone(),
-                shutdown.clone(),
-                activity,
-            ),
+        let activity = shared.liveness.stage(name.clone());
+        let stage = source::run(
+            receiver,
+            shared.clients.clone(),
+            settings.clone(),
+            outputs.clone(),
+            shared.metrics.clone(),
+            shared.shutdown.clone(),
+            activity.clone(),
         );
+        stages.spawn_watched(name, Some(activity), stage);
     }
-    stages
 }

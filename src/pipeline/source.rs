@@ -103,10 +103,19 @@ pub async fn run(
     activity: Arc<Activity>,
 ) {
     let mut episode = RetryEpisode::new(format!("ReceiveMessage (receiver {receiver})"), settings.retry);
-    let batch_size = settings.batch_size as u32;
+    let receiver = Receiver {
+        clients,
+        settings,
+        outputs,
+        metrics,
+        shutdown,
+        activity,
+    };
+    let batch_size = receiver.settings.batch_size as u32;
+    let (outputs, shutdown) = (&receiver.outputs, &receiver.shutdown);
     loop {
         // Capacity first: never receive a message there is no room for.
-        let mut permits = tokio::select! {
+        let permits = tokio::select! {
             permits = outputs.in_flight.clone().acquire_many_owned(batch_size) => match permits {
                 Ok(permits) => permits,
                 Err(_) => return,
@@ -117,10 +126,51 @@ pub async fn run(
             _ = outputs.breaker.wait_closed() => {}
             _ = shutdown.cancelled() => return,
         }
-        metrics.receive_calls.inc();
-        activity.busy();
+        let Some((answer, timing)) = receiver.receive().await else {
+            return;
+        };
+        let messages = match answer {
+            Ok(messages) => {
+                episode.succeeded();
+                messages
+            }
+            Err(error) => {
+                receiver.metrics.receive_errors.inc();
+                let delay = episode.failed(&error);
+                tokio::select! {
+                    _ = sleep(delay) => continue,
+                    _ = shutdown.cancelled() => return,
+                }
+            }
+        };
+        let Some(batch) = receiver.take_in(messages, permits, timing).await else {
+            return;
+        };
+        for prepared in batch {
+            route(prepared, outputs, &receiver.metrics, &receiver.activity).await;
+        }
+    }
+}
+
+/// What one receive loop works with.
+struct Receiver {
+    clients: Clients,
+    settings: SourceSettings,
+    outputs: Outputs,
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+    activity: Arc<Activity>,
+}
+
+impl Receiver {
+    /// One long poll, and when its answer arrived. `None` when shutdown came first.
+    async fn receive(&self) -> Option<(Result<Vec<Message>, String>, ReceiveTiming)> {
+        let settings = &self.settings;
+        self.metrics.receive_calls.inc();
+        self.activity.busy();
         let sent_at = Instant::now();
-        let call = clients
+        let call = self
+            .clients
             .sqs
             .receive_message()
             .queue_url(&settings.queue_url)
@@ -128,70 +178,64 @@ pub async fn run(
             .wait_time_seconds(settings.wait_time.as_secs() as i32)
             .visibility_timeout(settings.visibility_timeout.as_secs() as i32)
             .customize()
-            .config_override(clients.receive_override(settings.wait_time))
+            .config_override(self.clients.receive_override(settings.wait_time))
             .send();
         tokio::pin!(call);
-        let call = tokio::select! {
-            call = &mut call => call,
-            _ = shutdown.cancelled() => {
+        let answer = tokio::select! {
+            answer = &mut call => answer,
+            _ = self.shutdown.cancelled() => {
                 // SQS may already have handed this call messages, which would stay hidden for
                 // a whole visibility timeout if the call were dropped. A long poll with
                 // messages to give answers at once, so wait a moment for it, then give back
                 // whatever it brought. A call still waiting after that found an empty queue.
                 if let Ok(Ok(output)) = tokio::time::timeout(SHUTDOWN_RECEIVE_GRACE, &mut call).await {
                     for message in output.messages.unwrap_or_default() {
-                        metrics.messages_received.inc();
+                        self.metrics.messages_received.inc();
                         if let (Some(message_id), Some(handle)) = (message.message_id, message.receipt_handle) {
-                            let _ = outputs.give_back.send(Receipt { message_id, handle });
+                            let _ = self.outputs.give_back.send(Receipt { message_id, handle });
                         }
                     }
                 }
-                activity.idle();
-                return;
+                self.activity.idle();
+                return None;
             }
         };
         let timing = ReceiveTiming {
             sent_at,
             arrived_at: Instant::now(),
         };
-        activity.progressed();
-        activity.idle();
-        let messages = match call {
-            Ok(output) => {
-                episode.succeeded();
-                output.messages.unwrap_or_default()
-            }
-            Err(e) => {
-                metrics.receive_errors.inc();
-                let delay = episode.failed(&DisplayErrorContext(&e));
-                tokio::select! {
-                    _ = sleep(delay) => continue,
-                    _ = shutdown.cancelled() => return,
-                }
-            }
-        };
+        self.activity.progressed();
+        self.activity.idle();
+        let answer = answer
+            .map(|output| output.messages.unwrap_or_default())
+            .map_err(|e| DisplayErrorContext(&e).to_string());
+        Some((answer, timing))
+    }
+
+    /// Makes each message of a batch a message in flight, with one of the batch's permits, and
+    /// has the keeper watch them all before any is routed: every message of the batch stays
+    /// hidden while the earlier ones wait for room. `None` when stopping.
+    async fn take_in(
+        &self,
+        messages: Vec<Message>,
+        mut permits: OwnedSemaphorePermit,
+        timing: ReceiveTiming,
+    ) -> Option<Vec<Prepared>> {
         let mut batch = Vec::with_capacity(messages.len());
         for message in messages {
             let permit = match permits.split(1) {
                 Some(permit) => permit,
                 // SQS returned more than asked for; take a permit the ordinary way.
-                None => match outputs.in_flight.clone().acquire_owned().await {
-                    Ok(permit) => permit,
-                    Err(_) => return,
-                },
+                None => self.outputs.in_flight.clone().acquire_owned().await.ok()?,
             };
-            if let Some(prepared) = prepare(message, permit, timing, &settings, &outputs, &metrics) {
+            if let Some(prepared) = prepare(message, permit, timing, &self.settings, &self.outputs, &self.metrics) {
                 batch.push(prepared);
             }
         }
-        // Watched from now on, so that every message of the batch stays hidden while the
-        // earlier ones are routed.
         for prepared in &batch {
-            let _ = outputs.keeper.send(Arc::downgrade(&prepared.entry));
+            let _ = self.outputs.keeper.send(Arc::downgrade(&prepared.entry));
         }
-        for prepared in batch {
-            route(prepared, &outputs, &metrics, &activity).await;
-        }
+        Some(batch)
     }
 }
 

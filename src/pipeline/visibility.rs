@@ -109,6 +109,30 @@ pub fn extension_for(
     (extension > remaining).then_some(extension)
 }
 
+/// A message due an extension: its place among the watched, the message, and the timeout to ask.
+type Due = (usize, Arc<InFlightMessage>, Duration);
+
+/// The watched messages that need extending now.
+fn due(settings: &VisibilitySettings, watched: &[Tracked], now: Instant) -> Vec<Due> {
+    watched
+        .iter()
+        .enumerate()
+        .filter(|(_, tracked)| tracked.extendable)
+        .filter_map(|(i, tracked)| Some((i, tracked.entry.upgrade()?)))
+        .filter(|(_, entry)| !entry.is_given_up())
+        .filter_map(|(i, entry)| {
+            let extension = extension_for(
+                now,
+                entry.lease.started,
+                entry.lease.ends(),
+                settings.timeout,
+                settings.max_total,
+            )?;
+            Some((i, entry, extension))
+        })
+        .collect()
+}
+
 async fn extend_due(
     client: &Client,
     settings: &VisibilitySettings,
@@ -117,27 +141,7 @@ async fn extend_due(
     metrics: &Metrics,
     activity: &Activity,
 ) {
-    let now = Instant::now();
-    let mut due: Vec<(usize, Arc<InFlightMessage>, Duration)> = Vec::new();
-    for (i, tracked) in watched.iter().enumerate() {
-        if !tracked.extendable {
-            continue;
-        }
-        let Some(entry) = tracked.entry.upgrade() else { continue };
-        if entry.is_given_up() {
-            continue;
-        }
-        let extension = extension_for(
-            now,
-            entry.lease.started,
-            entry.lease.ends(),
-            settings.timeout,
-            settings.max_total,
-        );
-        if let Some(extension) = extension {
-            due.push((i, entry, extension));
-        }
-    }
+    let due = due(settings, watched, Instant::now());
     if due.is_empty() {
         return;
     }
@@ -159,49 +163,57 @@ async fn extend_due(
         }
         let Some(done) = calls.join_next().await else { break };
         activity.progressed();
-        let (chunk, requested_at, results) = match done {
-            Ok(done) => done,
-            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-            Err(_) => continue,
-        };
-        match results {
-            Ok(results) => {
+        match done {
+            Ok((chunk, requested_at, Ok(results))) => {
                 episode.succeeded();
-                for ((i, entry, extension), result) in chunk.iter().zip(results) {
-                    match result {
-                        Ok(()) => {
-                            entry.lease.extended(requested_at, *extension);
-                            Metrics::outcome(&metrics.visibility_extensions, "ok", 1);
-                        }
-                        // SQS's own trouble: asked again at the next tick.
-                        Err(failure) if !failure.sender_fault => {
-                            Metrics::outcome(&metrics.visibility_extensions, "retried", 1);
-                            tracing::debug!(
-                                message_id = entry.message_id(),
-                                reason = entry.receipt().redact(&failure.reason),
-                                "visibility extension failed through no fault of ours; asking again"
-                            );
-                        }
-                        Err(failure) => {
-                            watched[*i].extendable = false;
-                            Metrics::outcome(&metrics.visibility_extensions, "failed", 1);
-                            tracing::warn!(
-                                message_id = entry.message_id(),
-                                reason = entry.receipt().redact(&failure.reason),
-                                "visibility extension refused; the message may be delivered again when its visibility ends"
-                            );
-                        }
-                    }
-                }
+                record_extensions(watched, &chunk, requested_at, results, metrics);
             }
-            Err(error) => {
+            Ok((chunk, _, Err(error))) => {
                 // Tried again at the next tick while the receipts are still valid.
                 Metrics::outcome(&metrics.visibility_extensions, "failed", chunk.len() as u64);
                 episode.failed(&error);
             }
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(_) => {}
         }
     }
     activity.idle();
+}
+
+/// Records what SQS answered for each message of one call.
+fn record_extensions(
+    watched: &mut [Tracked],
+    chunk: &[Due],
+    requested_at: Instant,
+    results: Vec<Result<(), EntryFailure>>,
+    metrics: &Metrics,
+) {
+    for ((i, entry, extension), result) in chunk.iter().zip(results) {
+        match result {
+            Ok(()) => {
+                entry.lease.extended(requested_at, *extension);
+                Metrics::outcome(&metrics.visibility_extensions, "ok", 1);
+            }
+            // SQS's own trouble: asked again at the next tick.
+            Err(failure) if !failure.sender_fault => {
+                Metrics::outcome(&metrics.visibility_extensions, "retried", 1);
+                tracing::debug!(
+                    message_id = entry.message_id(),
+                    reason = entry.receipt().redact(&failure.reason),
+                    "visibility extension failed through no fault of ours; asking again"
+                );
+            }
+            Err(failure) => {
+                watched[*i].extendable = false;
+                Metrics::outcome(&metrics.visibility_extensions, "failed", 1);
+                tracing::warn!(
+                    message_id = entry.message_id(),
+                    reason = entry.receipt().redact(&failure.reason),
+                    "visibility extension refused; the message may be delivered again when its visibility ends"
+                );
+            }
+        }
+    }
 }
 
 /// Makes messages visible again at once, so that another collector takes them without waiting
