@@ -17,7 +17,6 @@ use aws_sdk_kinesis::types::{StreamMode, StreamStatus};
 use aws_sdk_sqs::error::DisplayErrorContext;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::QueueRef;
 use crate::metrics::Metrics;
 use crate::retry::{RetryPolicy, retry_until};
 
@@ -32,6 +31,13 @@ pub const SQS_MAX_MESSAGE_BYTES: usize = 1_048_576;
 
 /// Time allowed for the TCP (and TLS) connection, within the attempt timeout.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Where the queue is found: by name (GetQueueUrl) or by URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum QueueRef {
+    Name(String),
+    Url(String),
+}
 
 /// The SQS and Kinesis clients, built once from the SDK's configuration.
 #[derive(Clone)]

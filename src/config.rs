@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use chrono::{NaiveDateTime, TimeDelta};
 
+pub use crate::aws::QueueRef;
 use crate::event::PartitionKey;
 use crate::shard_supervisor::Policy;
 use crate::submission::TimeBounds;
@@ -314,13 +315,6 @@ pub struct ConfigError {
     pub name: &'static str,
     pub value: String,
     pub expected: String,
-}
-
-/// Where the queue is found.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum QueueRef {
-    Name(String),
-    Url(String),
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -42,6 +42,7 @@ use crate::http_server::Readiness;
 use crate::liveness::Liveness;
 use crate::metrics::Metrics;
 use crate::pipeline::breaker::{self, Breaker};
+use crate::pipeline::shard_tally::ShardTally;
 use crate::pipeline::stages::Stages;
 use crate::retry::RetryPolicy;
 
@@ -67,6 +68,10 @@ pub async fn run(
         clients: Clients::new(sdk_config, config.call_timeout),
         breaker: Arc::new(Breaker::new(metrics.clone())),
         liveness: Arc::new(Liveness::new(config.stall_timeout)),
+        shard_tally: Arc::new(ShardTally::new(
+            metrics.shard_records_published.clone(),
+            metrics.shard_bytes_published.clone(),
+        )),
         metrics,
         shutdown,
         retry,
@@ -118,6 +123,7 @@ pub async fn run(
                 policy: config.shard_policy,
                 retry,
             },
+            shared.shard_tally.clone(),
             shared.metrics.clone(),
             shared.shutdown.clone(),
         ),

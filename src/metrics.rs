@@ -11,8 +11,6 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Metric, Registry};
 use std::sync::atomic::AtomicU64;
 
-use crate::shard_supervisor::ShardTally;
-
 type Labels = [(&'static str, &'static str); 1];
 /// A shard id label (`shard`): bounded by the shards of one stream.
 pub type ShardLabels = [(&'static str, String); 1];
@@ -63,8 +61,6 @@ pub struct Metrics {
     pub stream_open_shards: Gauge,
     pub shard_supervisor_decisions: Family<Labels, Counter>,
     pub shard_resize_calls: Family<Labels, Counter>,
-    /// Records and bytes written per shard, fed by the sink lanes, read by the shard supervisor.
-    pub shard_writes: ShardTally,
 }
 
 impl Metrics {
@@ -251,7 +247,6 @@ impl Metrics {
                 "HTTP connections closed at once because the cap of open connections was reached",
                 Counter::default(),
             ),
-            shard_writes: ShardTally::new(shard_records_published.clone(), shard_bytes_published.clone()),
             shard_records_published,
             shard_bytes_published,
             shard_utilisation: add(

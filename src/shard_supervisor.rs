@@ -15,17 +15,16 @@
 //! evidence, while "below the band" may not be. Resizing should be enabled in one replica only.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aws_sdk_kinesis::Client;
 use aws_sdk_kinesis::error::DisplayErrorContext;
 use aws_sdk_kinesis::types::{ScalingType, StreamMode as SdkStreamMode, StreamStatus};
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
 use tokio_util::sync::CancellationToken;
 
-use crate::metrics::{Metrics, ShardLabels};
+use crate::metrics::Metrics;
+use crate::pipeline::shard_tally::{ShardTally, ShardTotals};
 use crate::retry::{RetryEpisode, RetryPolicy};
 
 /// Records per second one shard takes.
@@ -36,88 +35,6 @@ pub const SHARD_BYTES_PER_SEC: f64 = 1024.0 * 1024.0;
 /// of them than open shards (a shard closed by a resize takes no more records), so that the
 /// label set stays about that of the current shards.
 const FORGET_IDLE_SHARD_AFTER: u32 = 10;
-
-/// Records and bytes written to one shard since start.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct ShardTotals {
-    pub records: u64,
-    pub bytes: u64,
-}
-
-/// What the sink lanes have written, per shard; shared by the lanes and the supervisor (it
-/// lives in [`Metrics`], which both hold). It also keeps the per-shard counters.
-pub struct ShardTally {
-    totals: Mutex<HashMap<String, ShardTotals>>,
-    records: Family<ShardLabels, Counter>,
-    bytes: Family<ShardLabels, Counter>,
-}
-
-impl ShardTally {
-    pub fn new(records: Family<ShardLabels, Counter>, bytes: Family<ShardLabels, Counter>) -> ShardTally {
-        ShardTally {
-            totals: Mutex::new(HashMap::new()),
-            records,
-            bytes,
-        }
-    }
-
-    /// Adds one PutRecords response's successful records, given as (shard id, record bytes);
-    /// takes the lock once per response.
-    pub fn add_response<'a>(&self, written: impl IntoIterator<Item = (&'a str, usize)>) {
-        let mut per_shard: Vec<(&str, ShardTotals)> = Vec::new();
-        for (shard, bytes) in written {
-            // A response names few distinct shards: a short scan beats hashing.
-            let i = match per_shard.iter().position(|(s, _)| *s == shard) {
-                Some(i) => i,
-                None => {
-                    per_shard.push((shard, ShardTotals::default()));
-                    per_shard.len() - 1
-                }
-            };
-            per_shard[i].1.records += 1;
-            per_shard[i].1.bytes += bytes as u64;
-        }
-        if per_shard.is_empty() {
-            return;
-        }
-        {
-            let mut totals = self.totals.lock().unwrap_or_else(PoisonError::into_inner);
-            for (shard, add) in &per_shard {
-                match totals.get_mut(*shard) {
-                    Some(t) => {
-                        t.records += add.records;
-                        t.bytes += add.bytes;
-                    }
-                    None => {
-                        totals.insert((*shard).to_owned(), *add);
-                    }
-                }
-            }
-        }
-        for (shard, add) in per_shard {
-            let label = [("shard", shard.to_owned())];
-            self.records.get_or_create(&label).inc_by(add.records);
-            self.bytes.get_or_create(&label).inc_by(add.bytes);
-        }
-    }
-
-    pub fn snapshot(&self) -> HashMap<String, ShardTotals> {
-        self.totals.lock().unwrap_or_else(PoisonError::into_inner).clone()
-    }
-
-    /// Drops a shard's totals and series, unless records arrived since `seen` was read.
-    fn forget_if_unchanged(&self, shard: &str, seen: ShardTotals) -> bool {
-        let mut totals = self.totals.lock().unwrap_or_else(PoisonError::into_inner);
-        if totals.get(shard) != Some(&seen) {
-            return false;
-        }
-        totals.remove(shard);
-        let label = [("shard", shard.to_owned())];
-        self.records.remove(&label);
-        self.bytes.remove(&label);
-        true
-    }
-}
 
 // ---------------------------------------------------------------------------------------------
 // The decision, without AWS: rates in, a decision out.
@@ -422,16 +339,19 @@ pub struct SupervisorSettings {
 }
 
 /// Runs until `shutdown`: one measurement and decision per interval.
-pub async fn run(client: Client, settings: SupervisorSettings, metrics: Arc<Metrics>, shutdown: CancellationToken) {
-    let tally = &metrics.shard_writes;
+pub async fn run(
+    client: Client,
+    settings: SupervisorSettings,
+    tally: Arc<ShardTally>,
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+) {
     let mut decider = Decider::new(settings.policy);
     let mut describe_episode = RetryEpisode::new(
         format!("DescribeStreamSummary {} (shard supervisor)", settings.stream_name),
         settings.retry,
     );
-    let mut before = tally.snapshot();
-    let mut before_at = Instant::now();
-    let mut idle: HashMap<String, u32> = HashMap::new();
+    let mut window = Window::new(&tally);
     let mut mode_seen = None;
     let mut ticker = tokio::time::interval(settings.interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -442,24 +362,7 @@ pub async fn run(client: Client, settings: SupervisorSettings, metrics: Arc<Metr
             _ = shutdown.cancelled() => return,
         }
         let now = Instant::now();
-        let after = tally.snapshot();
-        let per_shard = rates(&before, &after, now - before_at);
-        let mut utilisations = Vec::with_capacity(per_shard.len());
-        for (shard, rate) in &per_shard {
-            let u = rate.utilisation();
-            utilisations.push(u);
-            metrics
-                .shard_utilisation
-                .get_or_create(&[("shard", shard.clone())])
-                .set(u);
-            let quiet = idle.entry(shard.clone()).or_default();
-            *quiet = if rate.records_per_sec > 0.0 { 0 } else { *quiet + 1 };
-        }
-        idle.retain(|shard, _| per_shard.contains_key(shard));
-        // The next interval starts from this snapshot: nothing written meanwhile is missed.
-        before = after;
-        before_at = now;
-
+        let utilisations = window.close(&tally, &metrics, now);
         let stream = tokio::select! {
             stream = describe(&client, &settings.stream_name) => stream,
             _ = shutdown.cancelled() => return,
@@ -477,15 +380,7 @@ pub async fn run(client: Client, settings: SupervisorSettings, metrics: Arc<Metr
             }
         };
         metrics.stream_open_shards.set(stream.open_shards as i64);
-        for shard in shards_to_forget(&idle, stream.open_shards) {
-            if let Some(seen) = before.get(&shard)
-                && tally.forget_if_unchanged(&shard, *seen)
-            {
-                metrics.shard_utilisation.remove(&[("shard", shard.clone())]);
-                before.remove(&shard);
-                idle.remove(&shard);
-            }
-        }
+        window.forget_closed_shards(&tally, &metrics, stream.open_shards);
         let utilisation = stream_utilisation(&utilisations, stream.open_shards);
         metrics
             .stream_utilisation
@@ -524,6 +419,59 @@ pub async fn run(client: Client, settings: SupervisorSettings, metrics: Arc<Metr
                 "stream utilisation outside the target band"
             ),
             _ => {}
+        }
+    }
+}
+
+/// One measuring interval: the tally as it stood when the interval began, and how many
+/// intervals each shard has been idle.
+struct Window {
+    before: HashMap<String, ShardTotals>,
+    before_at: Instant,
+    idle: HashMap<String, u32>,
+}
+
+impl Window {
+    fn new(tally: &ShardTally) -> Window {
+        Window {
+            before: tally.snapshot(),
+            before_at: Instant::now(),
+            idle: HashMap::new(),
+        }
+    }
+
+    /// Ends the interval at `now`: exports each shard's utilisation and returns them all. The
+    /// next interval starts from this snapshot, so nothing written meanwhile is missed.
+    fn close(&mut self, tally: &ShardTally, metrics: &Metrics, now: Instant) -> Vec<f64> {
+        let after = tally.snapshot();
+        let per_shard = rates(&self.before, &after, now - self.before_at);
+        let mut utilisations = Vec::with_capacity(per_shard.len());
+        for (shard, rate) in &per_shard {
+            let u = rate.utilisation();
+            utilisations.push(u);
+            metrics
+                .shard_utilisation
+                .get_or_create(&[("shard", shard.clone())])
+                .set(u);
+            let quiet = self.idle.entry(shard.clone()).or_default();
+            *quiet = if rate.records_per_sec > 0.0 { 0 } else { *quiet + 1 };
+        }
+        self.idle.retain(|shard, _| per_shard.contains_key(shard));
+        self.before = after;
+        self.before_at = now;
+        utilisations
+    }
+
+    /// Drops the series of shards a resize closed (see [`shards_to_forget`]).
+    fn forget_closed_shards(&mut self, tally: &ShardTally, metrics: &Metrics, open_shards: u32) {
+        for shard in shards_to_forget(&self.idle, open_shards) {
+            if let Some(seen) = self.before.get(&shard)
+                && tally.forget_if_unchanged(&shard, *seen)
+            {
+                metrics.shard_utilisation.remove(&[("shard", shard.clone())]);
+                self.before.remove(&shard);
+                self.idle.remove(&shard);
+            }
         }
     }
 }
@@ -714,23 +662,6 @@ mod tests {
                 mean: 0.0
             }
         );
-    }
-
-    #[test]
-    fn the_tally_adds_per_shard_once_per_response_and_forgets_only_unchanged_shards() {
-        let metrics = Metrics::new();
-        let tally = &metrics.shard_writes;
-        tally.add_response([("s-1", 100), ("s-2", 50), ("s-1", 20)]);
-        tally.add_response([("s-2", 5)]);
-        let totals = tally.snapshot();
-        assert_eq!(totals["s-1"], ShardTotals { records: 2, bytes: 120 });
-        assert_eq!(totals["s-2"], ShardTotals { records: 2, bytes: 55 });
-        let label = [("shard", "s-1".to_owned())];
-        assert_eq!(metrics.shard_bytes_published.get_or_create(&label).get(), 120);
-        tally.add_response([("s-1", 1)]);
-        assert!(!tally.forget_if_unchanged("s-1", totals["s-1"]));
-        assert!(tally.forget_if_unchanged("s-2", totals["s-2"]));
-        assert!(!tally.snapshot().contains_key("s-2"));
     }
 
     #[test]

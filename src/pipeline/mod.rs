@@ -18,6 +18,7 @@ pub mod breaker;
 pub mod dead_letter;
 pub mod deleter;
 pub mod message;
+pub mod shard_tally;
 pub mod sink;
 pub mod source;
 pub mod stages;
@@ -43,6 +44,8 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     pub breaker: Arc<Breaker>,
     pub liveness: Arc<Liveness>,
+    /// What the lanes wrote to each shard, for the shard supervisor.
+    pub shard_tally: Arc<shard_tally::ShardTally>,
     pub shutdown: CancellationToken,
     pub retry: RetryPolicy,
 }
@@ -152,6 +155,7 @@ fn spawn_lanes(
         give_back: keeper.give_back.clone(),
         deleter: deleter.clone(),
         dead_letter: dead_letter.clone(),
+        shard_tally: shared.shard_tally.clone(),
         metrics: shared.metrics.clone(),
         shutdown: shared.shutdown.clone(),
     };

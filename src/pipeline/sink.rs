@@ -37,6 +37,7 @@ use super::breaker::Breaker;
 use super::dead_letter::DeadLetterQueue;
 use super::deleter::DeleteQueue;
 use super::message::{GiveUp, InFlightMessage, Receipt};
+use super::shard_tally::ShardTally;
 use crate::liveness::Activity;
 use crate::metrics::Metrics;
 use crate::retry::{RetryEpisode, RetryPolicy};
@@ -82,6 +83,8 @@ pub struct LaneContext {
     pub deleter: DeleteQueue,
     /// Where a submission the stream refuses goes, when dead-lettering is on.
     pub dead_letter: Option<DeadLetterQueue>,
+    /// What each shard took.
+    pub shard_tally: Arc<ShardTally>,
     pub metrics: Arc<Metrics>,
     pub shutdown: CancellationToken,
 }
@@ -350,7 +353,7 @@ impl Lane {
         let sent = batch.len();
         // What each shard took, for the shard supervisor: every written record counts,
         // resends included, as they use the shard's capacity all the same.
-        metrics.shard_writes.add_response(
+        self.context.shard_tally.add_response(
             batch
                 .iter()
                 .zip(results)
