@@ -191,8 +191,12 @@ pub const STALL_TIMEOUT_SEC: Setting = setting(
     "STALL_TIMEOUT_SEC",
     "120",
     "1-3600, above 2 x (QUEUE_WAIT_TIME_SEC + AWS_CALL_TIMEOUT_SEC) + RETRY_MAX_BACKOFF_MS",
-    "`/healthz` answers 503 when a pipeline stage that has work has made no progress (no call finished, however it ended) for this long, so that a liveness probe replaces a stuck replica.",
+    "`/healthz` answers 503 when a pipeline stage that has work has made no progress (no call finished, however it ended) for this long, so that a liveness probe replaces a stuck replica. Unset, it is 120 s or that least value plus 10 s, whichever is longer.",
 );
+/// Kept above the least `STALL_TIMEOUT_SEC` when it is not set, so that other settings alone
+/// never make the default invalid.
+const STALL_TIMEOUT_ROOM: Duration = Duration::from_secs(10);
+
 pub const TIME_CREATED_NOT_BEFORE: Setting = setting(
     "TIME_CREATED_NOT_BEFORE",
     "2000-01-01T00:00:00",
@@ -412,21 +416,27 @@ impl Config {
         let call_timeout = env.seconds_in(&AWS_CALL_TIMEOUT_SEC, 0.1, 300.0)?;
         let queue_wait_time = Duration::from_secs(env.int(&QUEUE_WAIT_TIME_SEC, 0, 20)?);
         let stall_timeout = {
-            let secs: u64 = env.int(&STALL_TIMEOUT_SEC, 1, 3600)?;
             // A stage in a healthy retry loop finishes a call at least this often: the longest
             // call twice over, plus the longest backoff between two.
             let least = (queue_wait_time + call_timeout) * 2 + Duration::from_millis(retry_max_ms);
-            if Duration::from_secs(secs) <= least {
-                return Err(env.invalid(
-                    &STALL_TIMEOUT_SEC,
-                    &secs.to_string(),
-                    &format!(
-                        "an integer from 1 to 3600 above 2 x (QUEUE_WAIT_TIME_SEC + AWS_CALL_TIMEOUT_SEC) + RETRY_MAX_BACKOFF_MS, here {:.1} s",
-                        least.as_secs_f64()
-                    ),
-                ));
+            if env.is_set(&STALL_TIMEOUT_SEC) {
+                let secs: u64 = env.int(&STALL_TIMEOUT_SEC, 1, 3600)?;
+                if Duration::from_secs(secs) <= least {
+                    return Err(env.invalid(
+                        &STALL_TIMEOUT_SEC,
+                        &secs.to_string(),
+                        &format!(
+                            "an integer from 1 to 3600 above 2 x (QUEUE_WAIT_TIME_SEC + AWS_CALL_TIMEOUT_SEC) + RETRY_MAX_BACKOFF_MS, here {:.1} s",
+                            least.as_secs_f64()
+                        ),
+                    ));
+                }
+                Duration::from_secs(secs)
+            } else {
+                // Unset: the default, or more when long calls and backoffs need more.
+                let default = Duration::from_secs(STALL_TIMEOUT_SEC.default.parse().unwrap_or(120));
+                default.max(least + STALL_TIMEOUT_ROOM)
             }
-            Duration::from_secs(secs)
         };
         let max_ahead_hours: i64 = env.int(&TIME_CREATED_MAX_AHEAD_HOURS, 0, 8760)?;
         let band_high = env.percent(&SHARD_UTILISATION_TARGET_HIGH, 0.01, 100.0)?;
@@ -491,6 +501,11 @@ impl Config {
 struct Vars<'a>(&'a HashMap<String, String>);
 
 impl Vars<'_> {
+    /// True when the variable is set (to anything).
+    fn is_set(&self, s: &Setting) -> bool {
+        self.0.contains_key(&s.name.to_ascii_lowercase())
+    }
+
     /// The value as set, or the setting's default when unset.
     fn raw(&self, s: &Setting) -> &str {
         self.0
@@ -728,6 +743,9 @@ mod tests {
             "STALL_TIMEOUT_SEC=\"70\" is invalid: expected an integer from 1 to 3600 above 2 x (QUEUE_WAIT_TIME_SEC + AWS_CALL_TIMEOUT_SEC) + RETRY_MAX_BACKOFF_MS, here 70.0 s"
         );
         assert!(Config::from_vars(&vars(&[("STALL_TIMEOUT_SEC", "71")])).is_ok());
+        // Unset, it grows with the settings that need it, rather than rejecting them.
+        let c = Config::from_vars(&vars(&[("RETRY_MAX_BACKOFF_MS", "60000")])).unwrap();
+        assert_eq!(c.stall_timeout, Duration::from_secs(2 * (20 + 10) + 60 + 10));
         assert!(error(&[("QUEUE_DELETE_CONCURRENCY", "0")]).starts_with("QUEUE_DELETE_CONCURRENCY="));
     }
 
