@@ -269,7 +269,7 @@ impl Lane {
         let mut bytes = 0;
         while let Some(front) = self.buffer.front() {
             if front.message.is_given_up() || front.message.lease.expiring(now) {
-                // Refused and released messages are already accounted for; only an expiry is news.
+                // Refused and given-back messages are already accounted for; only an expiry is news.
                 if let Some(record) = self.pop() {
                     self.abandon(record);
                 }
