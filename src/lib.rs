@@ -24,6 +24,7 @@
 
 pub mod aws;
 pub mod breaker;
+pub mod check;
 pub mod config;
 pub mod dead_letter;
 pub mod deleter;
