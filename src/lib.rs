@@ -17,6 +17,7 @@
 //! the `sensor-fleet` and `stream-reader` binaries and by the tests.
 
 pub mod aws;
+pub mod check;
 pub mod config;
 pub mod drop_log;
 pub mod event;

@@ -1,5 +1,6 @@
 //! The `telemetry-collector` daemon: reads its configuration, sets up JSON logs, and runs the
-//! pipeline until SIGTERM or SIGINT. `--help` and `--version` print and exit.
+//! pipeline until SIGTERM or SIGINT. `--help` and `--version` print and exit; `check` asks the
+//! endpoints about the queue and the stream and reports.
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -20,6 +21,10 @@ event to Kinesis; deletes a message once all its events are published.
 
 USAGE:
   telemetry-collector              run until SIGTERM or SIGINT (drains, then exits 0)
+  telemetry-collector check        validate the configuration, then resolve the queue and the
+                                   stream and report what matters (visibility timeout, redrive
+                                   policy, stream status, mode and shards); exit 1 on a problem.
+                                   Read-only: receives, sends and deletes nothing
   telemetry-collector --help       print this and exit
   telemetry-collector --version    print the version and commit and exit
 
@@ -33,6 +38,7 @@ HTTP: /healthz, /readyz, /metrics on HTTP_LISTEN_ADDRESS (default 0.0.0.0:8080).
 /// What the command line asks for.
 enum Command {
     Run,
+    Check,
     Help,
     Version,
 }
@@ -45,6 +51,7 @@ fn parse_args() -> Result<Command, lexopt::Error> {
         command = match arg {
             Short('h') | Long("help") => Command::Help,
             Short('V') | Long("version") => Command::Version,
+            Value(word) if word == "check" => Command::Check,
             _ => return Err(arg.unexpected()),
         };
     }
@@ -52,8 +59,8 @@ fn parse_args() -> Result<Command, lexopt::Error> {
 }
 
 fn main() -> ExitCode {
-    match parse_args() {
-        Ok(Command::Run) => {}
+    let command = match parse_args() {
+        Ok(command @ (Command::Run | Command::Check)) => command,
         Ok(Command::Help) => {
             print!("{USAGE}");
             return ExitCode::SUCCESS;
@@ -66,7 +73,7 @@ fn main() -> ExitCode {
             eprintln!("telemetry-collector: {e} (see telemetry-collector --help)");
             return ExitCode::from(2);
         }
-    }
+    };
     // The runtime and the signal handlers come first: a SIGTERM during start-up (say, while the
     // SDK looks for credentials or the queue cannot be reached yet) must stop the collector
     // cleanly, not kill it by the signal's default action.
@@ -106,6 +113,9 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Command::Check = command {
+        return runtime.block_on(check(config, region, shutdown));
+    }
     let env_filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     tracing_subscriber::registry()
         .with(
@@ -140,6 +150,29 @@ fn main() -> ExitCode {
             }
         }
     })
+}
+
+/// `telemetry-collector check`: one line per finding on stdout, exit 1 when any is a failure.
+async fn check(config: Config, region: Region, shutdown: CancellationToken) -> ExitCode {
+    use telemetry_collector::check::Verdict;
+    let findings = tokio::select! {
+        findings = async {
+            let sdk_config = aws_config::defaults(BehaviorVersion::latest()).region(region).load().await;
+            telemetry_collector::check::run(&config, &sdk_config).await
+        } => findings,
+        _ = shutdown.cancelled() => return ExitCode::SUCCESS,
+    };
+    for finding in &findings {
+        println!("{finding}");
+    }
+    let failed = findings.iter().filter(|f| f.verdict == Verdict::Fail).count();
+    if failed == 0 {
+        println!("check: ok");
+        ExitCode::SUCCESS
+    } else {
+        println!("check: {failed} problem(s)");
+        ExitCode::FAILURE
+    }
 }
 
 /// The region from `AWS_REGION` / `AWS_DEFAULT_REGION`, else from the profile files (`AWS_PROFILE`,
