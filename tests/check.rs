@@ -1,6 +1,9 @@
 //! `telemetry-collector check` against the emulator: a good setup passes and reports the queue
 //! and the stream; a low redrive `maxReceiveCount` and a missing stream each fail, named.
 
+// Needs the emulator that script/test starts: built with the `emulator-tests` feature.
+#![cfg(feature = "emulator-tests")]
+
 mod support;
 
 use aws_sdk_sqs::types::QueueAttributeName;
