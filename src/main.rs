@@ -28,7 +28,7 @@ USAGE:
   telemetry-collector --help       print this and exit
   telemetry-collector --version    print the version and commit and exit
 
-Configuration is read from environment variables only (README, \"Configuration\"); a bad
+Configuration is read from environment variables only (docs/configuration.md); a bad
 value stops the collector with one line naming it (exit 2). AWS endpoint, region and
 credentials come from the SDK's standard variables (AWS_REGION, AWS_ENDPOINT_URL,
 AWS_PROFILE, AWS_ACCESS_KEY_ID, ...). Logs: JSON lines on stdout, level from RUST_LOG.
@@ -113,9 +113,17 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if let Command::Check = command {
-        return runtime.block_on(check(config, region, shutdown));
+    match command {
+        Command::Check => runtime.block_on(check(config, region, shutdown)),
+        _ => {
+            init_logs();
+            runtime.block_on(collect(config, region, shutdown))
+        }
     }
+}
+
+/// JSON lines on stdout, level from `RUST_LOG` (default `info`), never the SDK's TRACE events.
+fn init_logs() {
     let env_filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     tracing_subscriber::registry()
         .with(
@@ -127,29 +135,31 @@ fn main() -> ExitCode {
                 .with_filter(env_filter.and(filter_fn(|meta| !is_sdk_trace(meta)))),
         )
         .init();
-    runtime.block_on(async move {
-        let http = match tokio::net::TcpListener::bind(config.http_listen_address).await {
-            Ok(http) => http,
-            Err(e) => {
-                eprintln!(
-                    "telemetry-collector: configuration error: HTTP_LISTEN_ADDRESS=\"{}\" cannot be listened on: {e}",
-                    config.http_listen_address
-                );
-                return ExitCode::from(2);
-            }
-        };
-        let sdk_config = tokio::select! {
-            sdk_config = aws_config::defaults(BehaviorVersion::latest()).region(region).load() => sdk_config,
-            _ = shutdown.cancelled() => return ExitCode::SUCCESS,
-        };
-        match telemetry_collector::run(config, &sdk_config, Arc::new(Metrics::new()), shutdown, http).await {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                tracing::error!(error = %e, "collector stopped because a stage failed");
-                ExitCode::FAILURE
-            }
+}
+
+/// The daemon: the HTTP endpoints, the SDK, then the collector until shutdown.
+async fn collect(config: Config, region: Region, shutdown: CancellationToken) -> ExitCode {
+    let http = match tokio::net::TcpListener::bind(config.http_listen_address).await {
+        Ok(http) => http,
+        Err(e) => {
+            eprintln!(
+                "telemetry-collector: configuration error: HTTP_LISTEN_ADDRESS=\"{}\" cannot be listened on: {e}",
+                config.http_listen_address
+            );
+            return ExitCode::from(2);
         }
-    })
+    };
+    let sdk_config = tokio::select! {
+        sdk_config = aws_config::defaults(BehaviorVersion::latest()).region(region).load() => sdk_config,
+        _ = shutdown.cancelled() => return ExitCode::SUCCESS,
+    };
+    match telemetry_collector::run(config, &sdk_config, Arc::new(Metrics::new()), shutdown, http).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "collector stopped because a stage failed");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// `telemetry-collector check`: one line per finding on stdout, exit 1 when any is a failure.
