@@ -173,6 +173,25 @@ async fn a_black_holed_sqs_path_is_survived_and_receiving_resumes_within_the_sta
     let (during, more) = small_submissions(32_100, 40);
     expected.extend(more);
     proxy.faults.set_sqs_black_hole(true);
+    // Long polls forwarded before the hole are still answered, and would take the submissions
+    // sent next, leaving nothing to receive after it: send only once every receiver's next call
+    // has been swallowed.
+    let receivers: u64 = telemetry_collector::config::QUEUE_RECEIVERS
+        .default
+        .parse()
+        .expect("QUEUE_RECEIVERS default");
+    wait_until(
+        "every receiver's next call swallowed",
+        Duration::from_secs(30),
+        || async {
+            proxy
+                .faults
+                .sqs_calls_swallowed
+                .load(std::sync::atomic::Ordering::SeqCst)
+                >= receivers
+        },
+    )
+    .await;
     send_while(&env, &during, tokio::time::sleep(Duration::from_secs(8))).await;
     assert!(
         proxy
