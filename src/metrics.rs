@@ -238,7 +238,7 @@ impl Metrics {
             http_connections_open: add(
                 &mut registry,
                 "http_connections_open",
-                "HTTP connections open (cap 256, see README \"HTTP endpoints\")",
+                "HTTP connections open (cap 256, see docs/observability.md)",
                 Gauge::default(),
             ),
             http_connections_refused: add(
