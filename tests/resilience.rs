@@ -98,20 +98,30 @@ async fn send_while<F: std::future::Future<Output = ()>>(env: &TestEnv, bodies: 
     tokio::join!(sender, during);
 }
 
+/// The binary through the proxy, ready, with 30 submissions sent and publishing under way:
+/// the state a network fault should meet. Returns what the stream must hold in the end so far.
+async fn publishing(label: &str, salt: u64, visibility_timeout: &str) -> (TestEnv, FaultProxy, Binary, Vec<Expected>) {
+    let env = TestEnv::new(label).await;
+    let proxy = FaultProxy::start(&env.endpoint, salt).await;
+    let collector = Binary::start(
+        &env,
+        &proxy,
+        &[("QUEUE_VISIBILITY_TIMEOUT_SEC", visibility_timeout)],
+        label,
+    );
+    wait_healthy_and_ready(collector.addr).await;
+    let (before, expected) = small_submissions(salt * 1_000, 30);
+    env.send(&before).await;
+    wait_until("events published before the fault", Duration::from_secs(60), || async {
+        collector.counter("collector_events_published_total").await > 0
+    })
+    .await;
+    (env, proxy, collector, expected)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_black_holed_kinesis_path_wedges_nothing_and_loses_nothing_once_it_heals() {
-    let env = TestEnv::new("hole-kinesis").await;
-    let proxy = FaultProxy::start(&env.endpoint, 31).await;
-    let collector = Binary::start(&env, &proxy, &[("QUEUE_VISIBILITY_TIMEOUT_SEC", "6")], "hole-kinesis");
-    wait_healthy_and_ready(collector.addr).await;
-    let (before, mut expected) = small_submissions(31_000, 30);
-    env.send(&before).await;
-    wait_until(
-        "events published before the black hole",
-        Duration::from_secs(60),
-        || async { collector.counter("collector_events_published_total").await > 0 },
-    )
-    .await;
+    let (env, proxy, collector, mut expected) = publishing("hole-kinesis", 31, "6").await;
 
     // Eight call timeouts of black hole, with submissions arriving all along.
     let (during, more) = small_submissions(31_100, 60);
@@ -155,27 +165,16 @@ async fn a_black_holed_kinesis_path_wedges_nothing_and_loses_nothing_once_it_hea
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_black_holed_sqs_path_is_survived_and_receiving_resumes_within_the_stated_bound() {
-    let env = TestEnv::new("hole-sqs").await;
-    let proxy = FaultProxy::start(&env.endpoint, 32).await;
-    let collector = Binary::start(&env, &proxy, &[("QUEUE_VISIBILITY_TIMEOUT_SEC", "20")], "hole-sqs");
-    wait_healthy_and_ready(collector.addr).await;
-    let (before, mut expected) = small_submissions(32_000, 30);
-    env.send(&before).await;
-    wait_until(
-        "events published before the black hole",
-        Duration::from_secs(60),
-        || async { collector.counter("collector_events_published_total").await > 0 },
-    )
-    .await;
+    let (env, proxy, collector, mut expected) = publishing("hole-sqs", 32, "20").await;
 
     // Every SQS call, receives, deletes and extensions alike, is swallowed for 8 s. The test
     // reaches the emulator directly, so it can keep sending.
     let (during, more) = small_submissions(32_100, 40);
     expected.extend(more);
     proxy.faults.set_sqs_black_hole(true);
-    // Long polls forwarded before the hole are still answered, and would take the submissions
-    // sent next, leaving nothing to receive after it: send only once every receiver's next call
-    // has been swallowed.
+    // Long polls already upstream when the hole began could still take the submissions sent
+    // next (their answers are swallowed, the messages hidden for a visibility timeout), leaving
+    // nothing to receive after it: send only once every receiver's next call has been swallowed.
     let receivers: u64 = telemetry_collector::config::QUEUE_RECEIVERS
         .default
         .parse()
