@@ -11,15 +11,15 @@
 # GIT_COMMIT (build argument) names the commit in `--version` and collector_build_info; the
 # build context has no .git, so without it they say `unknown`.
 
-# cargo-chef splits the build in two layers: the dependencies, which change when Cargo.toml or
-# Cargo.lock change, and the crate's own code. Editing src/ then rebuilds only the second.
+# cargo-chef splits the build in two layers: the dependencies, which change when a Cargo.toml or
+# Cargo.lock change, and the workspace's own code. Editing src/ then rebuilds only the second.
 FROM rust:1.95-slim-bookworm AS chef
 RUN cargo install --locked cargo-chef --version 0.1.78
 WORKDIR /build
 
 FROM chef AS planner
 COPY . .
-# The recipe lists the manifest and every target (lib, main, src/bin/*), with no source code.
+# The recipe lists every crate of the workspace with its manifest and targets, no source code.
 RUN cargo chef prepare --recipe-path recipe.json
 
 FROM chef AS builder
@@ -27,12 +27,17 @@ COPY --from=planner /build/recipe.json recipe.json
 RUN cargo chef cook --release --locked --recipe-path recipe.json
 COPY . .
 ARG GIT_COMMIT=""
-# Every binary target lands at the top of target/release; copy them all, so a new src/bin/*.rs
-# reaches the tools image without editing this file.
-RUN cargo build --release --locked --bins \
- && mkdir /out \
- && find target/release -maxdepth 1 -type f -perm -u+x -exec install -m 0755 -t /out {} + \
- && test -x /out/telemetry-collector
+# The collector's crate alone: the production image's one binary.
+RUN cargo build --release --locked -p telemetry-collector \
+ && install -D -m 0755 target/release/telemetry-collector /out/telemetry-collector
+
+# The fleet tools' crate (crates/fleet), for the tools image only.
+FROM builder AS tools-builder
+RUN cargo build --release --locked -p telemetry-fleet --bins \
+ && mkdir -p /out-tools \
+ && find target/release -maxdepth 1 -type f -perm -u+x ! -name telemetry-collector \
+      -exec install -m 0755 -t /out-tools {} + \
+ && test -x /out-tools/sensor-fleet && test -x /out-tools/stream-reader
 
 FROM debian:bookworm-slim AS runtime
 # ca-certificates: rustls verifies AWS endpoints against the system roots.
@@ -47,8 +52,7 @@ RUN useradd --system --uid 10001 --user-group --no-create-home --shell /usr/sbin
 
 # The simulator and the stream reader, for demos, load and checks; never deployed beside the daemon.
 FROM runtime AS tools
-COPY --from=builder /out/ /usr/local/bin/
-RUN rm /usr/local/bin/telemetry-collector
+COPY --from=tools-builder /out-tools/ /usr/local/bin/
 USER 10001:10001
 CMD ["sensor-fleet", "--help"]
 

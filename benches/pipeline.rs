@@ -21,9 +21,9 @@ use std::path::PathBuf;
 
 use chrono::Utc;
 use criterion::{BenchmarkId, Criterion, Throughput};
-use telemetry_collector::event::{self, PartitionKey};
-use telemetry_collector::fleet::generate::{Fleet, FleetSettings, Outcome, valid};
-use telemetry_collector::submission::{self, TimeBounds};
+use telemetry_fleet::generate::{Fleet, FleetSettings, Outcome, valid};
+use telemetry_format::event::{self, PartitionKey};
+use telemetry_format::submission::{self, TimeBounds};
 
 /// Counts allocations made on the current thread; otherwise the system allocator.
 struct CountingAllocator;

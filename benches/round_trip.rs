@@ -12,20 +12,15 @@
 //! Environment: `RTT_SUBMISSIONS` (default 6000), `RTT_MAX_EVENTS` per submission (default 12,
 //! about 6 on average, as the fleet of the chaos soak), `RTT_LATENCIES_MS` (default
 //! `0 10 30 80`), `RTT_SEED` (default 1), `RTT_TIMEOUT_SEC` per run (default 600); collector
-//! settings in the
-//! environment (`QUEUE_RECEIVERS=2`, ...) are passed on; `COLLECTOR_BIN` runs another build.
-
-#[path = "../tests/support/mod.rs"]
-#[allow(unused_imports)]
-mod test_support;
+//! settings in the environment (`QUEUE_RECEIVERS=2`, ...) are passed on; `COLLECTOR_BIN` runs another build.
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use telemetry_collector::fleet::generate::{Fleet, FleetSettings, Outcome};
-use test_support::fault_proxy::FaultProxy;
-use test_support::{TestEnv, free_port, http_get, sample, send_to};
+use telemetry_fleet::generate::{Fleet, FleetSettings, Outcome};
+use telemetry_testkit::fault_proxy::FaultProxy;
+use telemetry_testkit::{TestEnv, free_port, http_get, sample, send_to};
 
 const POLL: Duration = Duration::from_millis(50);
 const INSTANCE: &str = "rtt";
@@ -154,7 +149,7 @@ async fn run(binary: &str, bodies: &[String], events: u64, latency_ms: u64, time
     let log_path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("round-trip-{latency_ms}ms.log"));
     let log = std::fs::File::create(&log_path).expect("log file");
     let mut child = tokio::process::Command::new(binary)
-        .env("AWS_REGION", test_support::REGION)
+        .env("AWS_REGION", telemetry_testkit::REGION)
         .env("AWS_ACCESS_KEY_ID", "test")
         .env("AWS_SECRET_ACCESS_KEY", "test")
         .env("AWS_ENDPOINT_URL", &proxy.endpoint)
@@ -208,7 +203,7 @@ async fn run(binary: &str, bodies: &[String], events: u64, latency_ms: u64, time
         tokio::time::sleep(POLL).await;
     }
     let seconds = started.elapsed().as_secs_f64();
-    test_support::sigterm(&child);
+    telemetry_testkit::sigterm(&child);
     let _ = child.wait().await;
     assert_eq!(env.queue_total().await, 0, "messages left in the queue");
     let result = RunResult {

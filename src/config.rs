@@ -15,9 +15,9 @@ use std::time::Duration;
 use chrono::{NaiveDateTime, TimeDelta};
 
 pub use crate::aws::QueueRef;
-use crate::event::PartitionKey;
 use crate::shard_supervisor::Policy;
-use crate::submission::TimeBounds;
+use telemetry_format::event::PartitionKey;
+use telemetry_format::submission::TimeBounds;
 
 /// One environment variable the collector reads.
 #[derive(Debug, Clone, Copy)]

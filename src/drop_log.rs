@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::sync::{LazyLock, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use crate::submission::Rejection;
+use telemetry_format::submission::Rejection;
 
 /// Info lines per reason per interval.
 pub const LINES_PER_INTERVAL: u32 = 5;

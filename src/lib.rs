@@ -2,8 +2,8 @@
 //!
 //! [`run`] is the daemon: resolve the queue and the stream, spawn the [`pipeline`] and what runs
 //! beside it, then drain at shutdown. The data's path is the pipeline's stages, one module
-//! each; [`submission`] (decode, validate) and [`event`] (explode, serialise) are the pure code
-//! between them.
+//! each; the pure code between them, decoding and validating submissions and building events,
+//! is the `telemetry-format` crate.
 //!
 //! Around the pipeline: [`aws`] builds the clients (every call with a timeout) and holds the
 //! calls and limits shared by several stages, [`retry`] paces every retry, [`liveness`] tells
@@ -11,24 +11,17 @@
 //! `/healthz`, `/readyz` and `/metrics`, [`metrics`] lists every metric, [`drop_log`] keeps
 //! drop logs readable, and [`shard_supervisor`] watches the shards' utilisation (and, opt-in,
 //! resizes the stream).
-//!
-//! [`fleet`] is not part of that path: it is the sensor-fleet simulator's side (generated
-//! submissions, the manifest of what was sent, and the check of a stream against it), used by
-//! the `sensor-fleet` and `stream-reader` binaries and by the tests.
 
 pub mod aws;
 pub mod check;
 pub mod config;
 pub mod drop_log;
-pub mod event;
-pub mod fleet;
 pub mod http_server;
 pub mod liveness;
 pub mod metrics;
 pub mod pipeline;
 pub mod retry;
 pub mod shard_supervisor;
-pub mod submission;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;

@@ -290,7 +290,7 @@ impl Metrics {
     /// delete would never fire; and a series present from the start says "none yet", not
     /// "unknown".
     fn start_known_series_at_zero(&self) {
-        for reason in crate::submission::Rejection::LABELS {
+        for reason in telemetry_format::submission::Rejection::LABELS {
             drop(self.submissions_invalid.get_or_create(&[("reason", reason)]));
         }
         for reason in ["record_too_large", "record_invalid"] {
@@ -361,7 +361,7 @@ impl Metrics {
 
     /// Totals for the periodic summary line.
     pub fn snapshot(&self) -> Snapshot {
-        let invalid = crate::submission::Rejection::LABELS
+        let invalid = telemetry_format::submission::Rejection::LABELS
             .iter()
             .map(|r| count(&self.submissions_invalid, ("reason", r)))
             .sum();

@@ -1,4 +1,4 @@
-//! Chaos soak: SPEC §4 under faults, in numbers.
+//! Chaos soak: the guarantees of docs/contract.md under faults, in numbers.
 //!
 //! The `sensor-fleet` simulator sends submissions (a share of them invalid) straight to the
 //! queue while the real collector binary drains them through the fault proxy. Meanwhile the
@@ -25,8 +25,8 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use support::fault_proxy::{FaultProxy, Faults};
-use support::{TestEnv, sigterm, tool_summary, wait_until};
-use telemetry_collector::fleet::rng::Rng;
+use support::{CollectorHarness, TestEnv, sigterm, tool_summary, wait_until};
+use telemetry_fleet::rng::Rng;
 
 /// The run's parameters: `CHAOS_*` environment variables, short-run defaults.
 #[derive(Debug, Clone)]
@@ -270,7 +270,7 @@ async fn chaos_soak_loses_nothing_keeps_order_and_publishes_nothing_invalid() {
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
     let manifest = dir.join(format!("{}.manifest.jsonl", env.stream_name));
     let fleet_log = std::fs::File::create(dir.join(format!("{}-fleet.log", env.stream_name))).unwrap();
-    let fleet = tokio::process::Command::new(env!("CARGO_BIN_EXE_sensor-fleet"))
+    let fleet = tokio::process::Command::new(support::workspace_binary("sensor-fleet"))
         .env_clear()
         .envs(env.binary_env(&[]))
         .args(["--queue-url", &env.queue_url])
@@ -465,7 +465,7 @@ async fn chaos_soak_loses_nothing_keeps_order_and_publishes_nothing_invalid() {
     assert!(status.success(), "last collector's exit: {status}");
     monitor.abort();
 
-    let verified = tokio::process::Command::new(env!("CARGO_BIN_EXE_stream-reader"))
+    let verified = tokio::process::Command::new(support::workspace_binary("stream-reader"))
         .env_clear()
         .envs(env.binary_env(&[]))
         .args(["verify", "--stream", &env.stream_name])

@@ -7,7 +7,7 @@
 mod support;
 
 use aws_sdk_sqs::types::QueueAttributeName;
-use support::TestEnv;
+use support::{CollectorHarness, TestEnv};
 
 /// Runs `telemetry-collector check` with this test's queue and stream, plus `overrides`.
 fn check(env: &TestEnv, overrides: &[(&str, &str)]) -> (Option<i32>, String, String) {

@@ -2,8 +2,7 @@
 //! to make the most allocations per byte, stays within a fixed multiple of the body size. The
 //! heap is measured by a counting global allocator, so this file holds one test only.
 
-#[path = "support/hostile.rs"]
-mod hostile;
+use telemetry_testkit::hostile;
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -11,8 +10,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use chrono::Utc;
-use telemetry_collector::event::{PartitionKey, format_time_processed, to_records};
-use telemetry_collector::submission::{TimeBounds, decode};
+use telemetry_format::event::{PartitionKey, format_time_processed, to_records};
+use telemetry_format::submission::{TimeBounds, decode};
 
 struct Counting;
 

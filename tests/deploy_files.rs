@@ -233,16 +233,14 @@ fn kinesis_action(operation: &str) -> String {
     format!("kinesis:{pascal}")
 }
 
-/// The daemon's source files: `src/` without the tools (`src/bin/`, `src/fleet/`).
+/// The daemon's source files: `src/` (the tools are a crate of their own, `crates/fleet`).
 fn daemon_sources() -> Vec<(String, String)> {
     fn walk(dir: &Path, out: &mut Vec<(String, String)>) {
         for entry in std::fs::read_dir(dir).expect("read src/").flatten() {
             let path = entry.path();
             let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
             if path.is_dir() {
-                if name != "bin" && name != "fleet" {
-                    walk(&path, out);
-                }
+                walk(&path, out);
             } else if name.ends_with(".rs") {
                 let text = std::fs::read_to_string(&path).expect("read source");
                 out.push((path.display().to_string(), text));

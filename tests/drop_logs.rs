@@ -14,7 +14,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use serde_json::Value;
 use support::checks::wait_for_queue_empty;
-use support::{TestEnv, sigterm, wait_until};
+use support::{CollectorHarness, TestEnv, sigterm, wait_until};
 use telemetry_collector::drop_log::LINES_PER_INTERVAL;
 
 const PER_REASON: u64 = 30;

@@ -10,7 +10,7 @@ use std::io::Write as _;
 use std::process::Output;
 use std::time::Duration;
 
-use support::{REGION, TestEnv, tool_summary, wait_until};
+use support::{CollectorHarness, REGION, TestEnv, tool_summary, wait_until};
 
 /// The SDK's standard variables for the emulator, and nothing else of this process'.
 fn aws_env(env: &TestEnv) -> Vec<(&'static str, String)> {
@@ -22,14 +22,14 @@ fn aws_env(env: &TestEnv) -> Vec<(&'static str, String)> {
     ]
 }
 
-async fn run(env: &TestEnv, program: &str, args: &[&str]) -> Output {
+async fn run(env: &TestEnv, program: &std::path::Path, args: &[&str]) -> Output {
     tokio::process::Command::new(program)
         .env_clear()
         .envs(aws_env(env))
         .args(args)
         .output()
         .await
-        .unwrap_or_else(|e| panic!("cannot run {program}: {e}"))
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", program.display()))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -40,7 +40,7 @@ async fn simulated_fleet_arrives_whole_and_in_order() {
 
     let sent = run(
         &env,
-        env!("CARGO_BIN_EXE_sensor-fleet"),
+        &support::workspace_binary("sensor-fleet"),
         &[
             "--queue-url",
             &env.queue_url,
@@ -76,10 +76,10 @@ async fn simulated_fleet_arrives_whole_and_in_order() {
     .await;
     collector.stop().await;
 
-    let reader = env!("CARGO_BIN_EXE_stream-reader");
+    let reader = support::workspace_binary("stream-reader");
     let verified = run(
         &env,
-        reader,
+        &reader,
         &[
             "verify",
             "--stream",
@@ -105,7 +105,7 @@ async fn simulated_fleet_arrives_whole_and_in_order() {
     // the arrival after the send (the collector only started once the fleet was done).
     let measured = run(
         &env,
-        reader,
+        &reader,
         &["latency", "--stream", &env.stream_name, "--manifest", &manifest_arg],
     )
     .await;
@@ -138,7 +138,7 @@ async fn simulated_fleet_arrives_whole_and_in_order() {
     drop(file);
     let failed = run(
         &env,
-        reader,
+        &reader,
         &["verify", "--stream", &env.stream_name, "--manifest", &manifest_arg],
     )
     .await;

@@ -8,8 +8,7 @@
 
 mod support;
 
-#[path = "support/hostile.rs"]
-mod hostile;
+use telemetry_testkit::hostile;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -18,7 +17,7 @@ use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
 use hostile::{Case, MAX_BODY_BYTES, Verdict};
 use support::checks::{verify, wait_for_events, wait_for_queue_empty};
 use support::submissions::{self, Expected};
-use support::{TestEnv, metric};
+use support::{CollectorHarness, TestEnv, metric};
 
 /// More events than this in one valid case would mostly measure the emulator's Kinesis; the
 /// decoder's verdict on such a body is checked by the unit test of the catalogue.

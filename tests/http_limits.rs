@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use support::checks::{verify, wait_for_events, wait_for_queue_empty};
 use support::submissions::{self, Expected};
-use support::{TestEnv, metric, wait_until};
+use support::{CollectorHarness, TestEnv, metric, wait_until};
 use telemetry_collector::http_server::{HEADER_READ_TIMEOUT, MAX_CONNECTIONS};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;

@@ -14,7 +14,9 @@ use serde_json::Value;
 use support::checks::{mixed_submissions, verify, wait_for_events, wait_for_queue_empty};
 use support::fault_proxy::FaultProxy;
 use support::submissions::{self, Expected};
-use support::{TestEnv, create_stream, free_port, http_get, metric, sample, send_to, sigterm, wait_until};
+use support::{
+    CollectorHarness, TestEnv, create_stream, free_port, http_get, metric, sample, send_to, sigterm, wait_until,
+};
 
 /// `count` valid submissions of 1 to 3 events each.
 fn small_submissions(salt: u64, count: u64) -> (Vec<String>, Vec<Expected>) {

@@ -12,7 +12,7 @@ use std::time::Duration;
 use serde_json::Value;
 use support::checks::{has_in_order_subsequence, mixed_submissions, verify, wait_for_events, wait_for_queue_empty};
 use support::submissions::{self, Expected};
-use support::{TestEnv, metric, wait_until};
+use support::{CollectorHarness, TestEnv, metric, wait_until};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn valid_submissions_are_published_once_in_order_and_deleted() {

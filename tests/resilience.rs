@@ -14,7 +14,7 @@ use serde_json::json;
 use support::checks::{verify, wait_for_events, wait_for_queue_empty};
 use support::fault_proxy::FaultProxy;
 use support::submissions::{self, Expected};
-use support::{TestEnv, free_port, http_get, metric, sample, sigterm, wait_until};
+use support::{CollectorHarness, TestEnv, free_port, http_get, metric, sample, sigterm, wait_until};
 
 /// Short call timeouts, so that a black hole costs seconds, not minutes.
 const SHORT_TIMEOUTS: &[(&str, &str)] = &[

@@ -21,7 +21,7 @@ use aws_sdk_kinesis::types::{StreamMode, StreamModeDetails};
 use serde_json::Value;
 use support::checks::{verify, wait_for_events, wait_for_queue_empty};
 use support::submissions::{self, Expected};
-use support::{StreamRecord, TestEnv, free_port, http_get, sample, send_to, sigterm, wait_until};
+use support::{CollectorHarness, StreamRecord, TestEnv, free_port, http_get, sample, send_to, sigterm, wait_until};
 
 /// Settings that make the emulator's trickle of records "above the band" within two seconds.
 const BUSY_BAND: &[(&str, &str)] = &[

@@ -7,11 +7,29 @@ use std::path::Path;
 
 const GATE: &str = "#![cfg(feature = \"emulator-tests\")]";
 
+/// The integration-test directories of every crate of the workspace.
+fn test_dirs() -> Vec<std::path::PathBuf> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut dirs = vec![root.join("tests")];
+    for entry in std::fs::read_dir(root.join("crates"))
+        .expect("crates directory")
+        .flatten()
+    {
+        let tests = entry.path().join("tests");
+        if tests.is_dir() {
+            dirs.push(tests);
+        }
+    }
+    dirs
+}
+
 #[test]
 fn every_test_that_needs_the_emulator_is_behind_the_feature() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests");
     let mut gated = Vec::new();
-    for entry in std::fs::read_dir(&dir).expect("tests directory") {
+    for entry in test_dirs()
+        .iter()
+        .flat_map(|dir| std::fs::read_dir(dir).expect("tests directory"))
+    {
         let path = entry.expect("directory entry").path();
         if path.extension().is_none_or(|e| e != "rs") {
             continue;

@@ -11,7 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use telemetry_collector::fleet::generate::{Fleet, FleetSettings, Outcome};
+use telemetry_fleet::generate::{Fleet, FleetSettings, Outcome};
 
 use fake_aws::PooledMessage;
 

@@ -1,6 +1,6 @@
 //! Decodes arbitrary bytes as a submission, both as the base64 body of those bytes and (when
 //! they are UTF-8) as the body itself; whatever validates must obey every field rule by the
-//! independent oracle of `tests/support/oracle.rs` (so fuzzing finds over-acceptance, not only
+//! independent oracle of `telemetry_testkit::oracle` (so fuzzing finds over-acceptance, not only
 //! crashes), and is exploded and serialised, the records checked against the submission.
 
 #![no_main]
@@ -9,11 +9,10 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use chrono::{DateTime, Utc};
 use libfuzzer_sys::fuzz_target;
-use telemetry_collector::event::{PartitionKey, explode, to_records};
-use telemetry_collector::submission::{EventData, Submission, TimeBounds, decode};
+use telemetry_format::event::{PartitionKey, explode, to_records};
+use telemetry_format::submission::{EventData, Submission, TimeBounds, decode};
 
-#[path = "../../tests/support/oracle.rs"]
-mod oracle;
+use telemetry_testkit::oracle;
 
 /// The seeds' timestamps are from 2021; a fixed clock keeps every run reproducible.
 const NOW: &str = "2021-03-29T12:00:00Z";

@@ -9,10 +9,9 @@ use std::process::ExitCode;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use telemetry_collector::fleet::generate;
+use telemetry_fleet::generate;
 
-#[path = "../../tests/support/hostile.rs"]
-mod hostile;
+use telemetry_testkit::hostile;
 
 const MAX_SEED_BYTES: usize = 4096;
 

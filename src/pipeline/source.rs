@@ -26,11 +26,11 @@ use super::deleter::DeleteQueue;
 use super::message::{InFlightMessage, NewMessage, Receipt};
 use super::sink::{OutboundRecord, lane_for};
 use crate::aws::Clients;
-use crate::event::{self, PartitionKey};
 use crate::liveness::Activity;
 use crate::metrics::Metrics;
 use crate::retry::{RetryEpisode, RetryPolicy};
-use crate::submission::{self, Rejection, TimeBounds};
+use telemetry_format::event::{self, PartitionKey};
+use telemetry_format::submission::{self, Rejection, TimeBounds};
 
 /// How long a receive in flight at shutdown may still take to answer.
 const SHUTDOWN_RECEIVE_GRACE: Duration = Duration::from_secs(2);

@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use telemetry_collector::event::event_id;
+use telemetry_format::event::event_id;
 
 use super::submissions::{self, Expected};
 use super::{StreamRecord, TestEnv, wait_until};

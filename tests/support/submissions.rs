@@ -3,4 +3,4 @@
 
 // Not every test file that includes `support` uses these.
 #[allow(unused_imports)]
-pub use telemetry_collector::fleet::generate::{Expected, invalid_of_every_class, valid};
+pub use telemetry_fleet::generate::{Expected, invalid_of_every_class, valid};

@@ -1,6 +1,6 @@
 //! Checks the events read from a stream against the simulator's manifest: every event of every
 //! valid submission is there, each submission's events appear in order on one shard, and
-//! nothing of an invalid submission was published (SPEC §4).
+//! nothing of an invalid submission was published (docs/contract.md, "Guarantees").
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 
@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::manifest::ManifestEntry;
-use crate::event::event_id;
+use telemetry_format::event::event_id;
 
 /// The fields of a published event that the check needs.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -454,8 +454,7 @@ fn deep_nesting_is_rejected_not_a_crash() {
 
 // ---- hostile-input catalogue ----------------------------------------------------------------
 
-#[path = "../../tests/support/hostile.rs"]
-mod hostile;
+use telemetry_testkit::hostile;
 
 /// Every body of the hostile catalogue gets its verdict, through the same steps as the
 /// pipeline (decode, then the records); what is accepted is published exactly as written, and

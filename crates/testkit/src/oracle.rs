@@ -1,11 +1,10 @@
-//! Reference predicates for SPEC §2's field rules, written from the contract alone (regular
-//! expressions plus a calendar), never from the decoder: tests that derive what is valid from
-//! the code under test cannot see it accept too much.
+//! Reference predicates for the field rules of docs/contract.md, written from the contract alone
+//! (regular expressions plus a calendar), never from the decoder: tests that derive what is
+//! valid from the code under test cannot see it accept too much.
 //!
-//! Shared by the near-miss property tests (`src/submission/oracle_tests.rs`) and the fuzz target
-//! (`fuzz/fuzz_targets/decode.rs`), so it depends only on `regex-lite`, `serde_json` and `base64`.
-
-#![allow(dead_code)]
+//! Shared by the near-miss property tests (`crates/format/src/submission/oracle_tests.rs`) and
+//! the fuzz target (`fuzz/fuzz_targets/decode.rs`), so it depends only on `regex-lite`,
+//! `serde_json` and `base64`.
 
 use std::sync::LazyLock;
 
@@ -85,12 +84,12 @@ pub fn base64(text: &str) -> bool {
     BASE64.is_match(text)
 }
 
-/// The blanks around a body that SPEC §2's "first non-blank byte" skips: ASCII whitespace.
+/// The blanks around a body that the contract's "first non-blank byte" skips: ASCII whitespace.
 pub fn trim_body(body: &str) -> &str {
     body.trim_matches(|c| matches!(c, ' ' | '\t' | '\n' | '\r' | '\u{c}'))
 }
 
-/// For a body the decoder accepted: every field rule of SPEC §2 holds. Reads the document
+/// For a body the decoder accepted: every field rule of the contract holds. Reads the document
 /// with `serde_json` (not the decoder's own reader) and names the first rule broken.
 pub fn accepted_body_obeys_the_rules(body: &str) -> Result<(), String> {
     let body = trim_body(body);

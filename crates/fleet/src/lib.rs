@@ -1,8 +1,11 @@
-//! The sensor-fleet simulator's library side, kept apart from the collector's pipeline: what
-//! sensors send ([`generate`]), the record of what was sent ([`manifest`]), and the check of a
-//! stream's contents against that record ([`verify`]) with the time each event took to get there
-//! ([`latency`]). The `sensor-fleet` and `stream-reader`
-//! binaries and the integration tests use these; the collector never does.
+//! The fleet tools: the sensor-fleet simulator and the stream reader, for load, demos and
+//! end-to-end checks. Never deployed beside the collector.
+//!
+//! The library is what sensors send ([`generate`]), the record of what was sent
+//! ([`manifest`]), and the check of a stream's contents against that record ([`verify`]) with
+//! the time each event took to get there ([`latency`]). The `sensor-fleet` and `stream-reader`
+//! binaries (feature `tools`, the default) and the collector's tests, benches and fuzzing use
+//! it; the collector itself never does.
 
 pub mod generate;
 pub mod latency;
@@ -10,10 +13,14 @@ pub mod manifest;
 pub mod rng;
 pub mod verify;
 
+#[cfg(feature = "tools")]
 use std::fmt::Display;
+#[cfg(feature = "tools")]
 use std::future::Future;
+#[cfg(feature = "tools")]
 use std::process::ExitCode;
 
+#[cfg(feature = "tools")]
 /// The shared `main` of the fleet tools: usage on `--help` (parsed as `Ok(None)`), one line and
 /// exit code 2 on a usage error, then `run` on a multi-threaded runtime; its outcome is the exit
 /// code.

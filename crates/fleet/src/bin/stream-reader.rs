@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use aws_sdk_kinesis::error::{DisplayErrorContext, ProvideErrorMetadata};
 use aws_sdk_kinesis::types::{Record, ShardIteratorType, StreamStatus};
-use telemetry_collector::fleet::latency::{Arrival, LatencyReport, latency};
-use telemetry_collector::fleet::manifest::{self, ManifestError};
-use telemetry_collector::fleet::verify::{Report, StreamEvent, verify};
+use telemetry_fleet::latency::{Arrival, LatencyReport, latency};
+use telemetry_fleet::manifest::{self, ManifestError};
+use telemetry_fleet::verify::{Report, StreamEvent, verify};
 use tokio::time::Instant;
 
 const USAGE: &str = "\
@@ -135,7 +135,7 @@ fn parse_args() -> Result<Option<Args>, ReaderError> {
 }
 
 fn main() -> ExitCode {
-    telemetry_collector::fleet::tool_main("stream-reader", USAGE, parse_args(), |args| async move {
+    telemetry_fleet::tool_main("stream-reader", USAGE, parse_args(), |args| async move {
         match run(args).await {
             Ok(true) => ExitCode::SUCCESS,
             Ok(false) => ExitCode::from(1),

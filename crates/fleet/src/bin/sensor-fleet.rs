@@ -14,8 +14,8 @@ use std::time::Duration;
 use aws_sdk_sqs::error::DisplayErrorContext;
 use aws_sdk_sqs::types::{QueueAttributeName, SendMessageBatchRequestEntry};
 use chrono::{DateTime, Utc};
-use telemetry_collector::fleet::generate::{Fleet, FleetSettings, Generated, InvalidClass, Outcome};
-use telemetry_collector::fleet::manifest::ManifestEntry;
+use telemetry_fleet::generate::{Fleet, FleetSettings, Generated, InvalidClass, Outcome};
+use telemetry_fleet::manifest::ManifestEntry;
 use tokio::sync::{Semaphore, mpsc};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -162,7 +162,7 @@ fn parse_args() -> Result<Option<Args>, FleetError> {
 }
 
 fn main() -> ExitCode {
-    telemetry_collector::fleet::tool_main("sensor-fleet", USAGE, parse_args(), |args| async move {
+    telemetry_fleet::tool_main("sensor-fleet", USAGE, parse_args(), |args| async move {
         match run(args).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

@@ -1,11 +1,9 @@
-//! Hostile submission bodies, each with the verdict SPEC §2 requires and the reason for it.
+//! Hostile submission bodies, each with the verdict docs/contract.md requires and the reason for it.
 //!
-//! Shared by the decoder's table test (`src/submission/tests.rs`), the end-to-end test
-//! (`tests/hostile_inputs.rs`) and the fuzzer's seed corpus (`fuzz/`), so it depends on nothing
-//! but `base64` and `serde_json`. Documents are written as JSON text by hand: the point is
+//! Shared by the decoder's table test (`crates/format/src/submission/tests.rs`), the end-to-end
+//! test (`tests/hostile_inputs.rs`) and the fuzzer's seed corpus (`fuzz/`), so it depends on
+//! nothing but `base64` and `serde_json`. Documents are written as JSON text by hand: the point is
 //! bytes that no well-behaved serialiser would produce.
-
-#![allow(dead_code)]
 
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD};
@@ -46,7 +44,7 @@ pub struct Case {
     /// The SQS message body exactly as sent.
     pub body: String,
     pub verdict: Verdict,
-    /// Why this verdict, where SPEC §2 leaves room to ask.
+    /// Why this verdict, where the contract leaves room to ask.
     pub why: &'static str,
 }
 
@@ -231,7 +229,7 @@ fn encoding(c: &mut Catalogue) {
         "base64 without its padding",
         STANDARD_NO_PAD.encode(&json),
         "not_base64",
-        "SPEC §2: standard alphabet, padded",
+        "contract: standard alphabet, padded",
     );
     let wrapped: Vec<String> = c
         .doc()
@@ -251,7 +249,7 @@ fn encoding(c: &mut Catalogue) {
         "near miss: URL-safe base64 alphabet",
         body.replace('+', "-").replace('/', "_") + "-_",
         "not_base64",
-        "SPEC §2: the standard alphabet",
+        "contract: the standard alphabet",
     );
     let mut json = c.doc().json();
     while json.len() % 3 != 1 {
@@ -288,7 +286,7 @@ fn encoding(c: &mut Catalogue) {
         "raw JSON array body",
         "[1, 2, 3]".into(),
         "not_base64",
-        "SPEC §2: only a body whose first non-blank byte is `{` is taken as JSON itself",
+        "contract: only a body whose first non-blank byte is `{` is taken as JSON itself",
     );
     c.invalid(
         "blank body",
@@ -342,7 +340,7 @@ fn encoding(c: &mut Catalogue) {
         "raw JSON object body with leading blanks",
         format!("  \n{}", d.json()),
         published,
-        "SPEC §2: a body that is itself a JSON object is accepted as-is",
+        "contract: a body that is itself a JSON object is accepted as-is",
     );
 }
 
@@ -404,7 +402,7 @@ fn json_syntax(c: &mut Catalogue) {
 }
 
 fn duplicate_keys(c: &mut Catalogue) {
-    let why = "SPEC §2: a JSON object repeats a key (even with the same value)";
+    let why = "contract: a JSON object repeats a key (even with the same value)";
     let d = c.doc();
     let id = format!("\"{}\"", d.submission_id);
     c.invalid_doc(
@@ -449,7 +447,7 @@ fn nulls_and_shapes(c: &mut Catalogue) {
             &format!("{field} is null"),
             d,
             "null_field",
-            "SPEC §2: required field null",
+            "contract: required field null",
         );
         let d = c.doc().remove(field);
         c.invalid_doc(&format!("{field} is missing"), d, "missing_field", "");
@@ -502,7 +500,7 @@ fn nulls_and_shapes(c: &mut Catalogue) {
         "nulls in ignored fields",
         d.base64(),
         published,
-        "SPEC §2: unknown extra fields are ignored, whatever they hold",
+        "contract: unknown extra fields are ignored, whatever they hold",
     );
     let d = c.doc().events(r#"{"new_process":[],"network_connection":[]}"#);
     let published = d.published(vec![]);
@@ -515,7 +513,7 @@ fn nulls_and_shapes(c: &mut Catalogue) {
 }
 
 fn uuids(c: &mut Catalogue) {
-    let why = "SPEC §2: only the hyphenated 8-4-4-4-12 form";
+    let why = "contract: only the hyphenated 8-4-4-4-12 form";
     let bad = [
         ("braced", "{0badc0de-0000-4000-8000-000000000001}"),
         ("urn:uuid: prefix", "urn:uuid:0badc0de-0000-4000-8000-000000000001"),
@@ -562,7 +560,7 @@ fn uuids(c: &mut Catalogue) {
         "upper-case ids",
         d.base64(),
         published,
-        "SPEC §2: either case; published lowercase (SPEC §3)",
+        "contract: either case; published lowercase (contract, output)",
     );
 }
 
@@ -585,7 +583,7 @@ fn timestamps(c: &mut Catalogue) {
             &format!("time_created {name}"),
             d,
             "invalid_timestamp",
-            "SPEC §2: RFC 3339 date-time, offset optional",
+            "contract: RFC 3339 date-time, offset optional",
         );
     }
     // Near misses: what a lenient parser (chrono's format strings skip blanks, take one digit
@@ -636,7 +634,7 @@ fn timestamps(c: &mut Catalogue) {
             &format!("time_created {name}"),
             d,
             "timestamp_too_old",
-            "SPEC §2: not before 2000-01-01",
+            "contract: not before 2000-01-01",
         );
     }
     for (name, text) in [
@@ -648,7 +646,7 @@ fn timestamps(c: &mut Catalogue) {
             &format!("time_created {name}"),
             d,
             "timestamp_in_future",
-            "SPEC §2: at most 26 h ahead of backend UTC",
+            "contract: at most 26 h ahead of backend UTC",
         );
     }
     for (name, text) in [
@@ -663,13 +661,13 @@ fn timestamps(c: &mut Catalogue) {
             &format!("time_created {name}"),
             d.base64(),
             published,
-            "SPEC §2: an offset is allowed; passed through unchanged",
+            "contract: an offset is allowed; passed through unchanged",
         );
     }
 }
 
 fn ipv4(c: &mut Catalogue) {
-    let why = "SPEC §2: four decimal octets 0-255, no leading zeros, no spaces";
+    let why = "contract: four decimal octets 0-255, no leading zeros, no spaces";
     let bad = [
         ("a leading zero", "192.168.01.2"),
         ("a leading zero in the first octet", "010.0.0.1"),
@@ -732,13 +730,13 @@ fn ports(c: &mut Catalogue) {
             "-0",
             "-0",
             "port_negative",
-            "written with a minus sign: SPEC §2 rejects negative ports, a sensor writing -0 is broken, and -0 parses as the float -0.0, so it cannot be told from -0.0",
+            "written with a minus sign: the contract rejects negative ports, a sensor writing -0 is broken, and -0 parses as the float -0.0, so it cannot be told from -0.0",
         ),
         (
             "443.0",
             "443.0",
             "port_not_integer",
-            "a fraction part, even .0, is not a JSON integer (RFC 8259 §6 int has no frac); SPEC §2: fractional is invalid",
+            "a fraction part, even .0, is not a JSON integer (RFC 8259 §6 int has no frac); contract: fractional is invalid",
         ),
         (
             "4.43e2",
@@ -746,17 +744,17 @@ fn ports(c: &mut Catalogue) {
             "port_not_integer",
             "an exponent is not a JSON integer",
         ),
-        ("443.5", "443.5", "port_not_integer", "SPEC §2: fractional"),
-        ("-1", "-1", "port_negative", "SPEC §2: negative"),
+        ("443.5", "443.5", "port_not_integer", "contract: fractional"),
+        ("-1", "-1", "port_negative", "contract: negative"),
         ("-0.5", "-0.5", "port_negative", "negative before fractional"),
-        ("65536", "65536", "port_out_of_range", "SPEC §2: 0..=65535"),
+        ("65536", "65536", "port_out_of_range", "contract: 0..=65535"),
         (
             "2^64",
             "18446744073709551616",
             "port_out_of_range",
             "above u64, still a number",
         ),
-        ("\"443\"", "\"443\"", "wrong_type", "SPEC §2: a string is invalid"),
+        ("\"443\"", "\"443\"", "wrong_type", "contract: a string is invalid"),
         ("true", "true", "wrong_type", ""),
         ("[443]", "[443]", "wrong_type", ""),
         ("near miss: +443", "+443", "not_json", "JSON numbers have no plus sign"),
@@ -829,7 +827,7 @@ fn strings(c: &mut Catalogue) {
 }
 
 fn event_types(c: &mut Catalogue) {
-    let why = "SPEC §2: `events` holds a key that is not a known event type";
+    let why = "contract: `events` holds a key that is not a known event type";
     let long = "x".repeat(10_000);
     let unknown = [
         ("file_write", "file_write"),
@@ -892,7 +890,7 @@ fn large(c: &mut Catalogue) {
         "1 MiB body, almost all of it an ignored array",
         d.base64(),
         published,
-        "SPEC §2: unknown extra fields are ignored, however large",
+        "contract: unknown extra fields are ignored, however large",
     );
     c.invalid(
         "1 MiB body of nothing but '['",

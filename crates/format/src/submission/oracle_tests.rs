@@ -1,4 +1,4 @@
-//! The decoder against an independent oracle (`tests/support/oracle.rs`) on near misses of
+//! The decoder against an independent oracle (`telemetry_testkit::oracle`) on near misses of
 //! valid field values: every single-character insertion, deletion and substitution of a few
 //! valid seeds, enumerated exhaustively, and random multi-character edits. Each is plugged into
 //! an otherwise valid submission; the decoder must accept exactly what the oracle accepts and
@@ -12,8 +12,7 @@ use serde_json::Value;
 
 use super::*;
 
-#[path = "../../tests/support/oracle.rs"]
-mod oracle;
+use telemetry_testkit::oracle;
 
 const SUB: &str = "8be01974-0f15-4d4f-809f-257a6de4d3f9";
 const DEV: &str = "31980191-fa99-4768-8a7b-0e81397ca6ef";

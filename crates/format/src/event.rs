@@ -21,7 +21,7 @@ pub const EVENT_ID_NAMESPACE: Uuid = Uuid::from_u128(0x6f1e_2a8c_5d34_4b7e_9a01_
 /// The expected value here was computed outside this code (Python's `uuid.uuid5`):
 ///
 /// ```
-/// use telemetry_collector::event::event_id;
+/// use telemetry_format::event::event_id;
 /// let submission = uuid::Uuid::parse_str("8BE01974-0F15-4D4F-809F-257A6DE4D3F9").unwrap();
 /// assert_eq!(event_id(submission, 2).to_string(), "09420fda-c249-5a18-ad48-f71bbbb4b18c");
 /// ```
@@ -96,7 +96,7 @@ pub fn to_records(
     Ok((key, records))
 }
 
-/// One published event (SPEC §3). Field order is the record's field order.
+/// One published event (docs/contract.md, "Output"). Field order is the record's field order.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Event<'a> {
     pub event_id: Uuid,

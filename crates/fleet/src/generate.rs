@@ -1,5 +1,5 @@
 //! Submissions as sensors write them: valid ones, with the events each must become on the stream,
-//! and invalid ones of every class of SPEC §2, each with the reason the collector must give.
+//! and invalid ones of every class the contract names, each with the reason the collector must give.
 //!
 //! The documents are written as JSON text here, independently of the collector's decoder, so
 //! that tests and the simulator check the collector instead of mirroring it. Documents keep

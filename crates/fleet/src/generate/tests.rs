@@ -3,7 +3,7 @@ use std::collections::HashSet;
 use chrono::{DateTime, NaiveDate};
 
 use super::*;
-use crate::submission::{EventData, Rejection, TimeBounds, decode};
+use telemetry_format::submission::{EventData, Rejection, TimeBounds, decode};
 
 fn now() -> DateTime<Utc> {
     NaiveDate::from_ymd_opt(2026, 3, 28)
