@@ -39,6 +39,13 @@ pub enum QueueRef {
     Url(String),
 }
 
+/// The queue once resolved: the client, and the URL every SQS call names.
+#[derive(Clone)]
+pub struct Queue {
+    pub client: aws_sdk_sqs::Client,
+    pub url: String,
+}
+
 /// The SQS and Kinesis clients, built once from the SDK's configuration.
 #[derive(Clone)]
 pub struct Clients {

@@ -113,8 +113,8 @@ async fn check_queue(sqs: &aws_sdk_sqs::Client, config: &Config) -> Vec<Finding>
             SUBJECT,
             format!(
                 "visibility timeout {timeout} s; the collector asks for QUEUE_VISIBILITY_TIMEOUT_SEC={} s on each receive and extends it up to {} s",
-                config.visibility_timeout.as_secs(),
-                config.visibility_max_total.as_secs()
+                config.pipeline.visibility.timeout.as_secs(),
+                config.pipeline.visibility.max_total.as_secs()
             ),
         ));
     }
@@ -220,7 +220,7 @@ async fn check_stream(kinesis: &aws_sdk_kinesis::Client, config: &Config) -> Vec
             i64::from(shards) * 1000
         ),
     ));
-    if mode == "ON_DEMAND" && config.shard_policy.autoscale {
+    if mode == "ON_DEMAND" && config.shard_supervisor.policy.autoscale {
         findings.push(finding(
             Verdict::Warn,
             SUBJECT,

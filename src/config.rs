@@ -15,7 +15,13 @@ use std::time::Duration;
 use chrono::{NaiveDateTime, TimeDelta};
 
 pub use crate::aws::QueueRef;
-use crate::shard_supervisor::Policy;
+use crate::pipeline::deleter::DeleterSettings;
+use crate::pipeline::sink::SinkSettings;
+use crate::pipeline::source::SourceSettings;
+use crate::pipeline::visibility::VisibilitySettings;
+use crate::pipeline::{self, InFlightLimits};
+use crate::retry::RetryPolicy;
+use crate::shard_supervisor::{Policy, SupervisorSettings};
 use telemetry_format::event::PartitionKey;
 use telemetry_format::submission::TimeBounds;
 
@@ -321,38 +327,24 @@ pub struct ConfigError {
     pub expected: String,
 }
 
+/// The whole configuration: one section per stage (each stage's own settings type), and what
+/// the daemon around them uses.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     pub queue: QueueRef,
     pub stream_name: String,
-    pub partition_key: PartitionKey,
-    pub queue_wait_time: Duration,
-    pub receive_batch_size: i32,
-    pub visibility_timeout: Duration,
-    pub visibility_max_total: Duration,
-    pub receivers: usize,
-    pub delete_interval: Duration,
-    pub delete_batch_size: usize,
-    pub delete_concurrency: usize,
-    pub visibility_concurrency: usize,
-    pub flush_interval: Duration,
-    pub max_records_per_request: usize,
-    pub max_request_bytes: usize,
-    pub max_record_bytes: usize,
-    pub sink_lanes: usize,
-    pub max_in_flight_messages: usize,
-    pub max_in_flight_bytes: usize,
-    pub dead_letter_queue_url: Option<String>,
-    pub http_listen_address: SocketAddr,
-    pub retry_initial_backoff: Duration,
-    pub retry_max_backoff: Duration,
+    /// Receivers, sink lanes, deleter, visibility keeper, in-flight caps, dead letters.
+    pub pipeline: pipeline::Settings,
+    pub shard_supervisor: SupervisorSettings,
+    /// The backoff of every retry (`RETRY_*_BACKOFF_MS`).
+    pub retry: RetryPolicy,
+    /// Longest one SQS or Kinesis call may take (`AWS_CALL_TIMEOUT_SEC`).
     pub call_timeout: Duration,
+    /// Longest a stage with work may go without progress before `/healthz` fails.
     pub stall_timeout: Duration,
-    pub time_bounds: TimeBounds,
     pub drain_timeout: Duration,
     pub stats_interval: Duration,
-    pub shard_supervisor_interval: Duration,
-    pub shard_policy: Policy,
+    pub http_listen_address: SocketAddr,
 }
 
 impl Config {
@@ -371,87 +363,151 @@ impl Config {
             url if !url.is_empty() => QueueRef::Url(url.to_owned()),
             _ => QueueRef::Name(env.name(&SUBMISSIONS_QUEUE_NAME, 80)?),
         };
-        let partition_key = match env.raw(&DATA_STREAM_PARTITION_KEY) {
+        let retry_initial_ms: u64 = env.int(&RETRY_INITIAL_BACKOFF_MS, 1, 60_000)?;
+        let retry = RetryPolicy {
+            initial: Duration::from_millis(retry_initial_ms),
+            max: Duration::from_millis(env.int(&RETRY_MAX_BACKOFF_MS, retry_initial_ms, 600_000)?),
+        };
+        let pipeline = pipeline_settings(&env)?;
+        let call_timeout = env.seconds_in(&AWS_CALL_TIMEOUT_SEC, 0.1, 300.0)?;
+        let stall_timeout = stall_timeout(&env, pipeline.source.wait_time, call_timeout, retry.max)?;
+        Ok(Config {
+            queue,
+            stream_name: env.name(&EVENTS_DATA_STREAM_NAME, 128)?,
+            pipeline,
+            shard_supervisor: supervisor_settings(&env)?,
+            retry,
+            call_timeout,
+            stall_timeout,
+            drain_timeout: Duration::from_secs(env.int(&SHUTDOWN_DRAIN_TIMEOUT_SEC, 1, 3600)?),
+            stats_interval: Duration::from_secs(env.int(&STATS_LOG_INTERVAL_SEC, 1, 86_400)?),
+            http_listen_address: {
+                let raw = env.raw(&HTTP_LISTEN_ADDRESS);
+                raw.trim()
+                    .parse::<SocketAddr>()
+                    .map_err(|_| env.invalid(&HTTP_LISTEN_ADDRESS, raw, "IP:PORT, e.g. 0.0.0.0:8080"))?
+            },
+        })
+    }
+}
+
+/// The pipeline's sections, and the rules that tie one stage's settings to another's.
+fn pipeline_settings(env: &Vars) -> Result<pipeline::Settings, ConfigError> {
+    let visibility_secs: u64 = env.int(&QUEUE_VISIBILITY_TIMEOUT_SEC, 1, 43_200)?;
+    let visibility = VisibilitySettings {
+        timeout: Duration::from_secs(visibility_secs),
+        max_total: Duration::from_secs(env.int(&QUEUE_VISIBILITY_MAX_TOTAL_SEC, visibility_secs, 43_200)?),
+        concurrency: env.int(&QUEUE_VISIBILITY_CONCURRENCY, 1, 256)?,
+    };
+    let deleter = DeleterSettings {
+        batch_size: env.int(&QUEUE_MAX_RECEIPTS_TO_DELETE_AT_ONCE, 1, 10)?,
+        interval: env.seconds(&QUEUE_RECEIPTS_TO_DELETE_INTERVAL_SEC)?,
+        concurrency: env.int(&QUEUE_DELETE_CONCURRENCY, 1, 256)?,
+    };
+    let max_request_bytes: usize = env.int(&DATA_STREAM_MAX_REQUEST_BYTES, 1_048_576, 10_485_760)?;
+    let sink = SinkSettings {
+        lanes: env.int(&DATA_STREAM_CONCURRENCY, 1, 64)?,
+        max_records: env.int(&DATA_STREAM_MAX_BUFFER_SIZE, 1, 500)?,
+        max_request_bytes,
+        flush_interval: env.seconds(&DATA_STREAM_FLUSH_INTERVAL_SEC)?,
+    };
+    // A receipt must still be valid when the message's events are flushed and its delete is
+    // sent, or the message comes back and is published twice.
+    if visibility.timeout <= sink.flush_interval.max(deleter.interval) {
+        return Err(env.invalid(
+            &QUEUE_VISIBILITY_TIMEOUT_SEC,
+            &visibility_secs.to_string(),
+            "a value above DATA_STREAM_FLUSH_INTERVAL_SEC and QUEUE_RECEIPTS_TO_DELETE_INTERVAL_SEC",
+        ));
+    }
+    let source = SourceSettings {
+        receivers: env.int(&QUEUE_RECEIVERS, 1, 64)?,
+        wait_time: Duration::from_secs(env.int(&QUEUE_WAIT_TIME_SEC, 0, 20)?),
+        batch_size: env.int(&QUEUE_MAX_NUMBER_OF_MESSAGE_PER_REQUEST, 1, 10)?,
+        visibility_timeout: visibility.timeout,
+        delete_margin: deleter.interval,
+        time_bounds: time_bounds(env)?,
+        partition_key: match env.raw(&DATA_STREAM_PARTITION_KEY) {
             "submission_id" => PartitionKey::SubmissionId,
             "device_id" => PartitionKey::DeviceId,
             other => return Err(env.invalid(&DATA_STREAM_PARTITION_KEY, other, "submission_id or device_id")),
-        };
-        let receive_batch_size: i32 = env.int(&QUEUE_MAX_NUMBER_OF_MESSAGE_PER_REQUEST, 1, 10)?;
-        let visibility_secs: u64 = env.int(&QUEUE_VISIBILITY_TIMEOUT_SEC, 1, 43_200)?;
-        let delete_interval = env.seconds(&QUEUE_RECEIPTS_TO_DELETE_INTERVAL_SEC)?;
-        let flush_interval = env.seconds(&DATA_STREAM_FLUSH_INTERVAL_SEC)?;
-        let visibility_timeout = Duration::from_secs(visibility_secs);
-        // A receipt must still be valid when the message's events are flushed and its delete
-        // is sent, or the message comes back and is published twice.
-        if visibility_timeout <= flush_interval.max(delete_interval) {
-            return Err(env.invalid(
-                &QUEUE_VISIBILITY_TIMEOUT_SEC,
-                &visibility_secs.to_string(),
-                "a value above DATA_STREAM_FLUSH_INTERVAL_SEC and QUEUE_RECEIPTS_TO_DELETE_INTERVAL_SEC",
-            ));
-        }
-        let visibility_max_total =
-            Duration::from_secs(env.int(&QUEUE_VISIBILITY_MAX_TOTAL_SEC, visibility_secs, 43_200)?);
-        let http_listen_address = {
-            let raw = env.raw(&HTTP_LISTEN_ADDRESS);
-            raw.trim()
-                .parse::<SocketAddr>()
-                .map_err(|_| env.invalid(&HTTP_LISTEN_ADDRESS, raw, "IP:PORT, e.g. 0.0.0.0:8080"))?
-        };
-        let dead_letter_queue_url = match env.raw(&DEAD_LETTER_QUEUE_URL).trim() {
-            "" => None,
-            url if url.starts_with("http://") || url.starts_with("https://") => Some(url.to_owned()),
-            other => return Err(env.invalid(&DEAD_LETTER_QUEUE_URL, other, "an http(s) queue URL, or unset")),
-        };
-        let max_request_bytes: usize = env.int(&DATA_STREAM_MAX_REQUEST_BYTES, 1_048_576, 10_485_760)?;
-        let max_record_bytes: usize = env.int(&DATA_STREAM_MAX_RECORD_BYTES, 1024, max_request_bytes)?;
-        let max_in_flight_messages: usize = env.int(&MAX_IN_FLIGHT_MESSAGES, receive_batch_size as usize, 100_000)?;
-        let retry_initial_ms: u64 = env.int(&RETRY_INITIAL_BACKOFF_MS, 1, 60_000)?;
-        let retry_max_ms: u64 = env.int(&RETRY_MAX_BACKOFF_MS, retry_initial_ms, 600_000)?;
-        let not_before = {
-            let raw = env.raw(&TIME_CREATED_NOT_BEFORE);
-            NaiveDateTime::parse_from_str(raw, "%Y-%m-%dT%H:%M:%S")
-                .map_err(|_| env.invalid(&TIME_CREATED_NOT_BEFORE, raw, TIME_CREATED_NOT_BEFORE.allowed))?
-        };
-        let call_timeout = env.seconds_in(&AWS_CALL_TIMEOUT_SEC, 0.1, 300.0)?;
-        let queue_wait_time = Duration::from_secs(env.int(&QUEUE_WAIT_TIME_SEC, 0, 20)?);
-        let stall_timeout = {
-            // A stage in a healthy retry loop finishes a call at least this often: the longest
-            // call twice over, plus the longest backoff between two.
-            let least = (queue_wait_time + call_timeout) * 2 + Duration::from_millis(retry_max_ms);
-            if env.is_set(&STALL_TIMEOUT_SEC) {
-                let secs: u64 = env.int(&STALL_TIMEOUT_SEC, 1, 3600)?;
-                if Duration::from_secs(secs) <= least {
-                    return Err(env.invalid(
-                        &STALL_TIMEOUT_SEC,
-                        &secs.to_string(),
-                        &format!(
-                            "an integer from 1 to 3600 above 2 x (QUEUE_WAIT_TIME_SEC + AWS_CALL_TIMEOUT_SEC) + RETRY_MAX_BACKOFF_MS, here {:.1} s",
-                            least.as_secs_f64()
-                        ),
-                    ));
-                }
-                Duration::from_secs(secs)
-            } else {
-                // Unset: the default, or more when long calls and backoffs need more.
-                let default = Duration::from_secs(STALL_TIMEOUT_SEC.default.parse().unwrap_or(120));
-                default.max(least + STALL_TIMEOUT_ROOM)
-            }
-        };
-        let max_ahead_hours: i64 = env.int(&TIME_CREATED_MAX_AHEAD_HOURS, 0, 8760)?;
-        let band_high = env.percent(&SHARD_UTILISATION_TARGET_HIGH, 0.01, 100.0)?;
-        let band_low = env.percent(&SHARD_UTILISATION_TARGET_LOW, 0.0, 100.0)?;
-        // The band must have room: a recommendation aims at its middle.
-        if band_low >= band_high {
-            let raw = env.raw(&SHARD_UTILISATION_TARGET_LOW);
-            return Err(env.invalid(
-                &SHARD_UTILISATION_TARGET_LOW,
-                raw,
-                "a percentage below SHARD_UTILISATION_TARGET_HIGH",
-            ));
-        }
-        let min_shards: u32 = env.int(&SHARD_COUNT_MIN, 1, 10_000)?;
-        let shard_policy = Policy {
+        },
+        max_record_bytes: env.int(&DATA_STREAM_MAX_RECORD_BYTES, 1024, max_request_bytes)?,
+    };
+    let in_flight = InFlightLimits {
+        messages: env.int(&MAX_IN_FLIGHT_MESSAGES, source.batch_size as usize, 100_000)?,
+        bytes: env.int(&MAX_IN_FLIGHT_BYTES, 1_048_576, 2_147_483_648)?,
+    };
+    let dead_letter_queue_url = match env.raw(&DEAD_LETTER_QUEUE_URL).trim() {
+        "" => None,
+        url if url.starts_with("http://") || url.starts_with("https://") => Some(url.to_owned()),
+        other => return Err(env.invalid(&DEAD_LETTER_QUEUE_URL, other, "an http(s) queue URL, or unset")),
+    };
+    Ok(pipeline::Settings {
+        source,
+        sink,
+        deleter,
+        visibility,
+        in_flight,
+        dead_letter_queue_url,
+    })
+}
+
+fn time_bounds(env: &Vars) -> Result<TimeBounds, ConfigError> {
+    let raw = env.raw(&TIME_CREATED_NOT_BEFORE);
+    let not_before = NaiveDateTime::parse_from_str(raw, "%Y-%m-%dT%H:%M:%S")
+        .map_err(|_| env.invalid(&TIME_CREATED_NOT_BEFORE, raw, TIME_CREATED_NOT_BEFORE.allowed))?;
+    let max_ahead_hours: i64 = env.int(&TIME_CREATED_MAX_AHEAD_HOURS, 0, 8760)?;
+    Ok(TimeBounds {
+        not_before,
+        max_ahead: TimeDelta::hours(max_ahead_hours),
+    })
+}
+
+/// `STALL_TIMEOUT_SEC`: a stage in a healthy retry loop finishes a call at least every
+/// (longest call x 2 + longest backoff); the timeout must be above that.
+fn stall_timeout(
+    env: &Vars,
+    wait_time: Duration,
+    call_timeout: Duration,
+    max_backoff: Duration,
+) -> Result<Duration, ConfigError> {
+    let least = (wait_time + call_timeout) * 2 + max_backoff;
+    if !env.is_set(&STALL_TIMEOUT_SEC) {
+        // Unset: the default, or more when long calls and backoffs need more.
+        let default = Duration::from_secs(STALL_TIMEOUT_SEC.default.parse().unwrap_or(120));
+        return Ok(default.max(least + STALL_TIMEOUT_ROOM));
+    }
+    let secs: u64 = env.int(&STALL_TIMEOUT_SEC, 1, 3600)?;
+    if Duration::from_secs(secs) <= least {
+        return Err(env.invalid(
+            &STALL_TIMEOUT_SEC,
+            &secs.to_string(),
+            &format!(
+                "an integer from 1 to 3600 above 2 x (QUEUE_WAIT_TIME_SEC + AWS_CALL_TIMEOUT_SEC) + RETRY_MAX_BACKOFF_MS, here {:.1} s",
+                least.as_secs_f64()
+            ),
+        ));
+    }
+    Ok(Duration::from_secs(secs))
+}
+
+fn supervisor_settings(env: &Vars) -> Result<SupervisorSettings, ConfigError> {
+    let band_high = env.percent(&SHARD_UTILISATION_TARGET_HIGH, 0.01, 100.0)?;
+    let band_low = env.percent(&SHARD_UTILISATION_TARGET_LOW, 0.0, 100.0)?;
+    // The band must have room: a recommendation aims at its middle.
+    if band_low >= band_high {
+        let raw = env.raw(&SHARD_UTILISATION_TARGET_LOW);
+        return Err(env.invalid(
+            &SHARD_UTILISATION_TARGET_LOW,
+            raw,
+            "a percentage below SHARD_UTILISATION_TARGET_HIGH",
+        ));
+    }
+    let min_shards: u32 = env.int(&SHARD_COUNT_MIN, 1, 10_000)?;
+    Ok(SupervisorSettings {
+        interval: Duration::from_secs(env.int(&SHARD_SUPERVISOR_INTERVAL_SEC, 1, 3600)?),
+        policy: Policy {
             band_low: band_low / 100.0,
             band_high: band_high / 100.0,
             windows: env.int(&SHARD_SUPERVISOR_WINDOWS, 1, 1440)?,
@@ -459,43 +515,8 @@ impl Config {
             max_shards: env.int(&SHARD_COUNT_MAX, min_shards, 10_000)?,
             cooldown: Duration::from_secs(env.int(&SHARD_RESIZE_COOLDOWN_SEC, 0, 86_400)?),
             autoscale: env.boolean(&SHARD_AUTOSCALE_ENABLED)?,
-        };
-        Ok(Config {
-            queue,
-            stream_name: env.name(&EVENTS_DATA_STREAM_NAME, 128)?,
-            partition_key,
-            queue_wait_time,
-            receive_batch_size,
-            visibility_timeout,
-            visibility_max_total,
-            receivers: env.int(&QUEUE_RECEIVERS, 1, 64)?,
-            delete_interval,
-            delete_batch_size: env.int(&QUEUE_MAX_RECEIPTS_TO_DELETE_AT_ONCE, 1, 10)?,
-            delete_concurrency: env.int(&QUEUE_DELETE_CONCURRENCY, 1, 256)?,
-            visibility_concurrency: env.int(&QUEUE_VISIBILITY_CONCURRENCY, 1, 256)?,
-            flush_interval,
-            max_records_per_request: env.int(&DATA_STREAM_MAX_BUFFER_SIZE, 1, 500)?,
-            max_request_bytes,
-            max_record_bytes,
-            sink_lanes: env.int(&DATA_STREAM_CONCURRENCY, 1, 64)?,
-            max_in_flight_messages,
-            max_in_flight_bytes: env.int(&MAX_IN_FLIGHT_BYTES, 1_048_576, 2_147_483_648)?,
-            dead_letter_queue_url,
-            http_listen_address,
-            retry_initial_backoff: Duration::from_millis(retry_initial_ms),
-            retry_max_backoff: Duration::from_millis(retry_max_ms),
-            call_timeout,
-            stall_timeout,
-            time_bounds: TimeBounds {
-                not_before,
-                max_ahead: TimeDelta::hours(max_ahead_hours),
-            },
-            drain_timeout: Duration::from_secs(env.int(&SHUTDOWN_DRAIN_TIMEOUT_SEC, 1, 3600)?),
-            stats_interval: Duration::from_secs(env.int(&STATS_LOG_INTERVAL_SEC, 1, 86_400)?),
-            shard_supervisor_interval: Duration::from_secs(env.int(&SHARD_SUPERVISOR_INTERVAL_SEC, 1, 3600)?),
-            shard_policy,
-        })
-    }
+        },
+    })
 }
 
 struct Vars<'a>(&'a HashMap<String, String>);
@@ -599,13 +620,13 @@ mod tests {
         let c = Config::from_vars(&HashMap::new()).unwrap();
         assert_eq!(c.queue, QueueRef::Name("submissions".into()));
         assert_eq!(c.stream_name, "events");
-        assert_eq!(c.partition_key, PartitionKey::SubmissionId);
-        assert_eq!(c.queue_wait_time, Duration::from_secs(20));
-        assert_eq!(c.receive_batch_size, 10);
-        assert_eq!(c.max_records_per_request, 500);
-        assert_eq!(c.max_request_bytes, 5 * 1024 * 1024);
-        assert_eq!(c.max_record_bytes, 1024 * 1024);
-        assert_eq!(c.time_bounds, TimeBounds::default());
+        assert_eq!(c.pipeline.source.partition_key, PartitionKey::SubmissionId);
+        assert_eq!(c.pipeline.source.wait_time, Duration::from_secs(20));
+        assert_eq!(c.pipeline.source.batch_size, 10);
+        assert_eq!(c.pipeline.sink.max_records, 500);
+        assert_eq!(c.pipeline.sink.max_request_bytes, 5 * 1024 * 1024);
+        assert_eq!(c.pipeline.source.max_record_bytes, 1024 * 1024);
+        assert_eq!(c.pipeline.source.time_bounds, TimeBounds::default());
     }
 
     #[test]
@@ -625,10 +646,10 @@ mod tests {
         ]))
         .unwrap();
         assert_eq!(c.queue, QueueRef::Url("http://127.0.0.1:4566/000000000000/q".into()));
-        assert_eq!(c.partition_key, PartitionKey::DeviceId);
-        assert_eq!(c.queue_wait_time, Duration::ZERO);
-        assert_eq!(c.flush_interval, Duration::from_millis(250));
-        assert_eq!(c.time_bounds.max_ahead, TimeDelta::hours(1));
+        assert_eq!(c.pipeline.source.partition_key, PartitionKey::DeviceId);
+        assert_eq!(c.pipeline.source.wait_time, Duration::ZERO);
+        assert_eq!(c.pipeline.sink.flush_interval, Duration::from_millis(250));
+        assert_eq!(c.pipeline.source.time_bounds.max_ahead, TimeDelta::hours(1));
     }
 
     #[test]
@@ -687,9 +708,12 @@ mod tests {
     #[test]
     fn shard_supervisor_settings_are_read_and_checked() {
         let c = Config::from_vars(&HashMap::new()).unwrap();
-        assert_eq!(c.shard_supervisor_interval, Duration::from_secs(60));
-        assert!(!c.shard_policy.autoscale, "resizing is opt-in");
-        assert_eq!((c.shard_policy.band_low, c.shard_policy.band_high), (0.3, 0.8));
+        assert_eq!(c.shard_supervisor.interval, Duration::from_secs(60));
+        assert!(!c.shard_supervisor.policy.autoscale, "resizing is opt-in");
+        assert_eq!(
+            (c.shard_supervisor.policy.band_low, c.shard_supervisor.policy.band_high),
+            (0.3, 0.8)
+        );
         let c = Config::from_vars(&vars(&[
             ("SHARD_UTILISATION_TARGET_LOW", "0.1"),
             ("SHARD_UTILISATION_TARGET_HIGH", "1"),
@@ -699,11 +723,17 @@ mod tests {
             ("SHARD_RESIZE_COOLDOWN_SEC", "0"),
         ]))
         .unwrap();
-        assert!((c.shard_policy.band_low - 0.001).abs() < 1e-12);
-        assert_eq!(c.shard_policy.band_high, 0.01);
-        assert!(c.shard_policy.autoscale);
-        assert_eq!((c.shard_policy.min_shards, c.shard_policy.max_shards), (2, 2));
-        assert_eq!(c.shard_policy.cooldown, Duration::ZERO);
+        assert!((c.shard_supervisor.policy.band_low - 0.001).abs() < 1e-12);
+        assert_eq!(c.shard_supervisor.policy.band_high, 0.01);
+        assert!(c.shard_supervisor.policy.autoscale);
+        assert_eq!(
+            (
+                c.shard_supervisor.policy.min_shards,
+                c.shard_supervisor.policy.max_shards
+            ),
+            (2, 2)
+        );
+        assert_eq!(c.shard_supervisor.policy.cooldown, Duration::ZERO);
         assert_eq!(
             error(&[("SHARD_UTILISATION_TARGET_HIGH", "150")]),
             "SHARD_UTILISATION_TARGET_HIGH=\"150\" is invalid: expected a percentage from 0.01 to 100"
@@ -730,7 +760,10 @@ mod tests {
         let c = Config::from_vars(&HashMap::new()).unwrap();
         assert_eq!(c.call_timeout, Duration::from_secs(10));
         assert_eq!(c.stall_timeout, Duration::from_secs(120));
-        assert_eq!((c.delete_concurrency, c.visibility_concurrency), (16, 8));
+        assert_eq!(
+            (c.pipeline.deleter.concurrency, c.pipeline.visibility.concurrency),
+            (16, 8)
+        );
         let c = Config::from_vars(&vars(&[("AWS_CALL_TIMEOUT_SEC", "0.5"), ("QUEUE_WAIT_TIME_SEC", "1")])).unwrap();
         assert_eq!(c.call_timeout, Duration::from_millis(500));
         assert_eq!(

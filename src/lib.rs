@@ -38,7 +38,6 @@ use crate::metrics::Metrics;
 use crate::pipeline::breaker::{self, Breaker};
 use crate::pipeline::shard_tally::ShardTally;
 use crate::pipeline::stages::Stages;
-use crate::retry::RetryPolicy;
 
 pub use crate::pipeline::stages::RunError;
 
@@ -54,10 +53,7 @@ pub async fn run(
     shutdown: CancellationToken,
     http: TcpListener,
 ) -> Result<(), RunError> {
-    let retry = RetryPolicy {
-        initial: config.retry_initial_backoff,
-        max: config.retry_max_backoff,
-    };
+    let retry = config.retry;
     let shared = pipeline::Shared {
         clients: Clients::new(sdk_config, config.call_timeout),
         breaker: Arc::new(Breaker::new(metrics.clone())),
@@ -95,7 +91,7 @@ pub async fn run(
     tracing::info!(queue_url, stream, "collector started");
 
     // Spawn the pipeline, and what runs beside it.
-    let mut stages = pipeline::spawn(&config, &queue_url, &shared);
+    let mut stages = pipeline::spawn(&config.pipeline, stream, &queue_url, &shared);
     services.spawn(
         "circuit breaker probe",
         breaker::probe(
@@ -111,12 +107,9 @@ pub async fn run(
         "shard supervisor",
         shard_supervisor::run(
             kinesis.clone(),
-            shard_supervisor::SupervisorSettings {
-                stream_name: stream.clone(),
-                interval: config.shard_supervisor_interval,
-                policy: config.shard_policy,
-                retry,
-            },
+            stream.clone(),
+            config.shard_supervisor.clone(),
+            retry,
             shared.shard_tally.clone(),
             shared.metrics.clone(),
             shared.shutdown.clone(),

@@ -329,28 +329,28 @@ pub enum SupervisorError {
     Describe(String),
 }
 
-#[derive(Debug, Clone)]
+/// The shard supervisor's settings: its section of the configuration.
+#[derive(Debug, Clone, PartialEq)]
 pub struct SupervisorSettings {
-    pub stream_name: String,
+    /// One measurement and decision per interval (`SHARD_SUPERVISOR_INTERVAL_SEC`).
     pub interval: Duration,
     pub policy: Policy,
-    /// Paces nothing here (the next try is the next interval); words the failure logs.
-    pub retry: RetryPolicy,
 }
 
-/// Runs until `shutdown`: one measurement and decision per interval.
+/// Runs until `shutdown`: one measurement and decision per interval. `retry` paces nothing
+/// here (the next try is the next interval); it words the failure logs.
 pub async fn run(
     client: Client,
+    stream_name: String,
     settings: SupervisorSettings,
+    retry: RetryPolicy,
     tally: Arc<ShardTally>,
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
 ) {
     let mut decider = Decider::new(settings.policy);
-    let mut describe_episode = RetryEpisode::new(
-        format!("DescribeStreamSummary {} (shard supervisor)", settings.stream_name),
-        settings.retry,
-    );
+    let mut describe_episode =
+        RetryEpisode::new(format!("DescribeStreamSummary {stream_name} (shard supervisor)"), retry);
     let mut window = Window::new(&tally);
     let mut mode_seen = None;
     let mut ticker = tokio::time::interval(settings.interval);
@@ -364,7 +364,7 @@ pub async fn run(
         let now = Instant::now();
         let utilisations = window.close(&tally, &metrics, now);
         let stream = tokio::select! {
-            stream = describe(&client, &settings.stream_name) => stream,
+            stream = describe(&client, &stream_name) => stream,
             _ = shutdown.cancelled() => return,
         };
         let stream = match stream {
@@ -393,7 +393,7 @@ pub async fn run(
         if mode_seen != Some(stream.mode) {
             if stream.mode == StreamMode::OnDemand {
                 tracing::info!(
-                    stream = settings.stream_name,
+                    stream = stream_name,
                     "stream is on-demand; the shard supervisor reports utilisation and never resizes it"
                 );
             }
@@ -407,9 +407,9 @@ pub async fn run(
                 recommendation: r,
                 held,
                 first: true,
-            } => log_recommendation(&settings, &r, held),
+            } => log_recommendation(&stream_name, &settings.policy, &r, held),
             Decision::Resize(r) => {
-                resize(&client, &settings.stream_name, &r, &metrics).await;
+                resize(&client, &stream_name, &r, &metrics).await;
                 decider.resize_called(Instant::now());
             }
             Decision::OutsideBand { direction, windows } => tracing::debug!(
@@ -502,7 +502,7 @@ fn count_decision(metrics: &Metrics, decision: &'static str) {
         .inc();
 }
 
-fn log_recommendation(settings: &SupervisorSettings, r: &Recommendation, held: Held) {
+fn log_recommendation(stream_name: &str, policy: &Policy, r: &Recommendation, held: Held) {
     let reason = match held {
         Held::AutoscaleDisabled => "SHARD_AUTOSCALE_ENABLED is false".to_owned(),
         Held::AtBound => match r.direction {
@@ -513,11 +513,11 @@ fn log_recommendation(settings: &SupervisorSettings, r: &Recommendation, held: H
             format!("SHARD_RESIZE_COOLDOWN_SEC: {} s left", remaining.as_secs())
         }
     };
-    let (low, high) = (settings.policy.band_low * 100.0, settings.policy.band_high * 100.0);
+    let (low, high) = (policy.band_low * 100.0, policy.band_high * 100.0);
     macro_rules! recommend {
         ($level:ident) => {
             tracing::$level!(
-                stream = settings.stream_name,
+                stream = stream_name,
                 direction = r.direction.as_str(),
                 current_shards = r.current,
                 recommended_shards = r.target,

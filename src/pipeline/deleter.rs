@@ -17,7 +17,6 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use aws_sdk_sqs::Client;
 use aws_sdk_sqs::error::DisplayErrorContext;
 use aws_sdk_sqs::types::DeleteMessageBatchRequestEntry;
 use tokio::sync::mpsc;
@@ -28,17 +27,20 @@ use tokio::time::{sleep, sleep_until};
 use prometheus_client::metrics::gauge::Gauge;
 
 use super::message::InFlightMessage;
+use crate::aws::Queue;
 use crate::liveness::Activity;
 use crate::metrics::Metrics;
 use crate::retry::{RetryEpisode, RetryPolicy};
 
-#[derive(Debug, Clone)]
+/// The deleter's settings: its section of the configuration.
+#[derive(Debug, Clone, PartialEq)]
 pub struct DeleterSettings {
-    pub queue_url: String,
+    /// Receipts per DeleteMessageBatch call (`QUEUE_MAX_RECEIPTS_TO_DELETE_AT_ONCE`).
     pub batch_size: usize,
+    /// Longest a finished message waits for a fuller batch (`QUEUE_RECEIPTS_TO_DELETE_INTERVAL_SEC`).
     pub interval: Duration,
+    /// DeleteMessageBatch calls in flight at once (`QUEUE_DELETE_CONCURRENCY`).
     pub concurrency: usize,
-    pub retry: RetryPolicy,
 }
 
 /// A finished message on its way to being deleted; counted in the deleter's backlog gauge
@@ -114,13 +116,14 @@ impl DeleteQueue {
 
 /// Runs until every sender of finished messages is gone, then deletes what is left and returns.
 pub async fn run(
-    client: Client,
+    queue: Queue,
     settings: DeleterSettings,
+    retry: RetryPolicy,
     mut input: mpsc::Receiver<Finished>,
     metrics: Arc<Metrics>,
     activity: Arc<Activity>,
 ) {
-    let episode = Arc::new(Mutex::new(RetryEpisode::new("DeleteMessageBatch", settings.retry)));
+    let episode = Arc::new(Mutex::new(RetryEpisode::new("DeleteMessageBatch", retry)));
     let mut pending: Vec<Finished> = Vec::new();
     let mut oldest_at = Instant::now();
     let mut calls: JoinSet<()> = JoinSet::new();
@@ -134,8 +137,8 @@ pub async fn run(
             let take = pending.len().min(settings.batch_size);
             let batch: Vec<_> = pending.drain(..take).collect();
             calls.spawn(delete_batch(
-                client.clone(),
-                settings.clone(),
+                queue.clone(),
+                retry,
                 batch,
                 episode.clone(),
                 metrics.clone(),
@@ -174,8 +177,8 @@ pub async fn run(
 }
 
 async fn delete_batch(
-    client: Client,
-    settings: DeleterSettings,
+    queue: Queue,
+    retry: RetryPolicy,
     mut batch: Vec<Finished>,
     episode: Arc<Mutex<RetryEpisode>>,
     metrics: Arc<Metrics>,
@@ -184,7 +187,7 @@ async fn delete_batch(
     let mut attempt = 0u32;
     loop {
         attempt += 1;
-        let result = call(&client, &settings.queue_url, &batch).await;
+        let result = call(&queue, &batch).await;
         activity.progressed();
         let delay = match result {
             Ok(outcome) => {
@@ -218,14 +221,14 @@ async fn delete_batch(
                     .filter(|(i, _)| retry_positions.contains(i))
                     .map(|(_, e)| e)
                     .collect();
-                settings.retry.initial
+                retry.initial
             }
             Err(error) => {
                 let error = batch.iter().fold(error, |text, e| e.receipt().redact(&text));
                 metrics.deletes_retried.inc_by(batch.len() as u64);
                 match episode.lock() {
                     Ok(mut episode) => episode.failed(&error),
-                    Err(_) => settings.retry.max,
+                    Err(_) => retry.max,
                 }
             }
         };
@@ -257,7 +260,7 @@ struct EntryFailure {
     sender_fault: bool,
 }
 
-async fn call(client: &Client, queue_url: &str, batch: &[Finished]) -> Result<Outcome, String> {
+async fn call(queue: &Queue, batch: &[Finished]) -> Result<Outcome, String> {
     // Entry ids only need to be distinct within the call: use the position.
     let entries = batch
         .iter()
@@ -270,9 +273,10 @@ async fn call(client: &Client, queue_url: &str, batch: &[Finished]) -> Result<Ou
         })
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| e.to_string())?;
-    let output = client
+    let output = queue
+        .client
         .delete_message_batch()
-        .queue_url(queue_url)
+        .queue_url(&queue.url)
         .set_entries(Some(entries))
         .send()
         .await

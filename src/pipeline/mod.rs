@@ -29,14 +29,34 @@ use std::sync::Arc;
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
-use crate::aws::Clients;
-use crate::config::Config;
+use crate::aws::{Clients, Queue};
 use crate::liveness::Liveness;
 use crate::metrics::Metrics;
 use crate::retry::RetryPolicy;
 use breaker::Breaker;
 use deleter::DeleteQueue;
 use stages::Stages;
+
+/// The pipeline's settings: one section per stage, as the configuration reads them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    pub source: source::SourceSettings,
+    pub sink: sink::SinkSettings,
+    pub deleter: deleter::DeleterSettings,
+    pub visibility: visibility::VisibilitySettings,
+    pub in_flight: InFlightLimits,
+    /// Where invalid bodies are forwarded (`DEAD_LETTER_QUEUE_URL`); none when unset.
+    pub dead_letter_queue_url: Option<String>,
+}
+
+/// The caps on what is held at once: received and not yet deleted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InFlightLimits {
+    /// Messages (`MAX_IN_FLIGHT_MESSAGES`).
+    pub messages: usize,
+    /// Bytes of their records (`MAX_IN_FLIGHT_BYTES`); a larger message takes the whole of it.
+    pub bytes: usize,
+}
 
 /// What every stage shares.
 pub struct Shared {
@@ -56,11 +76,15 @@ pub struct Shared {
 /// order at shutdown: the sink lanes end when every receiver has stopped, the deleter when the
 /// receivers and the lanes have, and the visibility keeper when they all have and every message
 /// it watches is deleted or given up.
-pub fn spawn(config: &Config, queue_url: &str, shared: &Shared) -> Stages {
+pub fn spawn(settings: &Settings, stream_name: &str, queue_url: &str, shared: &Shared) -> Stages {
     let mut stages = Stages::default();
-    let deleter = spawn_deleter(&mut stages, config, queue_url, shared);
-    let keeper = spawn_keeper(&mut stages, config, queue_url, shared);
-    let dead_letter = config
+    let queue = Queue {
+        client: shared.clients.sqs.clone(),
+        url: queue_url.to_owned(),
+    };
+    let deleter = spawn_deleter(&mut stages, settings, &queue, shared);
+    let keeper = spawn_keeper(&mut stages, settings, &queue, shared);
+    let dead_letter = settings
         .dead_letter_queue_url
         .clone()
         .map(|queue_url| dead_letter::DeadLetterQueue {
@@ -68,41 +92,43 @@ pub fn spawn(config: &Config, queue_url: &str, shared: &Shared) -> Stages {
             queue_url,
             retry: shared.retry,
         });
-    let lanes = spawn_lanes(&mut stages, config, shared, &deleter, &keeper, &dead_letter);
+    let lanes = spawn_lanes(
+        &mut stages,
+        settings,
+        stream_name,
+        shared,
+        &deleter,
+        &keeper,
+        &dead_letter,
+    );
     let outputs = source::Outputs {
         lanes,
         deleter,
         keeper: keeper.watch,
         give_back: keeper.give_back,
         dead_letter,
-        in_flight: Arc::new(Semaphore::new(config.max_in_flight_messages)),
-        in_flight_bytes: Arc::new(Semaphore::new(config.max_in_flight_bytes)),
-        max_in_flight_bytes: config.max_in_flight_bytes,
+        in_flight: Arc::new(Semaphore::new(settings.in_flight.messages)),
+        in_flight_bytes: Arc::new(Semaphore::new(settings.in_flight.bytes)),
+        max_in_flight_bytes: settings.in_flight.bytes,
         breaker: shared.breaker.clone(),
     };
-    spawn_receivers(&mut stages, config, queue_url, shared, outputs);
+    spawn_receivers(&mut stages, settings, queue_url, shared, outputs);
     stages
 }
 
-fn spawn_deleter(stages: &mut Stages, config: &Config, queue_url: &str, shared: &Shared) -> DeleteQueue {
-    let (queue, input) = DeleteQueue::channel(config.max_in_flight_messages, &shared.metrics);
-    let settings = deleter::DeleterSettings {
-        queue_url: queue_url.to_owned(),
-        batch_size: config.delete_batch_size,
-        interval: config.delete_interval,
-        concurrency: config.delete_concurrency,
-        retry: shared.retry,
-    };
+fn spawn_deleter(stages: &mut Stages, settings: &Settings, queue: &Queue, shared: &Shared) -> DeleteQueue {
+    let (deletes, input) = DeleteQueue::channel(settings.in_flight.messages, &shared.metrics);
     let activity = shared.liveness.stage("deleter");
     let stage = deleter::run(
-        shared.clients.sqs.clone(),
-        settings,
+        queue.clone(),
+        settings.deleter.clone(),
+        shared.retry,
         input,
         shared.metrics.clone(),
         activity.clone(),
     );
     stages.spawn_watched("deleter", Some(activity), stage);
-    queue
+    deletes
 }
 
 /// How the visibility keeper is reached: messages to watch, receipts to give back.
@@ -111,20 +137,14 @@ struct Keeper {
     give_back: mpsc::UnboundedSender<message::Receipt>,
 }
 
-fn spawn_keeper(stages: &mut Stages, config: &Config, queue_url: &str, shared: &Shared) -> Keeper {
+fn spawn_keeper(stages: &mut Stages, settings: &Settings, queue: &Queue, shared: &Shared) -> Keeper {
     let (watch, watch_input) = mpsc::unbounded_channel();
     let (give_back, give_back_input) = mpsc::unbounded_channel();
-    let settings = visibility::VisibilitySettings {
-        queue_url: queue_url.to_owned(),
-        timeout: config.visibility_timeout,
-        max_total: config.visibility_max_total,
-        concurrency: config.visibility_concurrency,
-        retry: shared.retry,
-    };
     let activity = shared.liveness.stage("visibility keeper");
     let stage = visibility::run(
-        shared.clients.sqs.clone(),
-        settings,
+        queue.clone(),
+        settings.visibility.clone(),
+        shared.retry,
         watch_input,
         give_back_input,
         shared.metrics.clone(),
@@ -136,7 +156,8 @@ fn spawn_keeper(stages: &mut Stages, config: &Config, queue_url: &str, shared: &
 
 fn spawn_lanes(
     stages: &mut Stages,
-    config: &Config,
+    settings: &Settings,
+    stream_name: &str,
     shared: &Shared,
     deleter: &DeleteQueue,
     keeper: &Keeper,
@@ -144,13 +165,9 @@ fn spawn_lanes(
 ) -> Vec<mpsc::Sender<sink::OutboundRecord>> {
     let context = sink::LaneContext {
         client: shared.clients.kinesis.clone(),
-        settings: sink::SinkSettings {
-            stream_name: config.stream_name.clone(),
-            max_records: config.max_records_per_request,
-            max_request_bytes: config.max_request_bytes,
-            flush_interval: config.flush_interval,
-            retry: shared.retry,
-        },
+        stream_name: stream_name.to_owned(),
+        settings: settings.sink.clone(),
+        retry: shared.retry,
         breaker: shared.breaker.clone(),
         give_back: keeper.give_back.clone(),
         deleter: deleter.clone(),
@@ -159,9 +176,9 @@ fn spawn_lanes(
         metrics: shared.metrics.clone(),
         shutdown: shared.shutdown.clone(),
     };
-    (0..config.sink_lanes)
+    (0..settings.sink.lanes)
         .map(|lane| {
-            let (tx, rx) = mpsc::channel(config.max_records_per_request);
+            let (tx, rx) = mpsc::channel(settings.sink.max_records);
             let name = format!("sink lane {lane}");
             let activity = shared.liveness.stage(name.clone());
             let stage = sink::run_lane(lane, context.clone(), rx, activity.clone());
@@ -171,30 +188,27 @@ fn spawn_lanes(
         .collect()
 }
 
-fn spawn_receivers(stages: &mut Stages, config: &Config, queue_url: &str, shared: &Shared, outputs: source::Outputs) {
-    let settings = source::SourceSettings {
-        queue_url: queue_url.to_owned(),
-        wait_time: config.queue_wait_time,
-        batch_size: config.receive_batch_size,
-        visibility_timeout: config.visibility_timeout,
-        delete_margin: config.delete_interval,
-        time_bounds: config.time_bounds,
-        partition_key: config.partition_key,
-        max_record_bytes: config.max_record_bytes,
-        retry: shared.retry,
-    };
-    for receiver in 0..config.receivers {
-        let name = format!("receiver {receiver}");
+fn spawn_receivers(
+    stages: &mut Stages,
+    settings: &Settings,
+    queue_url: &str,
+    shared: &Shared,
+    outputs: source::Outputs,
+) {
+    for index in 0..settings.source.receivers {
+        let name = format!("receiver {index}");
         let activity = shared.liveness.stage(name.clone());
-        let stage = source::run(
-            receiver,
-            shared.clients.clone(),
-            settings.clone(),
-            outputs.clone(),
-            shared.metrics.clone(),
-            shared.shutdown.clone(),
-            activity.clone(),
-        );
+        let stage = source::run(source::Receiver {
+            index,
+            clients: shared.clients.clone(),
+            queue_url: queue_url.to_owned(),
+            settings: settings.source.clone(),
+            retry: shared.retry,
+            outputs: outputs.clone(),
+            metrics: shared.metrics.clone(),
+            shutdown: shared.shutdown.clone(),
+            activity: activity.clone(),
+        });
         stages.spawn_watched(name, Some(activity), stage);
     }
 }

@@ -29,6 +29,7 @@ use aws_sdk_kinesis::Client;
 use aws_sdk_kinesis::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_kinesis::primitives::Blob;
 use aws_sdk_kinesis::types::{PutRecordsRequestEntry, PutRecordsResultEntry};
+use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::mpsc;
 use tokio::time::sleep_until;
 use tokio_util::sync::CancellationToken;
@@ -43,14 +44,40 @@ use crate::metrics::Metrics;
 use crate::retry::{RetryEpisode, RetryPolicy};
 
 /// One event on its way to the stream.
+///
+/// It counts in `collector_events_in_flight` from [`OutboundRecord::new`] until it is dropped,
+/// whichever way it leaves the pipeline (published, given back, abandoned, refused, or left
+/// unfinished at shutdown): no path has to remember to count it out.
 pub struct OutboundRecord {
     pub data: Vec<u8>,
     pub partition_key: String,
     pub message: Arc<InFlightMessage>,
     pub enqueued_at: Instant,
+    _counted: CountedEvent,
+}
+
+/// A record's place in the gauge of events in flight.
+struct CountedEvent(Gauge);
+
+impl Drop for CountedEvent {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 impl OutboundRecord {
+    /// An event of `message` entering the pipeline, counted in `in_flight` until dropped.
+    pub fn new(data: Vec<u8>, partition_key: String, message: Arc<InFlightMessage>, in_flight: &Gauge) -> Self {
+        in_flight.inc();
+        OutboundRecord {
+            data,
+            partition_key,
+            message,
+            enqueued_at: Instant::now(),
+            _counted: CountedEvent(in_flight.clone()),
+        }
+    }
+
     /// What the record counts against the PutRecords size limits: data plus partition key.
     pub fn size(&self) -> usize {
         self.data.len() + self.partition_key.len()
@@ -62,20 +89,26 @@ pub fn lane_for(partition_key: &uuid::Uuid, lanes: usize) -> usize {
     (partition_key.as_u128() % lanes as u128) as usize
 }
 
-#[derive(Debug, Clone)]
+/// The sink's settings: its section of the configuration.
+#[derive(Debug, Clone, PartialEq)]
 pub struct SinkSettings {
-    pub stream_name: String,
+    /// Lanes, each with one PutRecords call at a time (`DATA_STREAM_CONCURRENCY`).
+    pub lanes: usize,
+    /// Records per PutRecords call (`DATA_STREAM_MAX_BUFFER_SIZE`).
     pub max_records: usize,
+    /// Bytes per PutRecords call (`DATA_STREAM_MAX_REQUEST_BYTES`).
     pub max_request_bytes: usize,
+    /// Longest a record waits for a fuller call (`DATA_STREAM_FLUSH_INTERVAL_SEC`).
     pub flush_interval: Duration,
-    pub retry: RetryPolicy,
 }
 
 /// What every lane shares.
 #[derive(Clone)]
 pub struct LaneContext {
     pub client: Client,
+    pub stream_name: String,
     pub settings: SinkSettings,
+    pub retry: RetryPolicy,
     pub breaker: Arc<Breaker>,
     /// Receipts of messages to give back to the queue (the visibility keeper's input).
     pub give_back: mpsc::UnboundedSender<Receipt>,
@@ -105,8 +138,8 @@ pub async fn run_lane(
         refusals_in_a_row: 0,
         activity,
         episode: RetryEpisode::new(
-            format!("PutRecords to {} (lane {lane})", context.settings.stream_name),
-            context.settings.retry,
+            format!("PutRecords to {} (lane {lane})", context.stream_name),
+            context.retry,
         ),
         stopping: false,
         retry_at: None,
@@ -210,7 +243,6 @@ impl Lane {
             return;
         }
         if record.message.is_given_up() {
-            self.context.metrics.events_in_flight.dec();
             return;
         }
         self.buffered_bytes += record.size();
@@ -238,7 +270,6 @@ impl Lane {
             );
             let _ = self.context.give_back.send(record.message.receipt().clone());
         }
-        self.context.metrics.events_in_flight.dec();
     }
 
     fn pop(&mut self) -> Option<OutboundRecord> {
@@ -294,7 +325,6 @@ impl Lane {
             );
             self.context.metrics.messages_abandoned.inc();
         }
-        self.context.metrics.events_in_flight.dec();
     }
 
     async fn send_batch(&mut self) {
@@ -332,7 +362,7 @@ impl Lane {
             .context
             .client
             .put_records()
-            .stream_name(&self.context.settings.stream_name)
+            .stream_name(&self.context.stream_name)
             .set_records(Some(entries))
             .send()
             .await
@@ -372,7 +402,6 @@ impl Lane {
                 self.context.deleter.push(record.message.clone());
             }
             metrics.events_published.inc();
-            metrics.events_in_flight.dec();
         }
         if settled.resend.is_empty() {
             metrics.put_records_call("ok");
@@ -424,9 +453,8 @@ impl Lane {
                 if self.refusals_in_a_row <= MAX_REFUSALS_IN_A_ROW {
                     let message = batch[culprit].message.clone();
                     self.refuse(&message, &reason).await;
-                    let (dropped, rest): (Vec<_>, Vec<_>) =
+                    let (_dropped, rest): (Vec<_>, Vec<_>) =
                         batch.into_iter().partition(|r| Arc::ptr_eq(&r.message, &message));
-                    metrics.events_in_flight.dec_by(dropped.len() as i64);
                     // The others were not written either: they go again at once.
                     self.push_front_in_order(rest);
                     return;
@@ -622,12 +650,12 @@ mod tests {
     }
 
     fn record(message: &Arc<InFlightMessage>, index: usize) -> OutboundRecord {
-        OutboundRecord {
-            data: format!("{}:{index}", message.message_id()).into_bytes(),
-            partition_key: message.message_id().to_owned(),
-            message: message.clone(),
-            enqueued_at: Instant::now(),
-        }
+        OutboundRecord::new(
+            format!("{}:{index}", message.message_id()).into_bytes(),
+            message.message_id().to_owned(),
+            message.clone(),
+            &Gauge::default(),
+        )
     }
 
     fn ok() -> PutRecordsResultEntry {

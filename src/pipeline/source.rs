@@ -45,18 +45,26 @@ const BODY_PREFIX_CHARS: usize = 64;
 /// arrives late in a long poll look expired on arrival when the wait is as long as the timeout.
 pub const RECEIPT_CLOCK_ALLOWANCE: Duration = Duration::from_secs(1);
 
-#[derive(Debug, Clone)]
+/// The receivers' settings: their section of the configuration.
+#[derive(Debug, Clone, PartialEq)]
 pub struct SourceSettings {
-    pub queue_url: String,
+    /// Receive loops, each with one long poll at a time (`QUEUE_RECEIVERS`).
+    pub receivers: usize,
+    /// Long-poll wait of each receive (`QUEUE_WAIT_TIME_SEC`).
     pub wait_time: Duration,
+    /// Messages asked for per receive (`QUEUE_MAX_NUMBER_OF_MESSAGE_PER_REQUEST`).
     pub batch_size: i32,
+    /// Asked for on receive; the visibility keeper's timeout.
     pub visibility_timeout: Duration,
-    /// Kept free at the end of the visibility timeout for the delete call.
+    /// Kept free at the end of the visibility timeout for the delete call: the deleter's
+    /// longest wait for a batch.
     pub delete_margin: Duration,
+    /// Which `time_created` values are valid (`TIME_CREATED_*`).
     pub time_bounds: TimeBounds,
+    /// What each record is keyed by (`DATA_STREAM_PARTITION_KEY`).
     pub partition_key: PartitionKey,
+    /// Largest record (`DATA_STREAM_MAX_RECORD_BYTES`).
     pub max_record_bytes: usize,
-    pub retry: RetryPolicy,
 }
 
 /// Where the source's output goes, and the limits it respects.
@@ -93,24 +101,8 @@ impl ReceiveTiming {
 }
 
 /// Receives until `shutdown` is cancelled.
-pub async fn run(
-    receiver: usize,
-    clients: Clients,
-    settings: SourceSettings,
-    outputs: Outputs,
-    metrics: Arc<Metrics>,
-    shutdown: CancellationToken,
-    activity: Arc<Activity>,
-) {
-    let mut episode = RetryEpisode::new(format!("ReceiveMessage (receiver {receiver})"), settings.retry);
-    let receiver = Receiver {
-        clients,
-        settings,
-        outputs,
-        metrics,
-        shutdown,
-        activity,
-    };
+pub async fn run(receiver: Receiver) {
+    let mut episode = RetryEpisode::new(format!("ReceiveMessage (receiver {})", receiver.index), receiver.retry);
     let batch_size = receiver.settings.batch_size as u32;
     let (outputs, shutdown) = (&receiver.outputs, &receiver.shutdown);
     loop {
@@ -153,13 +145,17 @@ pub async fn run(
 }
 
 /// What one receive loop works with.
-struct Receiver {
-    clients: Clients,
-    settings: SourceSettings,
-    outputs: Outputs,
-    metrics: Arc<Metrics>,
-    shutdown: CancellationToken,
-    activity: Arc<Activity>,
+pub struct Receiver {
+    /// Which of the receive loops, for logs.
+    pub index: usize,
+    pub clients: Clients,
+    pub queue_url: String,
+    pub settings: SourceSettings,
+    pub retry: RetryPolicy,
+    pub outputs: Outputs,
+    pub metrics: Arc<Metrics>,
+    pub shutdown: CancellationToken,
+    pub activity: Arc<Activity>,
 }
 
 impl Receiver {
@@ -173,7 +169,7 @@ impl Receiver {
             .clients
             .sqs
             .receive_message()
-            .queue_url(&settings.queue_url)
+            .queue_url(&self.queue_url)
             .max_number_of_messages(settings.batch_size)
             .wait_time_seconds(settings.wait_time.as_secs() as i32)
             .visibility_timeout(settings.visibility_timeout.as_secs() as i32)
@@ -365,17 +361,10 @@ async fn route(prepared: Prepared, outputs: &Outputs, metrics: &Arc<Metrics>, ac
     }
     let lane = &outputs.lanes[lane_for(&key_id, outputs.lanes.len())];
     for data in records {
-        metrics.events_in_flight.inc();
-        let record = OutboundRecord {
-            data,
-            partition_key: partition_key.clone(),
-            message: entry.clone(),
-            enqueued_at: Instant::now(),
-        };
+        let record = OutboundRecord::new(data, partition_key.clone(), entry.clone(), &metrics.events_in_flight);
         if lane.send(record).await.is_err() {
             // The lane is gone only when the collector is stopping; the entry is dropped
             // unfinished and the message comes back.
-            metrics.events_in_flight.dec();
             return;
         }
     }

@@ -11,14 +11,13 @@
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
-use aws_sdk_sqs::Client;
 use aws_sdk_sqs::error::DisplayErrorContext;
 use aws_sdk_sqs::types::ChangeMessageVisibilityBatchRequestEntry;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
 use super::message::{InFlightMessage, Receipt};
-use crate::aws::{SQS_BATCH_ENTRIES, SQS_MAX_VISIBILITY_SECS};
+use crate::aws::{Queue, SQS_BATCH_ENTRIES, SQS_MAX_VISIBILITY_SECS};
 use crate::liveness::Activity;
 use crate::metrics::Metrics;
 use crate::retry::{RetryEpisode, RetryPolicy, with_attempts};
@@ -26,16 +25,17 @@ use crate::retry::{RetryEpisode, RetryPolicy, with_attempts};
 /// Whole-call attempts for giving messages back at shutdown.
 const GIVE_BACK_ATTEMPTS: u32 = 3;
 
-#[derive(Debug, Clone)]
+/// The visibility keeper's settings: its section of the configuration.
+#[derive(Debug, Clone, PartialEq)]
 pub struct VisibilitySettings {
-    pub queue_url: String,
-    /// The visibility timeout asked for on receive, and by each extension.
+    /// The visibility timeout asked for on receive, and by each extension
+    /// (`QUEUE_VISIBILITY_TIMEOUT_SEC`).
     pub timeout: Duration,
-    /// Longest a message is kept hidden in total, counted from its receipt.
+    /// Longest a message is kept hidden in total, counted from its receipt
+    /// (`QUEUE_VISIBILITY_MAX_TOTAL_SEC`).
     pub max_total: Duration,
-    /// ChangeMessageVisibilityBatch calls in flight at once.
+    /// ChangeMessageVisibilityBatch calls in flight at once (`QUEUE_VISIBILITY_CONCURRENCY`).
     pub concurrency: usize,
-    pub retry: RetryPolicy,
 }
 
 /// One watched message.
@@ -47,14 +47,15 @@ struct Tracked {
 
 /// Runs until nobody can send it anything and every watched message is finished.
 pub async fn run(
-    client: Client,
+    queue: Queue,
     settings: VisibilitySettings,
+    retry: RetryPolicy,
     mut track: mpsc::UnboundedReceiver<Weak<InFlightMessage>>,
     mut release: mpsc::UnboundedReceiver<Receipt>,
     metrics: Arc<Metrics>,
     activity: Arc<Activity>,
 ) {
-    let mut episode = RetryEpisode::new("ChangeMessageVisibilityBatch (extend)", settings.retry);
+    let mut episode = RetryEpisode::new("ChangeMessageVisibilityBatch (extend)", retry);
     let mut watched: Vec<Tracked> = Vec::new();
     let mut ticker =
         tokio::time::interval((settings.timeout / 4).clamp(Duration::from_millis(100), Duration::from_secs(5)));
@@ -73,14 +74,14 @@ pub async fn run(
                         receipts.push(more);
                     }
                     activity.busy();
-                    give_back(&client, &settings, receipts, &metrics, &activity).await;
+                    give_back(&queue, retry, receipts, &metrics, &activity).await;
                     activity.idle();
                 }
                 None => releasing = false,
             },
             _ = ticker.tick() => {
                 watched.retain(|t| t.entry.strong_count() > 0);
-                extend_due(&client, &settings, &mut watched, &mut episode, &metrics, &activity).await;
+                extend_due(&queue, &settings, &mut watched, &mut episode, &metrics, &activity).await;
             }
         }
         if !tracking && !releasing && watched.iter().all(|t| t.entry.strong_count() == 0) {
@@ -134,7 +135,7 @@ fn due(settings: &VisibilitySettings, watched: &[Tracked], now: Instant) -> Vec<
 }
 
 async fn extend_due(
-    client: &Client,
+    queue: &Queue,
     settings: &VisibilitySettings,
     watched: &mut [Tracked],
     episode: &mut RetryEpisode,
@@ -153,11 +154,11 @@ async fn extend_due(
     loop {
         while calls.len() < settings.concurrency {
             let Some(chunk) = chunks.next() else { break };
-            let (client, queue_url) = (client.clone(), settings.queue_url.clone());
+            let queue = queue.clone();
             calls.spawn(async move {
                 let requested_at = Instant::now();
                 let items: Vec<(Receipt, Duration)> = chunk.iter().map(|(_, e, d)| (e.receipt().clone(), *d)).collect();
-                let results = change_visibility(&client, &queue_url, &items).await;
+                let results = change_visibility(&queue, &items).await;
                 (chunk, requested_at, results)
             });
         }
@@ -218,18 +219,12 @@ fn record_extensions(
 
 /// Makes messages visible again at once, so that another collector takes them without waiting
 /// for their visibility timeout. A failure loses nothing: they come back when it ends.
-async fn give_back(
-    client: &Client,
-    settings: &VisibilitySettings,
-    receipts: Vec<Receipt>,
-    metrics: &Metrics,
-    activity: &Activity,
-) {
-    let mut episode = RetryEpisode::new("ChangeMessageVisibilityBatch (give back)", settings.retry);
+async fn give_back(queue: &Queue, retry: RetryPolicy, receipts: Vec<Receipt>, metrics: &Metrics, activity: &Activity) {
+    let mut episode = RetryEpisode::new("ChangeMessageVisibilityBatch (give back)", retry);
     for chunk in receipts.chunks(SQS_BATCH_ENTRIES) {
         let items: Vec<(Receipt, Duration)> = chunk.iter().map(|r| (r.clone(), Duration::ZERO)).collect();
         let results = with_attempts(&mut episode, GIVE_BACK_ATTEMPTS, || async {
-            let results = change_visibility(client, &settings.queue_url, &items).await;
+            let results = change_visibility(queue, &items).await;
             activity.progressed();
             results
         })
@@ -268,8 +263,7 @@ struct EntryFailure {
 
 /// One ChangeMessageVisibilityBatch call (at most 10 items); the result of each item in order.
 async fn change_visibility(
-    client: &Client,
-    queue_url: &str,
+    queue: &Queue,
     items: &[(Receipt, Duration)],
 ) -> Result<Vec<Result<(), EntryFailure>>, String> {
     let entries: Result<Vec<_>, _> = items
@@ -283,9 +277,10 @@ async fn change_visibility(
                 .build()
         })
         .collect();
-    let output = client
+    let output = queue
+        .client
         .change_message_visibility_batch()
-        .queue_url(queue_url)
+        .queue_url(&queue.url)
         .set_entries(Some(entries.map_err(|e| e.to_string())?))
         .send()
         .await
