@@ -19,6 +19,7 @@
 pub mod aws;
 pub mod check;
 pub mod config;
+pub mod credentials;
 pub mod drop_log;
 pub mod event;
 pub mod fleet;
