@@ -26,15 +26,19 @@ USAGE:
   telemetry-collector              run until SIGTERM or SIGINT (drains, then exits 0)
   telemetry-collector check        validate the configuration, then resolve the queue and the
                                    stream and report what matters (visibility timeout, redrive
-                                   policy, stream status, mode and shards); exit 1 on a problem.
-                                   Read-only: receives, sends and deletes nothing
+                                   policy, stream status, mode and shards) and whether the
+                                   permissions to delete, change visibility, put records and send
+                                   to the dead-letter queue are refused; exit 1 on a problem.
+                                   Its probes change nothing: they receive, send, delete and
+                                   publish nothing
   telemetry-collector --help       print this and exit
   telemetry-collector --version    print the version and commit and exit
 
 Configuration is read from environment variables only (docs/configuration.md); a bad
-value stops the collector with one line naming it (exit 2). AWS endpoint, region and
-credentials come from the SDK's standard variables (AWS_REGION, AWS_ENDPOINT_URL,
-AWS_PROFILE, AWS_ACCESS_KEY_ID, ...). Logs: JSON lines on stdout, level from RUST_LOG.
+value stops the collector with one line naming it (exit 2), and so does a missing AWS
+region or missing credentials. AWS endpoint, region and credentials come from the SDK's
+standard variables (AWS_REGION, AWS_ENDPOINT_URL, AWS_PROFILE, AWS_ACCESS_KEY_ID, ...) or
+an IAM role. Logs: JSON lines on stdout, level from RUST_LOG.
 HTTP: /healthz, /readyz, /metrics on HTTP_LISTEN_ADDRESS (default 0.0.0.0:8080).
 ";
 
