@@ -10,7 +10,7 @@
 //! | --- | --- | --- |
 //! | `sqs:DeleteMessage` | DeleteMessageBatch, one entry with a receipt handle that cannot be valid | the entry fails (`ReceiptHandleIsInvalid`) |
 //! | `sqs:ChangeMessageVisibility` | ChangeMessageVisibilityBatch, the same entry | the entry fails (`ReceiptHandleIsInvalid`) |
-//! | `kinesis:PutRecords` | PutRecords with no records | `ValidationException` (AWS), success with nothing written (moto) |
+//! | `kinesis:PutRecords` | PutRecords with no records | a validation error (AWS asks for at least one record), or success with nothing written (moto, LocalStack) |
 //! | `sqs:SendMessage` (dead-letter queue, when set) | SendMessageBatch with no entries | `EmptyBatchRequest` |
 //!
 //! These are the calls the collector makes (the batch calls are authorised as their single
