@@ -1,16 +1,38 @@
 //! `telemetry-collector check`: before a deployment, ask the real endpoints what the collector
 //! would find, and say what is wrong in words an operator can act on.
 //!
-//! Read-only: it resolves the queue (GetQueueUrl, GetQueueAttributes) and the stream
+//! It resolves the queue (GetQueueUrl, GetQueueAttributes) and the stream
 //! (DescribeStreamSummary), the calls the collector itself makes at start, so they also show
-//! that those permissions work. It receives, sends and deletes nothing, so the permissions of
-//! the calls that change state (ReceiveMessage, DeleteMessage, ChangeMessageVisibility,
-//! PutRecords, SendMessage to the dead-letter queue) are not exercised. One attempt per call,
-//! bounded by `AWS_CALL_TIMEOUT_SEC`.
+//! that those permissions work. Then it probes the permissions of the calls that change state
+//! with requests that cannot change anything:
+//!
+//! | permission | request | answer when it is not refused |
+//! | --- | --- | --- |
+//! | `sqs:DeleteMessage` | DeleteMessageBatch, one entry with a receipt handle that cannot be valid | the entry fails (`ReceiptHandleIsInvalid`) |
+//! | `sqs:ChangeMessageVisibility` | ChangeMessageVisibilityBatch, the same entry | the entry fails (`ReceiptHandleIsInvalid`) |
+//! | `kinesis:PutRecords` | PutRecords with no records | a validation error (AWS asks for at least one record), or success with nothing written (moto, LocalStack) |
+//! | `sqs:SendMessage` (dead-letter queue, when set) | SendMessageBatch with no entries | `EmptyBatchRequest` |
+//!
+//! These are the calls the collector makes (the batch calls are authorised as their single
+//! actions). An `AccessDenied` / `AccessDeniedException` or "not authorized" answer fails the
+//! check, naming the IAM action. An answer judged entry by entry (HTTP 200) or a success means
+//! the request passed every check of the whole request, authorisation included: "allowed". A
+//! request-level validation error means only "not refused": AWS does not document whether SQS
+//! and Kinesis authorise a request before they validate it, so it does not prove the permission.
+//!
+//! `sqs:ReceiveMessage` is not probed: no ReceiveMessage request is sure not to receive (an
+//! endpoint that does not validate as SQS does would hand out messages, hide them and count the
+//! receive toward their `maxReceiveCount`). The collector's first receive shows it.
+//!
+//! One attempt per call, bounded by `AWS_CALL_TIMEOUT_SEC`.
 
 use std::fmt;
 
-use aws_sdk_sqs::types::QueueAttributeName;
+use aws_sdk_kinesis::error::SdkError;
+use aws_sdk_sqs::error::ProvideErrorMetadata;
+use aws_sdk_sqs::types::{
+    BatchResultErrorEntry, ChangeMessageVisibilityBatchRequestEntry, DeleteMessageBatchRequestEntry, QueueAttributeName,
+};
 
 use crate::aws::Clients;
 use crate::config::{Config, QueueRef};
@@ -27,6 +49,8 @@ pub enum Verdict {
     Warn,
     /// The collector would not work, or would lose data to a dead-letter queue.
     Fail,
+    /// Not asked, and why.
+    Skip,
 }
 
 /// One line of the report.
@@ -43,6 +67,7 @@ impl fmt::Display for Finding {
             Verdict::Ok => "ok  ",
             Verdict::Warn => "warn",
             Verdict::Fail => "FAIL",
+            Verdict::Skip => "skip",
         };
         write!(f, "{tag} {}: {}", self.subject, self.text)
     }
@@ -60,29 +85,56 @@ fn finding(verdict: Verdict, subject: &'static str, text: impl Into<String>) -> 
 pub async fn run(config: &Config, sdk_config: &aws_config::SdkConfig) -> Vec<Finding> {
     let clients = Clients::new(sdk_config, config.call_timeout);
     let mut findings = vec![finding(Verdict::Ok, "configuration", "every setting is valid")];
-    findings.extend(check_queue(&clients.sqs, config).await);
-    findings.extend(check_stream(&clients.kinesis, config).await);
+    let (queue_findings, queue_url) = check_queue(&clients.sqs, config).await;
+    findings.extend(queue_findings);
+    let (stream_findings, stream_found) = check_stream(&clients.kinesis, config).await;
+    findings.extend(stream_findings);
+    // Probes only where the resource was found: a missing one has failed above already.
+    if let Some(url) = &queue_url {
+        findings.push(probe_delete(&clients.sqs, url).await);
+        findings.push(probe_change_visibility(&clients.sqs, url).await);
+        findings.push(finding(
+            Verdict::Skip,
+            PERMISSION,
+            "sqs:ReceiveMessage not probed: no receive is sure to take no message (and a taken one counts toward maxReceiveCount); the collector's first receive shows it, in a `call failed` warning",
+        ));
+    }
+    if stream_found {
+        findings.push(probe_put_records(&clients.kinesis, &config.stream_name).await);
+    }
+    if let Some(dlq) = &config.dead_letter_queue_url {
+        findings.push(probe_send(&clients.sqs, dlq).await);
+    }
     findings
 }
 
-async fn check_queue(sqs: &aws_sdk_sqs::Client, config: &Config) -> Vec<Finding> {
+/// The queue's findings, and its URL when it was found.
+async fn check_queue(sqs: &aws_sdk_sqs::Client, config: &Config) -> (Vec<Finding>, Option<String>) {
     const SUBJECT: &str = "queue";
     let url = match &config.queue {
         QueueRef::Url(url) => url.clone(),
         QueueRef::Name(name) => match sqs.get_queue_url().queue_name(name).send().await {
             Ok(out) => match out.queue_url {
                 Some(url) => url,
-                None => return vec![finding(Verdict::Fail, SUBJECT, "GetQueueUrl answered without a URL")],
+                None => {
+                    return (
+                        vec![finding(Verdict::Fail, SUBJECT, "GetQueueUrl answered without a URL")],
+                        None,
+                    );
+                }
             },
             Err(e) => {
-                return vec![finding(
-                    Verdict::Fail,
-                    SUBJECT,
-                    format!(
-                        "GetQueueUrl {name} failed (queue name, region, endpoint, sqs:GetQueueUrl?): {}",
-                        aws_sdk_sqs::error::DisplayErrorContext(e)
-                    ),
-                )];
+                return (
+                    vec![finding(
+                        Verdict::Fail,
+                        SUBJECT,
+                        format!(
+                            "GetQueueUrl {name} failed (queue name, region, endpoint, sqs:GetQueueUrl?): {}",
+                            aws_sdk_sqs::error::DisplayErrorContext(e)
+                        ),
+                    )],
+                    None,
+                );
             }
         },
     };
@@ -95,14 +147,17 @@ async fn check_queue(sqs: &aws_sdk_sqs::Client, config: &Config) -> Vec<Finding>
     {
         Ok(out) => out.attributes.unwrap_or_default(),
         Err(e) => {
-            return vec![finding(
-                Verdict::Fail,
-                SUBJECT,
-                format!(
-                    "GetQueueAttributes {url} failed (URL, region, endpoint, sqs:GetQueueAttributes?): {}",
-                    aws_sdk_sqs::error::DisplayErrorContext(e)
-                ),
-            )];
+            return (
+                vec![finding(
+                    Verdict::Fail,
+                    SUBJECT,
+                    format!(
+                        "GetQueueAttributes {url} failed (URL, region, endpoint, sqs:GetQueueAttributes?): {}",
+                        aws_sdk_sqs::error::DisplayErrorContext(e)
+                    ),
+                )],
+                None,
+            );
         }
     };
     let get = |name: QueueAttributeName| attributes.get(&name).map(String::as_str);
@@ -136,7 +191,7 @@ async fn check_queue(sqs: &aws_sdk_sqs::Client, config: &Config) -> Vec<Finding>
             "encrypted with a customer-managed KMS key: the collector's role needs kms:Decrypt on it (deploy/iam/collector-kms-policy.json)",
         ));
     }
-    findings
+    (findings, Some(url))
 }
 
 /// Judges a queue's `RedrivePolicy` attribute (JSON; `maxReceiveCount` a string or a number).
@@ -178,28 +233,35 @@ pub fn redrive_finding(policy: Option<&str>) -> Finding {
     }
 }
 
-async fn check_stream(kinesis: &aws_sdk_kinesis::Client, config: &Config) -> Vec<Finding> {
+/// The stream's findings, and whether it was found.
+async fn check_stream(kinesis: &aws_sdk_kinesis::Client, config: &Config) -> (Vec<Finding>, bool) {
     const SUBJECT: &str = "stream";
     let name = &config.stream_name;
     let summary = match kinesis.describe_stream_summary().stream_name(name).send().await {
         Ok(out) => out.stream_description_summary,
         Err(e) => {
-            return vec![finding(
-                Verdict::Fail,
-                SUBJECT,
-                format!(
-                    "DescribeStreamSummary {name} failed (stream name, region, endpoint, kinesis:DescribeStreamSummary?): {}",
-                    aws_sdk_kinesis::error::DisplayErrorContext(e)
-                ),
-            )];
+            return (
+                vec![finding(
+                    Verdict::Fail,
+                    SUBJECT,
+                    format!(
+                        "DescribeStreamSummary {name} failed (stream name, region, endpoint, kinesis:DescribeStreamSummary?): {}",
+                        aws_sdk_kinesis::error::DisplayErrorContext(e)
+                    ),
+                )],
+                false,
+            );
         }
     };
     let Some(summary) = summary else {
-        return vec![finding(
-            Verdict::Fail,
-            SUBJECT,
-            "DescribeStreamSummary answered without a description",
-        )];
+        return (
+            vec![finding(
+                Verdict::Fail,
+                SUBJECT,
+                "DescribeStreamSummary answered without a description",
+            )],
+            false,
+        );
     };
     let status = summary.stream_status.as_str().to_owned();
     let mode = summary
@@ -234,7 +296,210 @@ async fn check_stream(kinesis: &aws_sdk_kinesis::Client, config: &Config) -> Vec
             "encrypted with KMS: the collector's role needs kms:GenerateDataKey on the key (deploy/iam/collector-kms-policy.json)",
         ));
     }
-    findings
+    (findings, true)
+}
+
+const PERMISSION: &str = "permission";
+
+/// A receipt handle no queue ever issued: SQS's are long base64 strings.
+const IMPOSSIBLE_RECEIPT_HANDLE: &str = "telemetry-collector-check-not-a-receipt-handle";
+
+/// The one entry of the batch probes, and its id.
+const PROBE_ENTRY_ID: &str = "check";
+
+/// What a probe's answer says of a permission.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProbeAnswer {
+    /// The whole request was accepted: answered entry by entry, or a success that changed
+    /// nothing. The text says how.
+    Allowed(String),
+    /// A validation error of the whole request (its code): not refused, not proven either.
+    NotRefused(String),
+    /// Refused: the code and the message.
+    Refused(String),
+    /// Neither (a timeout, an unexpected error): what happened.
+    Unclear(String),
+}
+
+/// True when an error code or message is a refusal of the caller.
+pub fn is_refusal(code: &str, message: &str) -> bool {
+    code.contains("AccessDenied") || code == "UnauthorizedOperation" || message.contains("not authorized to perform")
+}
+
+/// Judges an error answer: a refusal, one of `not_refused` (error codes, matched at their end:
+/// SQS's may be prefixed with `AWS.SimpleQueueService.`), or unclear.
+fn judge_error<E, R>(error: &SdkError<E, R>, not_refused: &[&str]) -> ProbeAnswer
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: fmt::Debug,
+{
+    if let SdkError::ServiceError(_) = error {
+        let code = error.code().unwrap_or_default();
+        let message = error.message().unwrap_or_default();
+        if is_refusal(code, message) {
+            return ProbeAnswer::Refused(format!("{code}: {message}"));
+        }
+        if !code.is_empty() && not_refused.iter().any(|c| code.ends_with(c)) {
+            return ProbeAnswer::NotRefused(code.to_owned());
+        }
+    }
+    ProbeAnswer::Unclear(aws_sdk_sqs::error::DisplayErrorContext(error).to_string())
+}
+
+/// Judges the answer of a batch probe that came back with HTTP 200: its entry failed (as it
+/// must, the receipt handle being impossible), or an endpoint that does not check receipt
+/// handles answered it as done, which did nothing either.
+fn judge_batch_entries(failed: &[BatchResultErrorEntry], call: &str) -> ProbeAnswer {
+    match failed.iter().find(|f| f.id == PROBE_ENTRY_ID) {
+        Some(entry) if is_refusal(&entry.code, entry.message.as_deref().unwrap_or_default()) => ProbeAnswer::Refused(
+            format!("{}: {}", entry.code, entry.message.as_deref().unwrap_or_default()),
+        ),
+        Some(entry) => ProbeAnswer::Allowed(format!(
+            "{call} with a receipt handle that cannot be valid was answered entry by entry ({})",
+            entry.code
+        )),
+        None => ProbeAnswer::Allowed(format!(
+            "{call} with a receipt handle that cannot be valid was answered as done (an endpoint that does not check receipt handles; no message has it)"
+        )),
+    }
+}
+
+/// The report line of a probe of `action` on `resource`; `consequence` says what the
+/// collector could not do without it.
+pub fn probe_finding(action: &str, resource: &str, answer: ProbeAnswer, consequence: &str) -> Finding {
+    match answer {
+        ProbeAnswer::Allowed(how) => finding(
+            Verdict::Ok,
+            PERMISSION,
+            format!("{action} allowed on {resource}: {how}; nothing changed"),
+        ),
+        ProbeAnswer::NotRefused(code) => finding(
+            Verdict::Ok,
+            PERMISSION,
+            format!(
+                "{action} not refused on {resource}: the probe was answered {code}, nothing changed (AWS does not document whether it authorises before it validates, so this is no proof)"
+            ),
+        ),
+        ProbeAnswer::Refused(why) => finding(
+            Verdict::Fail,
+            PERMISSION,
+            format!(
+                "{action} refused on {resource} ({why}): {consequence}; grant {action} to the collector's role (deploy/iam/collector-policy.json)"
+            ),
+        ),
+        ProbeAnswer::Unclear(what) => finding(
+            Verdict::Warn,
+            PERMISSION,
+            format!("{action} on {resource} could not be probed: {what}"),
+        ),
+    }
+}
+
+/// `sqs:DeleteMessage`: DeleteMessageBatch with an impossible receipt handle.
+async fn probe_delete(sqs: &aws_sdk_sqs::Client, queue_url: &str) -> Finding {
+    let entry = DeleteMessageBatchRequestEntry::builder()
+        .id(PROBE_ENTRY_ID)
+        .receipt_handle(IMPOSSIBLE_RECEIPT_HANDLE)
+        .build();
+    let answer = match entry {
+        Err(e) => ProbeAnswer::Unclear(e.to_string()),
+        Ok(entry) => match sqs
+            .delete_message_batch()
+            .queue_url(queue_url)
+            .entries(entry)
+            .send()
+            .await
+        {
+            Ok(out) => judge_batch_entries(&out.failed, "DeleteMessageBatch"),
+            Err(e) => judge_error(&e, &["ReceiptHandleIsInvalid", "InvalidParameterValue"]),
+        },
+    };
+    probe_finding(
+        "sqs:DeleteMessage",
+        queue_url,
+        answer,
+        "messages whose events are published could not be deleted, and would be received and published again",
+    )
+}
+
+/// `sqs:ChangeMessageVisibility`: ChangeMessageVisibilityBatch with an impossible receipt handle.
+async fn probe_change_visibility(sqs: &aws_sdk_sqs::Client, queue_url: &str) -> Finding {
+    let entry = ChangeMessageVisibilityBatchRequestEntry::builder()
+        .id(PROBE_ENTRY_ID)
+        .receipt_handle(IMPOSSIBLE_RECEIPT_HANDLE)
+        .visibility_timeout(0)
+        .build();
+    let answer = match entry {
+        Err(e) => ProbeAnswer::Unclear(e.to_string()),
+        Ok(entry) => match sqs
+            .change_message_visibility_batch()
+            .queue_url(queue_url)
+            .entries(entry)
+            .send()
+            .await
+        {
+            Ok(out) => judge_batch_entries(&out.failed, "ChangeMessageVisibilityBatch"),
+            Err(e) => judge_error(&e, &["ReceiptHandleIsInvalid", "InvalidParameterValue"]),
+        },
+    };
+    probe_finding(
+        "sqs:ChangeMessageVisibility",
+        queue_url,
+        answer,
+        "messages still being published could not be kept hidden, nor given back at shutdown",
+    )
+}
+
+/// `kinesis:PutRecords`: PutRecords with no records.
+async fn probe_put_records(kinesis: &aws_sdk_kinesis::Client, stream: &str) -> Finding {
+    let answer = match kinesis
+        .put_records()
+        .stream_name(stream)
+        .set_records(Some(Vec::new()))
+        .send()
+        .await
+    {
+        Ok(out) if out.records.is_empty() => {
+            ProbeAnswer::Allowed("PutRecords with no records was answered with no results".to_owned())
+        }
+        Ok(out) => ProbeAnswer::Unclear(format!(
+            "PutRecords with no records was answered with {} results",
+            out.records.len()
+        )),
+        Err(e) => judge_error(&e, &["ValidationException", "InvalidArgumentException"]),
+    };
+    probe_finding(
+        "kinesis:PutRecords",
+        stream,
+        answer,
+        "no event could be published, and receiving would pause behind the circuit breaker",
+    )
+}
+
+/// `sqs:SendMessage` on the dead-letter queue: SendMessageBatch with no entries.
+async fn probe_send(sqs: &aws_sdk_sqs::Client, queue_url: &str) -> Finding {
+    let answer = match sqs
+        .send_message_batch()
+        .queue_url(queue_url)
+        .set_entries(Some(Vec::new()))
+        .send()
+        .await
+    {
+        Ok(out) if out.successful.is_empty() => ProbeAnswer::Allowed(
+            "SendMessageBatch with no entries was answered as done, with no message sent".to_owned(),
+        ),
+        Ok(out) => ProbeAnswer::Unclear(format!(
+            "SendMessageBatch with no entries was answered with {} messages sent",
+            out.successful.len()
+        )),
+        Err(e) => judge_error(&e, &["EmptyBatchRequest", "InvalidParameterValue"]),
+    };
+    probe_finding(
+        "sqs:SendMessage",
+        queue_url,
+        answer,
+        "invalid submissions could not be kept in the dead-letter queue (DEAD_LETTER_QUEUE_URL), and would stay in the source queue",
+    )
 }
 
 #[cfg(test)]
@@ -255,5 +520,54 @@ mod tests {
         assert_eq!(enough.verdict, Verdict::Ok, "{enough}");
         assert_eq!(redrive_finding(None).verdict, Verdict::Warn);
         assert_eq!(redrive_finding(Some("{}")).verdict, Verdict::Fail);
+    }
+
+    #[test]
+    fn refusals_are_told_from_validation_answers() {
+        assert!(is_refusal("AccessDenied", ""));
+        assert!(is_refusal("AccessDeniedException", ""));
+        assert!(is_refusal("KMS.AccessDeniedException", ""));
+        assert!(is_refusal(
+            "Unknown",
+            "User: arn:aws:iam::1:user/x is not authorized to perform: sqs:sendmessage"
+        ));
+        for code in [
+            "ReceiptHandleIsInvalid",
+            "AWS.SimpleQueueService.EmptyBatchRequest",
+            "ValidationException",
+        ] {
+            assert!(!is_refusal(code, "invalid"), "{code}");
+        }
+    }
+
+    #[test]
+    fn a_refused_probe_fails_naming_the_action_and_a_validation_answer_is_only_not_refused() {
+        let refused = probe_finding(
+            "sqs:DeleteMessage",
+            "q",
+            ProbeAnswer::Refused("AccessDenied: no".into()),
+            "x",
+        );
+        assert_eq!(refused.verdict, Verdict::Fail);
+        assert!(
+            refused
+                .text
+                .starts_with("sqs:DeleteMessage refused on q (AccessDenied: no)"),
+            "{refused}"
+        );
+        assert!(refused.text.contains("grant sqs:DeleteMessage "), "{refused}");
+        let not_refused = probe_finding(
+            "sqs:SendMessage",
+            "q",
+            ProbeAnswer::NotRefused("EmptyBatchRequest".into()),
+            "x",
+        );
+        assert_eq!(not_refused.verdict, Verdict::Ok);
+        assert!(
+            not_refused.text.starts_with("sqs:SendMessage not refused on q"),
+            "{not_refused}"
+        );
+        let unclear = probe_finding("kinesis:PutRecords", "s", ProbeAnswer::Unclear("timeout".into()), "x");
+        assert_eq!(unclear.verdict, Verdict::Warn);
     }
 }

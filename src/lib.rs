@@ -15,6 +15,7 @@
 pub mod aws;
 pub mod check;
 pub mod config;
+pub mod credentials;
 pub mod drop_log;
 pub mod http_server;
 pub mod liveness;

@@ -4,15 +4,18 @@
 
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use aws_config::meta::region::RegionProviderChain;
-use aws_config::{BehaviorVersion, Region};
+use aws_config::{BehaviorVersion, Region, SdkConfig};
 use telemetry_collector::config::Config;
+use telemetry_collector::credentials::PROBE_TIMEOUT;
 use telemetry_collector::metrics::{COMMIT, Metrics, VERSION};
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio_util::sync::CancellationToken;
+use tracing::subscriber::Interest;
 use tracing_subscriber::EnvFilter;
-use tracing_subscriber::filter::{FilterExt as _, filter_fn};
+use tracing_subscriber::filter::{FilterExt as _, dynamic_filter_fn, filter_fn};
 use tracing_subscriber::prelude::*;
 
 const USAGE: &str = "\
@@ -23,15 +26,19 @@ USAGE:
   telemetry-collector              run until SIGTERM or SIGINT (drains, then exits 0)
   telemetry-collector check        validate the configuration, then resolve the queue and the
                                    stream and report what matters (visibility timeout, redrive
-                                   policy, stream status, mode and shards); exit 1 on a problem.
-                                   Read-only: receives, sends and deletes nothing
+                                   policy, stream status, mode and shards) and whether the
+                                   permissions to delete, change visibility, put records and send
+                                   to the dead-letter queue are refused; exit 1 on a problem.
+                                   Its probes change nothing: they receive, send, delete and
+                                   publish nothing
   telemetry-collector --help       print this and exit
   telemetry-collector --version    print the version and commit and exit
 
 Configuration is read from environment variables only (docs/configuration.md); a bad
-value stops the collector with one line naming it (exit 2). AWS endpoint, region and
-credentials come from the SDK's standard variables (AWS_REGION, AWS_ENDPOINT_URL,
-AWS_PROFILE, AWS_ACCESS_KEY_ID, ...). Logs: JSON lines on stdout, level from RUST_LOG.
+value stops the collector with one line naming it (exit 2), and so does a missing AWS
+region or missing credentials. AWS endpoint, region and credentials come from the SDK's
+standard variables (AWS_REGION, AWS_ENDPOINT_URL, AWS_PROFILE, AWS_ACCESS_KEY_ID, ...) or
+an IAM role. Logs: JSON lines on stdout, level from RUST_LOG.
 HTTP: /healthz, /readyz, /metrics on HTTP_LISTEN_ADDRESS (default 0.0.0.0:8080).
 ";
 
@@ -122,9 +129,23 @@ fn main() -> ExitCode {
     }
 }
 
-/// JSON lines on stdout, level from `RUST_LOG` (default `info`), never the SDK's TRACE events.
+/// JSON lines on stdout, level from `RUST_LOG` (default `info`), never the SDK's TRACE events,
+/// and none of the SDK's events while [`SDK_QUIET`] is set unless `RUST_LOG` names an SDK
+/// target (`aws_...`): a start-up without credentials says so in one line.
 fn init_logs() {
+    let rust_log = std::env::var("RUST_LOG").unwrap_or_default();
+    let sdk_asked_for = rust_log.contains("aws_");
     let env_filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // Decided per event only for the SDK's call sites; the collector's own are always enabled.
+    let quiet_sdk =
+        dynamic_filter_fn(move |meta, _| sdk_asked_for || !(is_sdk(meta) && SDK_QUIET.load(Ordering::Relaxed)))
+            .with_callsite_filter(|meta| {
+                if is_sdk(meta) {
+                    Interest::sometimes()
+                } else {
+                    Interest::always()
+                }
+            });
     tracing_subscriber::registry()
         .with(
             tracing_subscriber::fmt::layer()
@@ -132,10 +153,16 @@ fn init_logs() {
                 .flatten_event(true)
                 .with_current_span(false)
                 .with_writer(std::io::stdout)
-                .with_filter(env_filter.and(filter_fn(|meta| !is_sdk_trace(meta)))),
+                .with_filter(env_filter.and(filter_fn(|meta| !is_sdk_trace(meta))).and(quiet_sdk)),
         )
         .init();
 }
+
+/// Set while the SDK's configuration is loaded and its credentials probed: the default chain
+/// tries every source in turn, and each one that is missing or fails (a profile file, the
+/// container endpoint, instance metadata) may log a warning, screens of them, where one line
+/// saying what to set is what helps. `RUST_LOG=info,aws_config=debug` shows them all.
+static SDK_QUIET: AtomicBool = AtomicBool::new(false);
 
 /// The daemon: the HTTP endpoints, the SDK, then the collector until shutdown.
 async fn collect(config: Config, region: Region, shutdown: CancellationToken) -> ExitCode {
@@ -150,7 +177,10 @@ async fn collect(config: Config, region: Region, shutdown: CancellationToken) ->
         }
     };
     let sdk_config = tokio::select! {
-        sdk_config = aws_config::defaults(BehaviorVersion::latest()).region(region).load() => sdk_config,
+        sdk_config = load_sdk_config(region) => match sdk_config {
+            Ok(sdk_config) => sdk_config,
+            Err(code) => return code,
+        },
         _ = shutdown.cancelled() => return ExitCode::SUCCESS,
     };
     match telemetry_collector::run(config, &sdk_config, Arc::new(Metrics::new()), shutdown, http).await {
@@ -167,9 +197,12 @@ async fn check(config: Config, region: Region, shutdown: CancellationToken) -> E
     use telemetry_collector::check::Verdict;
     let findings = tokio::select! {
         findings = async {
-            let sdk_config = aws_config::defaults(BehaviorVersion::latest()).region(region).load().await;
-            telemetry_collector::check::run(&config, &sdk_config).await
-        } => findings,
+            let sdk_config = load_sdk_config(region).await?;
+            Ok(telemetry_collector::check::run(&config, &sdk_config).await)
+        } => match findings {
+            Ok(findings) => findings,
+            Err(code) => return code,
+        },
         _ = shutdown.cancelled() => return ExitCode::SUCCESS,
     };
     for finding in &findings {
@@ -185,6 +218,26 @@ async fn check(config: Config, region: Region, shutdown: CancellationToken) -> E
     }
 }
 
+/// The SDK's configuration with `region`, once its credentials are known to resolve: without
+/// them every call would fail, and the collector would keep retrying with nothing to fix.
+/// On failure prints the one line and gives the exit code (2, as for a bad setting).
+async fn load_sdk_config(region: Region) -> Result<SdkConfig, ExitCode> {
+    SDK_QUIET.store(true, Ordering::Relaxed);
+    let sdk_config = aws_config::defaults(BehaviorVersion::latest())
+        .region(region)
+        .load()
+        .await;
+    let probed = telemetry_collector::credentials::probe(&sdk_config, PROBE_TIMEOUT).await;
+    SDK_QUIET.store(false, Ordering::Relaxed);
+    match probed {
+        Ok(()) => Ok(sdk_config),
+        Err(e) => {
+            eprintln!("telemetry-collector: {e}");
+            Err(ExitCode::from(2))
+        }
+    }
+}
+
 /// The region from `AWS_REGION` / `AWS_DEFAULT_REGION`, else from the profile files (`AWS_PROFILE`,
 /// `AWS_CONFIG_FILE`): the SDK's region chain without its last link, instance metadata. So on a
 /// bare EC2 instance set `AWS_REGION`; the deployment examples (`deploy/`) set it.
@@ -195,11 +248,16 @@ async fn configured_region() -> Option<Region> {
         .await
 }
 
+/// An event of the AWS SDK (aws-config, the service clients, smithy's runtime).
+fn is_sdk(meta: &tracing::Metadata<'_>) -> bool {
+    meta.target().starts_with("aws_")
+}
+
 /// The AWS SDK's TRACE events, which no RUST_LOG setting lets through: they print whole HTTP
 /// responses and operation outputs, i.e. receipt handles (which let anyone delete the message)
 /// and the sensors' data.
 fn is_sdk_trace(meta: &tracing::Metadata<'_>) -> bool {
-    *meta.level() == tracing::Level::TRACE && meta.target().starts_with("aws_")
+    *meta.level() == tracing::Level::TRACE && is_sdk(meta)
 }
 
 /// The SIGTERM and SIGINT listeners; from their creation on, neither signal kills the process.

@@ -1,5 +1,7 @@
-//! `telemetry-collector check` against the emulator: a good setup passes and reports the queue
-//! and the stream; a low redrive `maxReceiveCount` and a missing stream each fail, named.
+//! `telemetry-collector check` against the emulator: a good setup passes, reports the queue and
+//! the stream, and probes the permissions of the calls that change state without changing
+//! anything; a low redrive `maxReceiveCount`, a missing stream, a missing queue and each refused
+//! permission fail, named.
 
 // Needs the emulator that script/test starts: built with the `emulator-tests` feature.
 #![cfg(feature = "emulator-tests")]
@@ -7,18 +9,20 @@
 mod support;
 
 use aws_sdk_sqs::types::QueueAttributeName;
+use support::fault_proxy::FaultProxy;
 use support::{CollectorHarness, TestEnv};
 
 /// Runs `telemetry-collector check` with this test's queue and stream, plus `overrides`.
-fn check(env: &TestEnv, overrides: &[(&str, &str)]) -> (Option<i32>, String, String) {
+async fn check(env: &TestEnv, overrides: &[(&str, &str)]) -> (Option<i32>, String, String) {
     let home = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("check-empty-home");
     std::fs::create_dir_all(&home).expect("empty HOME");
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_telemetry-collector"))
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_telemetry-collector"))
         .arg("check")
         .env_clear()
         .env("HOME", &home)
         .envs(env.binary_env(overrides))
         .output()
+        .await
         .expect("run telemetry-collector check");
     (
         output.status.code(),
@@ -27,16 +31,28 @@ fn check(env: &TestEnv, overrides: &[(&str, &str)]) -> (Option<i32>, String, Str
     )
 }
 
-async fn set_redrive(env: &TestEnv, max_receive_count: u32) {
-    let dlq_url = env
-        .sqs
+/// A queue of this test's own, for a dead-letter queue.
+async fn create_queue(env: &TestEnv, label: &str) -> String {
+    env.sqs
         .create_queue()
-        .queue_name(format!("redrive-{}", uuid::Uuid::new_v4().simple()))
+        .queue_name(format!("{label}-{}", uuid::Uuid::new_v4().simple()))
         .send()
         .await
         .expect("CreateQueue")
         .queue_url
-        .expect("queue URL");
+        .expect("queue URL")
+}
+
+/// The report line of the probe of `action`.
+fn probe_line<'a>(stdout: &'a str, action: &str) -> &'a str {
+    stdout
+        .lines()
+        .find(|l| l.contains(&format!("permission: {action} ")))
+        .unwrap_or_else(|| panic!("no probe of {action} in:\n{stdout}"))
+}
+
+async fn set_redrive(env: &TestEnv, max_receive_count: u32) {
+    let dlq_url = create_queue(env, "redrive").await;
     let arn = env
         .sqs
         .get_queue_attributes()
@@ -61,10 +77,13 @@ async fn set_redrive(env: &TestEnv, max_receive_count: u32) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn check_passes_on_a_good_setup_and_reports_queue_and_stream() {
+async fn check_passes_on_a_good_setup_and_reports_queue_stream_and_permissions() {
     let env = TestEnv::new("check-good").await;
     set_redrive(&env, 10).await;
-    let (code, stdout, stderr) = check(&env, &[]);
+    let dead_letter = create_queue(&env, "invalid").await;
+    // A message waiting: the probes must leave it as it is.
+    env.send(&["waiting".to_owned()]).await;
+    let (code, stdout, stderr) = check(&env, &[("DEAD_LETTER_QUEUE_URL", &dead_letter)]).await;
     assert_eq!(code, Some(0), "stdout:\n{stdout}\nstderr:\n{stderr}");
     assert!(!stdout.contains("FAIL"), "{stdout}");
     for expected in [
@@ -77,8 +96,89 @@ async fn check_passes_on_a_good_setup_and_reports_queue_and_stream() {
     ] {
         assert!(stdout.contains(&expected), "{expected:?} in:\n{stdout}");
     }
+    // "allowed" where the answer shows the whole request was accepted, "not refused" where it
+    // was a validation error (which AWS may give before it authorises).
+    for action in [
+        "sqs:DeleteMessage",
+        "sqs:ChangeMessageVisibility",
+        "kinesis:PutRecords",
+        "sqs:SendMessage",
+    ] {
+        let line = probe_line(&stdout, action);
+        assert!(line.starts_with("ok   permission: "), "{line}");
+        assert!(
+            line.contains(" allowed on ") || line.contains(" not refused on "),
+            "{line}"
+        );
+    }
+    assert!(probe_line(&stdout, "sqs:SendMessage").contains(&dead_letter));
+    assert!(
+        probe_line(&stdout, "sqs:ReceiveMessage").starts_with("skip permission: sqs:ReceiveMessage not probed"),
+        "{stdout}"
+    );
     assert_eq!(stdout.lines().last(), Some("check: ok"));
     assert!(stderr.is_empty(), "{stderr}");
+    // Nothing changed: the message is still visible and was never received, nothing was
+    // published, nothing was sent to the dead-letter queue.
+    assert_eq!(env.queue_counts().await, (1, 0));
+    let received = env
+        .sqs
+        .receive_message()
+        .queue_url(&env.queue_url)
+        .message_system_attribute_names(aws_sdk_sqs::types::MessageSystemAttributeName::ApproximateReceiveCount)
+        .send()
+        .await
+        .expect("ReceiveMessage")
+        .messages
+        .unwrap_or_default();
+    assert_eq!(received.len(), 1);
+    let receive_count = received[0]
+        .attributes
+        .as_ref()
+        .and_then(|a| a.get(&aws_sdk_sqs::types::MessageSystemAttributeName::ApproximateReceiveCount))
+        .cloned();
+    assert_eq!(receive_count.as_deref(), Some("1"), "first receive");
+    assert!(env.read_stream().await.is_empty(), "nothing published");
+    assert_eq!(env.retarget(&dead_letter, &env.stream_name).queue_total().await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_fails_naming_each_refused_permission() {
+    let env = TestEnv::new("check-denied").await;
+    set_redrive(&env, 10).await;
+    let dead_letter = create_queue(&env, "invalid").await;
+    let proxy = FaultProxy::start_split(&env.endpoint, &env.kinesis_endpoint, 14).await;
+    let through_proxy = [
+        ("AWS_ENDPOINT_URL", proxy.endpoint.as_str()),
+        ("AWS_ENDPOINT_URL_SQS", proxy.endpoint.as_str()),
+        ("AWS_ENDPOINT_URL_KINESIS", proxy.kinesis_endpoint.as_str()),
+        ("DEAD_LETTER_QUEUE_URL", dead_letter.as_str()),
+    ];
+    for (target, action) in [
+        ("AmazonSQS.DeleteMessageBatch", "sqs:DeleteMessage"),
+        ("AmazonSQS.ChangeMessageVisibilityBatch", "sqs:ChangeMessageVisibility"),
+        ("Kinesis_20131202.PutRecords", "kinesis:PutRecords"),
+        ("AmazonSQS.SendMessageBatch", "sqs:SendMessage"),
+    ] {
+        proxy.faults.set_access_denied(Some(target));
+        let (code, stdout, stderr) = check(&env, &through_proxy).await;
+        assert_eq!(code, Some(1), "{action}: stdout:\n{stdout}\nstderr:\n{stderr}");
+        let fails: Vec<&str> = stdout.lines().filter(|l| l.starts_with("FAIL")).collect();
+        assert_eq!(fails.len(), 1, "{action}: {stdout}");
+        assert!(
+            fails[0].starts_with(&format!("FAIL permission: {action} refused on ")),
+            "{action}: {}",
+            fails[0]
+        );
+        assert!(fails[0].contains("AccessDenied"), "{}", fails[0]);
+        assert!(fails[0].contains(&format!("grant {action} ")), "{}", fails[0]);
+        assert_eq!(stdout.lines().last(), Some("check: 1 problem(s)"));
+    }
+    assert_eq!(
+        proxy.faults.calls_denied.load(std::sync::atomic::Ordering::SeqCst),
+        4,
+        "one attempt per probe"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -86,7 +186,7 @@ async fn check_fails_naming_a_low_max_receive_count_and_a_missing_stream() {
     let env = TestEnv::new("check-bad").await;
     set_redrive(&env, 2).await;
     let missing = format!("no-such-stream-{}", uuid::Uuid::new_v4().simple());
-    let (code, stdout, _) = check(&env, &[("EVENTS_DATA_STREAM_NAME", &missing)]);
+    let (code, stdout, _) = check(&env, &[("EVENTS_DATA_STREAM_NAME", &missing)]).await;
     assert_eq!(code, Some(1), "{stdout}");
     let fails: Vec<&str> = stdout.lines().filter(|l| l.starts_with("FAIL")).collect();
     assert_eq!(fails.len(), 2, "{stdout}");
@@ -110,7 +210,8 @@ async fn check_fails_when_the_queue_does_not_exist() {
             ("SUBMISSIONS_QUEUE_URL", ""),
             ("SUBMISSIONS_QUEUE_NAME", "no-such-queue-for-check"),
         ],
-    );
+    )
+    .await;
     assert_eq!(code, Some(1), "{stdout}");
     assert!(
         stdout

@@ -1,5 +1,5 @@
-//! The binary's start-up contract: `--help` and `--version` print and exit; a bad setting or a
-//! missing region stops it at once with one line.
+//! The binary's start-up contract: `--help` and `--version` print and exit; a bad setting, a
+//! missing region or missing credentials stop it at once with one line.
 
 use std::process::Command;
 
@@ -144,4 +144,39 @@ fn a_region_from_the_profile_file_is_enough() {
         )),
         "{stderr}"
     );
+}
+
+#[test]
+fn without_credentials_the_daemon_and_check_stop_with_one_line_naming_what_to_set() {
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("cli-no-credentials");
+    let (config, credentials) = (dir.join("no-config"), dir.join("no-credentials"));
+    // run_args clears the environment: no AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
+    // AWS_SESSION_TOKEN or AWS_PROFILE; the profile files are paths that do not exist.
+    let vars = [
+        ("AWS_REGION", "eu-west-1"),
+        ("AWS_CONFIG_FILE", config.to_str().expect("UTF-8 path")),
+        ("AWS_SHARED_CREDENTIALS_FILE", credentials.to_str().expect("UTF-8 path")),
+        // Off EC2 the metadata service would only be one more source that fails, slowly.
+        ("AWS_EC2_METADATA_DISABLED", "true"),
+        // The SDK's warnings (here: the two missing files) would be log lines on stdout.
+        ("RUST_LOG", "info"),
+        ("HTTP_LISTEN_ADDRESS", "127.0.0.1:0"),
+    ];
+    for args in [&[][..], &["check"][..]] {
+        let (code, stdout, stderr) = run_args(args, &vars);
+        assert_eq!(code, Some(2), "{args:?}: stdout:\n{stdout}\nstderr:\n{stderr}");
+        let lines: Vec<&str> = stdout
+            .lines()
+            .chain(stderr.lines())
+            .filter(|l| !l.trim().is_empty())
+            .collect();
+        assert_eq!(lines.len(), 1, "{args:?}: one line in all: {lines:#?}");
+        assert!(
+            stderr.starts_with("telemetry-collector: no AWS credentials found: set AWS_ACCESS_KEY_ID"),
+            "{args:?}: {stderr}"
+        );
+        for named in ["AWS_SECRET_ACCESS_KEY", "AWS_PROFILE", "IAM role"] {
+            assert!(stderr.contains(named), "{args:?}: {named} in {stderr}");
+        }
+    }
 }

@@ -6,6 +6,10 @@
 //! positions, with HTTP 200. The emulator does not check signatures, so the rewritten body
 //! needs no new one.
 //!
+//! Refusals (`set_access_denied`): every call of one action (its `X-Amz-Target`) is answered
+//! with HTTP 400 `AccessDenied` in that service's JSON shape, as IAM refuses it, and not
+//! forwarded.
+//!
 //! Outages: every call can be cut (`set_offline`), every Kinesis call (`set_kinesis_down`) or
 //! every SQS call (`set_sqs_down`); `set_latency` holds every call back before it is handled, a
 //! slow network path. The proxy also notes every receipt handle SQS hands out, so tests can
@@ -101,6 +105,9 @@ pub struct Faults {
     put_records_error: Mutex<Option<String>>,
     /// SendMessage calls refused for exceeding SQS's size limit.
     pub messages_too_long: AtomicU64,
+    /// While set, every call with this `X-Amz-Target` is refused with AccessDenied.
+    access_denied: Mutex<Option<String>>,
+    pub calls_denied: AtomicU64,
 }
 
 /// What one client connection has been through.
@@ -131,6 +138,12 @@ impl Faults {
     /// stops doing so (`None`).
     pub fn set_put_records_error(&self, code: Option<&str>) {
         *self.put_records_error.lock().unwrap() = code.map(str::to_owned);
+    }
+
+    /// Refuses every call whose `X-Amz-Target` is `target` (e.g. `AmazonSQS.DeleteMessageBatch`)
+    /// the way IAM does, or stops doing so (`None`).
+    pub fn set_access_denied(&self, target: Option<&str>) {
+        *self.access_denied.lock().unwrap() = target.map(str::to_owned);
     }
 
     /// Fails a share of delete and visibility entries with `InternalError`, not the sender's
@@ -342,6 +355,11 @@ async fn handle(
         }
         return Err(ConnectionCut);
     }
+    let denied = faults.access_denied.lock().unwrap().clone();
+    if denied.as_deref() == Some(target.as_str()) {
+        faults.calls_denied.fetch_add(1, Ordering::Relaxed);
+        return Ok(access_denied(&target));
+    }
     let injected_error = faults.put_records_error.lock().unwrap().clone();
     if let (PUT_RECORDS_TARGET, Some(code)) = (target.as_str(), injected_error) {
         faults.calls_failed.fetch_add(1, Ordering::Relaxed);
@@ -412,6 +430,34 @@ async fn handle(
             .body(Full::new(Bytes::from(e)))
             .unwrap()
     }))
+}
+
+/// IAM's refusal of the call `target`, in its service's JSON protocol: Kinesis names the error
+/// in `__type`; SQS (JSON with query compatibility) in the `x-amzn-query-error` header too. The
+/// batch calls are authorised as their single action (`sqs:DeleteMessage` for
+/// DeleteMessageBatch), and SQS writes action names in lower case.
+fn access_denied(target: &str) -> Response<Full<Bytes>> {
+    const USER: &str = "arn:aws:sts::123456789012:assumed-role/collector/test";
+    let (service, operation) = target.split_once('.').unwrap_or(("", target));
+    let response = Response::builder().status(StatusCode::BAD_REQUEST);
+    let (response, answer) = if service.starts_with("Kinesis") {
+        let answer = json!({
+            "__type": "AccessDeniedException",
+            "message": format!("User: {USER} is not authorized to perform: kinesis:{operation} on resource: arn:aws:kinesis:eu-west-1:123456789012:stream/events because no identity-based policy allows the kinesis:{operation} action (injected by the test proxy)"),
+        });
+        (response.header("content-type", "application/x-amz-json-1.1"), answer)
+    } else {
+        let action = format!("sqs:{}", operation.trim_end_matches("Batch").to_ascii_lowercase());
+        let answer = json!({
+            "__type": "com.amazon.coral.service#AccessDeniedException",
+            "message": format!("User: {USER} is not authorized to perform: {action} on resource: arn:aws:sqs:eu-west-1:123456789012:submissions because no identity-based policy allows the {action} action (injected by the test proxy)"),
+        });
+        let response = response
+            .header("content-type", "application/x-amz-json-1.0")
+            .header("x-amzn-query-error", "AccessDenied;Sender");
+        (response, answer)
+    };
+    response.body(Full::new(Bytes::from(answer.to_string()))).unwrap()
 }
 
 /// Read, and never answered: the client learns of it only by timing out. The connection is
