@@ -102,7 +102,7 @@ pub async fn run(config: &Config, sdk_config: &aws_config::SdkConfig) -> Vec<Fin
     if stream_found {
         findings.push(probe_put_records(&clients.kinesis, &config.stream_name).await);
     }
-    if let Some(dlq) = &config.dead_letter_queue_url {
+    if let Some(dlq) = &config.pipeline.dead_letter_queue_url {
         findings.push(probe_send(&clients.sqs, dlq).await);
     }
     findings
