@@ -183,7 +183,11 @@ pub async fn wait_for_stream(
                 Err(format!("stream is {}", summary.status.as_str()))
             }
         });
-        Metrics::outcome(&metrics.kinesis_probes, if found.is_ok() { "ok" } else { "failed" }, 1);
+        Metrics::outcome(
+            &metrics.breaker.kinesis_probes,
+            if found.is_ok() { "ok" } else { "failed" },
+            1,
+        );
         found
     })
     .await

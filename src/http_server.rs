@@ -100,13 +100,13 @@ pub async fn serve(listener: TcpListener, readiness: Arc<Readiness>, metrics: Ar
             }
         };
         let Ok(slot) = slots.clone().try_acquire_owned() else {
-            metrics.http_connections_refused.inc();
+            metrics.http.http_connections_refused.inc();
             drop(stream);
             continue;
         };
         let (readiness, metrics, builder) = (readiness.clone(), metrics.clone(), builder.clone());
         tokio::spawn(async move {
-            metrics.http_connections_open.inc();
+            metrics.http.http_connections_open.inc();
             let service = service_fn({
                 let metrics = metrics.clone();
                 move |request| {
@@ -115,7 +115,7 @@ pub async fn serve(listener: TcpListener, readiness: Arc<Readiness>, metrics: Ar
                 }
             });
             let _ = builder.serve_connection(TokioIo::new(stream), service).await;
-            metrics.http_connections_open.dec();
+            metrics.http.http_connections_open.dec();
             drop(slot);
         });
     }
@@ -126,7 +126,7 @@ fn respond(request: &Request<Incoming>, readiness: &Readiness, metrics: &Metrics
         return text(StatusCode::METHOD_NOT_ALLOWED, "only GET\n".to_owned());
     }
     let not_ready = readiness.not_ready_because();
-    metrics.ready.set(i64::from(not_ready.is_none()));
+    metrics.http.ready.set(i64::from(not_ready.is_none()));
     match request.uri().path() {
         "/healthz" => match readiness.liveness.stalled(std::time::Instant::now()) {
             None => text(StatusCode::OK, "ok\n".to_owned()),

@@ -60,8 +60,8 @@ pub async fn run(
         breaker: Arc::new(Breaker::new(metrics.clone())),
         liveness: Arc::new(Liveness::new(config.stall_timeout)),
         shard_tally: Arc::new(ShardTally::new(
-            metrics.shard_records_published.clone(),
-            metrics.shard_bytes_published.clone(),
+            metrics.shards.shard_records_published.clone(),
+            metrics.shards.shard_bytes_published.clone(),
         )),
         metrics,
         shutdown,
@@ -190,8 +190,8 @@ async fn log_stats(metrics: Arc<Metrics>, interval: Duration) {
             deletes_failed = now.deletes_failed - last.deletes_failed,
             messages_in_flight = now.messages_in_flight,
             events_in_flight = now.events_in_flight,
-            bytes_in_flight = metrics.bytes_in_flight.get(),
-            breaker_open = metrics.breaker_open.get() == 1,
+            bytes_in_flight = metrics.source.bytes_in_flight.get(),
+            breaker_open = metrics.breaker.breaker_open.get() == 1,
             "throughput"
         );
         last = now;

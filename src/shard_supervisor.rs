@@ -379,14 +379,16 @@ pub async fn run(
                 continue;
             }
         };
-        metrics.stream_open_shards.set(stream.open_shards as i64);
+        metrics.shards.stream_open_shards.set(stream.open_shards as i64);
         window.forget_closed_shards(&tally, &metrics, stream.open_shards);
         let utilisation = stream_utilisation(&utilisations, stream.open_shards);
         metrics
+            .shards
             .stream_utilisation
             .get_or_create(&[("stat", "hottest")])
             .set(utilisation.hottest);
         metrics
+            .shards
             .stream_utilisation
             .get_or_create(&[("stat", "mean")])
             .set(utilisation.mean);
@@ -450,6 +452,7 @@ impl Window {
             let u = rate.utilisation();
             utilisations.push(u);
             metrics
+                .shards
                 .shard_utilisation
                 .get_or_create(&[("shard", shard.clone())])
                 .set(u);
@@ -468,7 +471,7 @@ impl Window {
             if let Some(seen) = self.before.get(&shard)
                 && tally.forget_if_unchanged(&shard, *seen)
             {
-                metrics.shard_utilisation.remove(&[("shard", shard.clone())]);
+                metrics.shards.shard_utilisation.remove(&[("shard", shard.clone())]);
                 self.before.remove(&shard);
                 self.idle.remove(&shard);
             }
@@ -497,6 +500,7 @@ fn shards_to_forget(idle: &HashMap<String, u32>, open_shards: u32) -> Vec<String
 
 fn count_decision(metrics: &Metrics, decision: &'static str) {
     metrics
+        .shards
         .shard_supervisor_decisions
         .get_or_create(&[("decision", decision)])
         .inc();
@@ -548,7 +552,7 @@ async fn resize(client: &Client, stream: &str, r: &Recommendation, metrics: &Met
         .await;
     match result {
         Ok(_) => {
-            Metrics::outcome(&metrics.shard_resize_calls, "ok", 1);
+            Metrics::outcome(&metrics.shards.shard_resize_calls, "ok", 1);
             tracing::info!(
                 stream,
                 direction = r.direction.as_str(),
@@ -561,7 +565,7 @@ async fn resize(client: &Client, stream: &str, r: &Recommendation, metrics: &Met
             );
         }
         Err(e) => {
-            Metrics::outcome(&metrics.shard_resize_calls, "failed", 1);
+            Metrics::outcome(&metrics.shards.shard_resize_calls, "failed", 1);
             tracing::warn!(
                 stream,
                 current_shards = r.current,

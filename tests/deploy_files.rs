@@ -19,12 +19,13 @@ fn read(path: &str) -> String {
 fn sampled_metrics() -> Metrics {
     let m = Metrics::new();
     let shard = || [("shard", "shardId-000000000000".to_owned())];
-    drop(m.shard_records_published.get_or_create(&shard()));
-    drop(m.shard_bytes_published.get_or_create(&shard()));
-    drop(m.shard_utilisation.get_or_create(&shard()));
-    drop(m.stream_utilisation.get_or_create(&[("stat", "mean")]));
+    drop(m.shards.shard_records_published.get_or_create(&shard()));
+    drop(m.shards.shard_bytes_published.get_or_create(&shard()));
+    drop(m.shards.shard_utilisation.get_or_create(&shard()));
+    drop(m.shards.stream_utilisation.get_or_create(&[("stat", "mean")]));
     drop(
-        m.shard_supervisor_decisions
+        m.shards
+            .shard_supervisor_decisions
             .get_or_create(&[("decision", "within_band")]),
     );
     m

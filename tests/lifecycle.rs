@@ -105,7 +105,7 @@ async fn past_the_drain_deadline_nothing_unpublished_is_deleted_and_unstarted_me
         "messages in flight, PutRecords failing",
         Duration::from_secs(60),
         || async {
-            metrics.messages_in_flight.get() >= 5
+            metrics.source.messages_in_flight.get() >= 5
                 && metric(&metrics, "collector_put_records_calls_total{outcome=\"error\"}") >= 1
         },
     )
@@ -151,7 +151,7 @@ async fn a_kinesis_outage_pauses_receiving_keeps_messages_hidden_and_loses_nothi
 
     let metrics = collector.metrics.clone();
     wait_until("the circuit breaker opens", Duration::from_secs(60), || async {
-        metrics.breaker_open.get() == 1
+        metrics.breaker.breaker_open.get() == 1
     })
     .await;
     assert_eq!(http_get(collector.http_addr, "/readyz").await.0, 503);
@@ -174,7 +174,7 @@ async fn a_kinesis_outage_pauses_receiving_keeps_messages_hidden_and_loses_nothi
     proxy.faults.set_kinesis_down(false);
     wait_for_queue_empty(&env, Duration::from_secs(120)).await;
     wait_for_events(&env, &expected, Duration::from_secs(30)).await;
-    assert_eq!(metrics.breaker_open.get(), 0);
+    assert_eq!(metrics.breaker.breaker_open.get(), 0);
     collector.stop().await;
 
     // Every message was delivered once (ApproximateReceiveCount 1), none was abandoned, and
@@ -210,7 +210,10 @@ async fn in_flight_messages_and_bytes_stay_under_their_caps_while_kinesis_cannot
     let metrics = collector.metrics.clone();
     let (mut peak_messages, mut peak_bytes, mut samples) = (0, 0, 0);
     wait_until("the byte cap is reached", Duration::from_secs(60), || {
-        let (messages, bytes) = (metrics.messages_in_flight.get(), metrics.bytes_in_flight.get());
+        let (messages, bytes) = (
+            metrics.source.messages_in_flight.get(),
+            metrics.source.bytes_in_flight.get(),
+        );
         peak_messages = peak_messages.max(messages);
         peak_bytes = peak_bytes.max(bytes);
         samples += 1;
@@ -219,8 +222,8 @@ async fn in_flight_messages_and_bytes_stay_under_their_caps_while_kinesis_cannot
     .await;
     // Keep watching for a while with the cap reached.
     for _ in 0..50 {
-        peak_messages = peak_messages.max(metrics.messages_in_flight.get());
-        peak_bytes = peak_bytes.max(metrics.bytes_in_flight.get());
+        peak_messages = peak_messages.max(metrics.source.messages_in_flight.get());
+        peak_bytes = peak_bytes.max(metrics.source.bytes_in_flight.get());
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(samples > 1);

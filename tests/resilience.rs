@@ -379,7 +379,7 @@ async fn a_record_the_stream_refuses_drops_its_submission_and_stops_nothing_else
         ),
         1
     );
-    assert_eq!(metrics.breaker_open.get(), 0);
+    assert_eq!(metrics.breaker.breaker_open.get(), 0);
     let records = env.read_stream().await;
     assert!(records.iter().all(|r| r.submission_id() != poison_id));
     verify(&records, &expected, true);
@@ -544,7 +544,7 @@ async fn an_error_no_record_can_get_past_opens_the_breaker_with_its_reason_until
     assert_eq!(http_get(collector.http_addr, "/readyz").await.0, 200);
     let metrics = collector.metrics.clone();
     collector.stop().await;
-    assert_eq!(metrics.breaker_open.get(), 0);
+    assert_eq!(metrics.breaker.breaker_open.get(), 0);
     verify(&env.read_stream().await, &expected, true);
 }
 

@@ -64,7 +64,7 @@ impl Breaker {
             *reason = None;
         }
         if self.open.swap(false, Ordering::AcqRel) {
-            self.metrics.breaker_open.set(0);
+            self.metrics.breaker.breaker_open.set(0);
             tracing::info!("Kinesis answers again; circuit breaker closed, receiving resumes");
             self.changed.notify_waiters();
         }
@@ -74,7 +74,7 @@ impl Breaker {
     pub fn failed(&self) {
         let failures = self.failures_in_a_row.fetch_add(1, Ordering::AcqRel) + 1;
         if failures >= OPEN_AFTER_FAILURES && !self.open.swap(true, Ordering::AcqRel) {
-            self.metrics.breaker_open.set(1);
+            self.metrics.breaker.breaker_open.set(1);
             tracing::warn!(
                 failures_in_a_row = failures,
                 "Kinesis keeps failing; circuit breaker open: receiving paused until it answers"
@@ -96,7 +96,7 @@ impl Breaker {
         };
         let opened = !self.open.swap(true, Ordering::AcqRel);
         if opened {
-            self.metrics.breaker_open.set(1);
+            self.metrics.breaker.breaker_open.set(1);
             self.changed.notify_waiters();
         }
         if opened || changed {
@@ -150,17 +150,17 @@ pub async fn probe(
                 _ = sleep(delays.next().unwrap_or(retry.max)) => {}
                 _ = shutdown.cancelled() => return,
             }
-            if !breaker.is_open() || metrics.events_in_flight.get() > 0 {
+            if !breaker.is_open() || metrics.sink.events_in_flight.get() > 0 {
                 // Closed meanwhile, or the lanes' own retries are the probe.
                 continue;
             }
             match crate::aws::describe_stream(&client, &stream_name).await {
                 Ok(_) => {
-                    Metrics::outcome(&metrics.kinesis_probes, "ok", 1);
+                    Metrics::outcome(&metrics.breaker.kinesis_probes, "ok", 1);
                     breaker.succeeded();
                 }
                 Err(e) => {
-                    Metrics::outcome(&metrics.kinesis_probes, "failed", 1);
+                    Metrics::outcome(&metrics.breaker.kinesis_probes, "failed", 1);
                     tracing::debug!(error = e, "breaker probe failed");
                 }
             }
@@ -184,7 +184,7 @@ mod tests {
         assert!(!breaker.is_open(), "a success in between resets the count");
         breaker.failed();
         assert!(breaker.is_open());
-        assert_eq!(metrics.breaker_open.get(), 1);
+        assert_eq!(metrics.breaker.breaker_open.get(), 1);
 
         let waiter = tokio::spawn({
             let breaker = breaker.clone();
@@ -195,7 +195,7 @@ mod tests {
         breaker.succeeded();
         waiter.await.unwrap();
         assert!(!breaker.is_open());
-        assert_eq!(metrics.breaker_open.get(), 0);
+        assert_eq!(metrics.breaker.breaker_open.get(), 0);
     }
 
     #[test]

@@ -87,7 +87,7 @@ impl DeleteQueue {
         let (tx, rx) = mpsc::channel(capacity.max(1));
         let queue = DeleteQueue {
             tx,
-            backlog: metrics.messages_awaiting_delete.clone(),
+            backlog: metrics.deleter.messages_awaiting_delete.clone(),
         };
         (queue, rx)
     }
@@ -194,7 +194,7 @@ async fn delete_batch(
                 if let Ok(mut episode) = episode.lock() {
                     episode.succeeded();
                 }
-                metrics.deleted("ok", outcome.deleted as u64);
+                metrics.deleter.deleted("ok", outcome.deleted as u64);
                 let mut retry_positions = Vec::new();
                 for (position, failure) in outcome.failed {
                     if !failure.sender_fault {
@@ -208,13 +208,13 @@ async fn delete_batch(
                         reason = entry.receipt().redact(&failure.message),
                         "delete refused; the message will be delivered again and its events published again with the same ids"
                     );
-                    metrics.deleted("failed", 1);
+                    metrics.deleter.deleted("failed", 1);
                 }
                 if retry_positions.is_empty() {
                     return;
                 }
                 // SQS's own trouble: worth another try of just those entries.
-                metrics.deletes_retried.inc_by(retry_positions.len() as u64);
+                metrics.deleter.deletes_retried.inc_by(retry_positions.len() as u64);
                 batch = batch
                     .into_iter()
                     .enumerate()
@@ -225,7 +225,7 @@ async fn delete_batch(
             }
             Err(error) => {
                 let error = batch.iter().fold(error, |text, e| e.receipt().redact(&text));
-                metrics.deletes_retried.inc_by(batch.len() as u64);
+                metrics.deleter.deletes_retried.inc_by(batch.len() as u64);
                 match episode.lock() {
                     Ok(mut episode) => episode.failed(&error),
                     Err(_) => retry.max,

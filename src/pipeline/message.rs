@@ -135,7 +135,7 @@ impl Capacity {
     fn hold_bytes(&self, permit: OwnedSemaphorePermit) {
         if let Ok(mut slot) = self.bytes.lock() {
             if slot.is_none() {
-                self.metrics.bytes_in_flight.inc_by(self.record_bytes as i64);
+                self.metrics.source.bytes_in_flight.inc_by(self.record_bytes as i64);
             }
             *slot = Some(permit);
         }
@@ -145,7 +145,7 @@ impl Capacity {
         if let Ok(mut slot) = self.bytes.lock()
             && slot.take().is_some()
         {
-            self.metrics.bytes_in_flight.dec_by(self.record_bytes as i64);
+            self.metrics.source.bytes_in_flight.dec_by(self.record_bytes as i64);
         }
     }
 }
@@ -179,7 +179,7 @@ pub struct NewMessage {
 
 impl InFlightMessage {
     pub fn new(new: NewMessage, metrics: Arc<Metrics>) -> Arc<InFlightMessage> {
-        metrics.messages_in_flight.inc();
+        metrics.source.messages_in_flight.inc();
         Arc::new(InFlightMessage {
             receipt: new.receipt,
             events: EventCounter(AtomicUsize::new(new.event_count)),
@@ -225,6 +225,7 @@ impl InFlightMessage {
     pub fn confirm_one(&self) -> bool {
         self.capacity
             .metrics
+            .sink
             .event_latency
             .observe(self.lease.started.elapsed().as_secs_f64());
         let last = self.events.confirm_one();
@@ -268,7 +269,7 @@ impl InFlightMessage {
 
 impl Drop for InFlightMessage {
     fn drop(&mut self) {
-        self.capacity.metrics.messages_in_flight.dec();
+        self.capacity.metrics.source.messages_in_flight.dec();
         self.capacity.release_bytes();
     }
 }
@@ -312,7 +313,7 @@ mod tests {
         assert!(e.confirm_one());
         // Its records are gone, but the message counts against the cap until it is deleted.
         assert_eq!(bytes.available_permits(), 100);
-        assert_eq!(e.capacity.metrics.bytes_in_flight.get(), 0);
+        assert_eq!(e.capacity.metrics.source.bytes_in_flight.get(), 0);
         assert_eq!(permits.available_permits(), 0);
         drop(e);
         assert_eq!(permits.available_permits(), 1);
@@ -324,7 +325,7 @@ mod tests {
         let bytes = Arc::new(Semaphore::new(100));
         let e = entry(2, &permits);
         e.hold_bytes(bytes.clone().try_acquire_many_owned(100).unwrap());
-        assert_eq!(e.capacity.metrics.bytes_in_flight.get(), 100);
+        assert_eq!(e.capacity.metrics.source.bytes_in_flight.get(), 100);
         assert_eq!(permits.available_permits(), 0);
         assert_eq!(bytes.available_permits(), 0);
         assert!(!e.confirm_one());
@@ -332,8 +333,8 @@ mod tests {
         drop(e);
         assert_eq!(permits.available_permits(), 1);
         assert_eq!(bytes.available_permits(), 100);
-        assert_eq!(metrics.bytes_in_flight.get(), 0);
-        assert_eq!(metrics.messages_in_flight.get(), 0);
+        assert_eq!(metrics.source.bytes_in_flight.get(), 0);
+        assert_eq!(metrics.source.messages_in_flight.get(), 0);
     }
 
     #[test]

@@ -101,8 +101,8 @@ mod tests {
     fn the_tally_adds_per_shard_once_per_response_and_forgets_only_unchanged_shards() {
         let metrics = Metrics::new();
         let tally = ShardTally::new(
-            metrics.shard_records_published.clone(),
-            metrics.shard_bytes_published.clone(),
+            metrics.shards.shard_records_published.clone(),
+            metrics.shards.shard_bytes_published.clone(),
         );
         tally.add_response([("s-1", 100), ("s-2", 50), ("s-1", 20)]);
         tally.add_response([("s-2", 5)]);
@@ -110,7 +110,7 @@ mod tests {
         assert_eq!(totals["s-1"], ShardTotals { records: 2, bytes: 120 });
         assert_eq!(totals["s-2"], ShardTotals { records: 2, bytes: 55 });
         let label = [("shard", "s-1".to_owned())];
-        assert_eq!(metrics.shard_bytes_published.get_or_create(&label).get(), 120);
+        assert_eq!(metrics.shards.shard_bytes_published.get_or_create(&label).get(), 120);
         tally.add_response([("s-1", 1)]);
         assert!(!tally.forget_if_unchanged("s-1", totals["s-1"]));
         assert!(tally.forget_if_unchanged("s-2", totals["s-2"]));

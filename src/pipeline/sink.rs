@@ -302,7 +302,7 @@ impl Lane {
             if front.message.is_given_up() || front.message.lease.expiring(now) {
                 // Refused and given-back messages are already accounted for; only an expiry is news.
                 if let Some(record) = self.pop() {
-                    self.abandon(record);
+                    self.give_up_expired(record);
                 }
                 continue;
             }
@@ -316,14 +316,14 @@ impl Lane {
         batch
     }
 
-    fn abandon(&self, record: OutboundRecord) {
+    fn give_up_expired(&self, record: OutboundRecord) {
         if !record.message.is_given_up() && record.message.give_up(GiveUp::Expired) {
             tracing::warn!(
                 message_id = record.message.message_id(),
                 unpublished_events = record.message.outstanding(),
                 "receipt expired before all events were published (visibility could not be extended further); the message will be delivered again"
             );
-            self.context.metrics.messages_abandoned.inc();
+            self.context.metrics.visibility.messages_abandoned.inc();
         }
     }
 
@@ -339,7 +339,10 @@ impl Lane {
         let started = Instant::now();
         let result = self.put_records(&batch).await;
         self.activity.progressed();
-        metrics.put_records_duration.observe(started.elapsed().as_secs_f64());
+        metrics
+            .sink
+            .put_records_duration
+            .observe(started.elapsed().as_secs_f64());
         match result {
             Ok(results) => self.settle_answer(batch, &results),
             Err(failure) => self.call_failed(batch, failure).await,
@@ -401,20 +404,22 @@ impl Lane {
             if record.message.confirm_one() {
                 self.context.deleter.push(record.message.clone());
             }
-            metrics.events_published.inc();
+            metrics.sink.events_published.inc();
         }
         if settled.resend.is_empty() {
-            metrics.put_records_call("ok");
+            metrics.sink.put_records_call("ok");
             self.episode.succeeded();
             // Calls were halved to find a refused record; grow them back.
             self.batch_cap = (self.batch_cap * 2).min(self.context.settings.max_records);
             return;
         }
-        metrics.put_records_call("partial");
+        metrics.sink.put_records_call("partial");
         for (code, n) in &settled.failed_by_code {
-            metrics.records_retried(code, *n);
+            metrics.sink.records_retried(code, *n);
         }
-        metrics.records_retried("resend_after_failure", settled.resent_after_failure);
+        metrics
+            .sink
+            .records_retried("resend_after_failure", settled.resent_after_failure);
         let reason = format!(
             "{} of {} records failed ({:?}); resending them and the later events of their submissions",
             settled.failed_by_code.values().sum::<u64>(),
@@ -436,7 +441,7 @@ impl Lane {
         let metrics = self.context.metrics.clone();
         let error = match failure {
             CallFailure::Refused { record, reason } => {
-                metrics.put_records_call("refused");
+                metrics.sink.put_records_call("refused");
                 let culprit = record.filter(|i| *i < batch.len()).or((batch.len() == 1).then_some(0));
                 let Some(culprit) = culprit else {
                     // Which record is not said: halve the calls until a call of one shows it.
@@ -473,8 +478,8 @@ impl Lane {
                 reason
             }
         };
-        metrics.put_records_call("error");
-        metrics.records_retried("call_failed", batch.len() as u64);
+        metrics.sink.put_records_call("error");
+        metrics.sink.records_retried("call_failed", batch.len() as u64);
         self.push_front_in_order(batch);
         let delay = self.episode.failed(&error);
         self.retry_at = Some(Instant::now() + delay);
@@ -487,7 +492,7 @@ impl Lane {
             return;
         }
         let metrics = &self.context.metrics;
-        metrics.refused(refusal_label(reason));
+        metrics.sink.refused(refusal_label(reason));
         tracing::warn!(
             message_id = message.message_id(),
             unpublished_events = message.outstanding(),
@@ -500,7 +505,7 @@ impl Lane {
                 .await;
             self.activity.progressed();
             if let Err(e) = forwarded {
-                Metrics::outcome(&metrics.dead_letters, "failed", 1);
+                Metrics::outcome(&metrics.dead_letter.dead_letters, "failed", 1);
                 tracing::warn!(
                     message_id = message.message_id(),
                     error = %e,
@@ -508,7 +513,7 @@ impl Lane {
                 );
                 return;
             }
-            Metrics::outcome(&metrics.dead_letters, "ok", 1);
+            Metrics::outcome(&metrics.dead_letter.dead_letters, "ok", 1);
         }
         self.context.deleter.push(message.clone());
     }

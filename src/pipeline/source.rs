@@ -127,7 +127,7 @@ pub async fn run(receiver: Receiver) {
                 messages
             }
             Err(error) => {
-                receiver.metrics.receive_errors.inc();
+                receiver.metrics.source.receive_errors.inc();
                 let delay = episode.failed(&error);
                 tokio::select! {
                     _ = sleep(delay) => continue,
@@ -162,7 +162,7 @@ impl Receiver {
     /// One long poll, and when its answer arrived. `None` when shutdown came first.
     async fn receive(&self) -> Option<(Result<Vec<Message>, String>, ReceiveTiming)> {
         let settings = &self.settings;
-        self.metrics.receive_calls.inc();
+        self.metrics.source.receive_calls.inc();
         self.activity.busy();
         let sent_at = Instant::now();
         let call = self
@@ -186,7 +186,7 @@ impl Receiver {
                 // whatever it brought. A call still waiting after that found an empty queue.
                 if let Ok(Ok(output)) = tokio::time::timeout(SHUTDOWN_RECEIVE_GRACE, &mut call).await {
                     for message in output.messages.unwrap_or_default() {
-                        self.metrics.messages_received.inc();
+                        self.metrics.source.messages_received.inc();
                         if let (Some(message_id), Some(handle)) = (message.message_id, message.receipt_handle) {
                             let _ = self.outputs.give_back.send(Receipt { message_id, handle });
                         }
@@ -261,7 +261,7 @@ fn prepare(
     outputs: &Outputs,
     metrics: &Arc<Metrics>,
 ) -> Option<Prepared> {
-    metrics.messages_received.inc();
+    metrics.source.messages_received.inc();
     let message_id = message.message_id.unwrap_or_default();
     let Some(handle) = message.receipt_handle else {
         tracing::warn!(
@@ -329,7 +329,7 @@ async fn route(prepared: Prepared, outputs: &Outputs, metrics: &Arc<Metrics>, ac
                 activity.progressed();
                 activity.idle();
                 if let Err(e) = forwarded {
-                    Metrics::outcome(&metrics.dead_letters, "failed", 1);
+                    Metrics::outcome(&metrics.dead_letter.dead_letters, "failed", 1);
                     tracing::warn!(
                         message_id = entry.message_id(),
                         error = %e,
@@ -337,13 +337,13 @@ async fn route(prepared: Prepared, outputs: &Outputs, metrics: &Arc<Metrics>, ac
                     );
                     return;
                 }
-                Metrics::outcome(&metrics.dead_letters, "ok", 1);
+                Metrics::outcome(&metrics.dead_letter.dead_letters, "ok", 1);
             }
             outputs.deleter.send(entry).await;
             return;
         }
         Route::Empty => {
-            metrics.submissions_valid.inc();
+            metrics.source.submissions_valid.inc();
             outputs.deleter.send(entry).await;
             return;
         }
@@ -353,7 +353,7 @@ async fn route(prepared: Prepared, outputs: &Outputs, metrics: &Arc<Metrics>, ac
             records,
         } => (key_id, partition_key, records),
     };
-    metrics.submissions_valid.inc();
+    metrics.source.submissions_valid.inc();
     let share = entry.record_bytes().clamp(1, outputs.max_in_flight_bytes) as u32;
     match outputs.in_flight_bytes.clone().acquire_many_owned(share).await {
         Ok(bytes) => entry.hold_bytes(bytes),
@@ -361,7 +361,12 @@ async fn route(prepared: Prepared, outputs: &Outputs, metrics: &Arc<Metrics>, ac
     }
     let lane = &outputs.lanes[lane_for(&key_id, outputs.lanes.len())];
     for data in records {
-        let record = OutboundRecord::new(data, partition_key.clone(), entry.clone(), &metrics.events_in_flight);
+        let record = OutboundRecord::new(
+            data,
+            partition_key.clone(),
+            entry.clone(),
+            &metrics.sink.events_in_flight,
+        );
         if lane.send(record).await.is_err() {
             // The lane is gone only when the collector is stopping; the entry is dropped
             // unfinished and the message comes back.
@@ -374,5 +379,5 @@ fn drop_invalid(receipt: &Receipt, body: &str, rejection: &Rejection, metrics: &
     let body_prefix: String = body.chars().take(BODY_PREFIX_CHARS).collect();
     // The message id only: the receipt handle is never logged.
     crate::drop_log::dropped(&receipt.message_id, rejection, &body_prefix);
-    metrics.invalid(rejection.label());
+    metrics.source.invalid(rejection.label());
 }

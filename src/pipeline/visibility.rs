@@ -51,7 +51,7 @@ pub async fn run(
     settings: VisibilitySettings,
     retry: RetryPolicy,
     mut track: mpsc::UnboundedReceiver<Weak<InFlightMessage>>,
-    mut release: mpsc::UnboundedReceiver<Receipt>,
+    mut give_back_input: mpsc::UnboundedReceiver<Receipt>,
     metrics: Arc<Metrics>,
     activity: Arc<Activity>,
 ) {
@@ -60,31 +60,31 @@ pub async fn run(
     let mut ticker =
         tokio::time::interval((settings.timeout / 4).clamp(Duration::from_millis(100), Duration::from_secs(5)));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let (mut tracking, mut releasing) = (true, true);
+    let (mut tracking, mut giving_back) = (true, true);
     loop {
         tokio::select! {
             entry = track.recv(), if tracking => match entry {
                 Some(entry) => watched.push(Tracked { entry, extendable: true }),
                 None => tracking = false,
             },
-            receipt = release.recv(), if releasing => match receipt {
+            receipt = give_back_input.recv(), if giving_back => match receipt {
                 Some(receipt) => {
                     let mut receipts = vec![receipt];
-                    while let Ok(more) = release.try_recv() {
+                    while let Ok(more) = give_back_input.try_recv() {
                         receipts.push(more);
                     }
                     activity.busy();
                     give_back(&queue, retry, receipts, &metrics, &activity).await;
                     activity.idle();
                 }
-                None => releasing = false,
+                None => giving_back = false,
             },
             _ = ticker.tick() => {
                 watched.retain(|t| t.entry.strong_count() > 0);
                 extend_due(&queue, &settings, &mut watched, &mut episode, &metrics, &activity).await;
             }
         }
-        if !tracking && !releasing && watched.iter().all(|t| t.entry.strong_count() == 0) {
+        if !tracking && !giving_back && watched.iter().all(|t| t.entry.strong_count() == 0) {
             return;
         }
     }
@@ -171,7 +171,7 @@ async fn extend_due(
             }
             Ok((chunk, _, Err(error))) => {
                 // Tried again at the next tick while the receipts are still valid.
-                Metrics::outcome(&metrics.visibility_extensions, "failed", chunk.len() as u64);
+                Metrics::outcome(&metrics.visibility.visibility_extensions, "failed", chunk.len() as u64);
                 episode.failed(&error);
             }
             Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
@@ -193,11 +193,11 @@ fn record_extensions(
         match result {
             Ok(()) => {
                 entry.lease.extended(requested_at, *extension);
-                Metrics::outcome(&metrics.visibility_extensions, "ok", 1);
+                Metrics::outcome(&metrics.visibility.visibility_extensions, "ok", 1);
             }
             // SQS's own trouble: asked again at the next tick.
             Err(failure) if !failure.sender_fault => {
-                Metrics::outcome(&metrics.visibility_extensions, "retried", 1);
+                Metrics::outcome(&metrics.visibility.visibility_extensions, "retried", 1);
                 tracing::debug!(
                     message_id = entry.message_id(),
                     reason = entry.receipt().redact(&failure.reason),
@@ -206,7 +206,7 @@ fn record_extensions(
             }
             Err(failure) => {
                 watched[*i].extendable = false;
-                Metrics::outcome(&metrics.visibility_extensions, "failed", 1);
+                Metrics::outcome(&metrics.visibility.visibility_extensions, "failed", 1);
                 tracing::warn!(
                     message_id = entry.message_id(),
                     reason = entry.receipt().redact(&failure.reason),
@@ -230,7 +230,7 @@ async fn give_back(queue: &Queue, retry: RetryPolicy, receipts: Vec<Receipt>, me
         })
         .await;
         let Ok(results) = results else {
-            Metrics::outcome(&metrics.messages_released, "failed", chunk.len() as u64);
+            Metrics::outcome(&metrics.visibility.messages_given_back, "failed", chunk.len() as u64);
             tracing::warn!(
                 messages = chunk.len(),
                 "could not give messages back; they are delivered again when their visibility ends"
@@ -239,9 +239,9 @@ async fn give_back(queue: &Queue, retry: RetryPolicy, receipts: Vec<Receipt>, me
         };
         for (receipt, result) in chunk.iter().zip(results) {
             match result {
-                Ok(()) => Metrics::outcome(&metrics.messages_released, "ok", 1),
+                Ok(()) => Metrics::outcome(&metrics.visibility.messages_given_back, "ok", 1),
                 Err(failure) => {
-                    Metrics::outcome(&metrics.messages_released, "failed", 1);
+                    Metrics::outcome(&metrics.visibility.messages_given_back, "failed", 1);
                     tracing::warn!(
                         message_id = receipt.message_id,
                         reason = receipt.redact(&failure.reason),
