@@ -110,56 +110,62 @@ pub async fn run(config: &Config, sdk_config: &aws_config::SdkConfig) -> Vec<Fin
 
 /// The queue's findings, and its URL when it was found.
 async fn check_queue(sqs: &aws_sdk_sqs::Client, config: &Config) -> (Vec<Finding>, Option<String>) {
+    match queue_attributes(sqs, config).await {
+        Ok((url, attributes)) => (queue_findings(&url, &attributes, config), Some(url)),
+        Err(failed) => (vec![failed], None),
+    }
+}
+
+/// The queue's URL and every attribute, or the finding that says which call failed.
+async fn queue_attributes(
+    sqs: &aws_sdk_sqs::Client,
+    config: &Config,
+) -> Result<(String, std::collections::HashMap<QueueAttributeName, String>), Finding> {
     const SUBJECT: &str = "queue";
     let url = match &config.queue {
         QueueRef::Url(url) => url.clone(),
         QueueRef::Name(name) => match sqs.get_queue_url().queue_name(name).send().await {
-            Ok(out) => match out.queue_url {
-                Some(url) => url,
-                None => {
-                    return (
-                        vec![finding(Verdict::Fail, SUBJECT, "GetQueueUrl answered without a URL")],
-                        None,
-                    );
-                }
-            },
+            Ok(out) => out
+                .queue_url
+                .ok_or_else(|| finding(Verdict::Fail, SUBJECT, "GetQueueUrl answered without a URL"))?,
             Err(e) => {
-                return (
-                    vec![finding(
-                        Verdict::Fail,
-                        SUBJECT,
-                        format!(
-                            "GetQueueUrl {name} failed (queue name, region, endpoint, sqs:GetQueueUrl?): {}",
-                            aws_sdk_sqs::error::DisplayErrorContext(e)
-                        ),
-                    )],
-                    None,
-                );
+                return Err(finding(
+                    Verdict::Fail,
+                    SUBJECT,
+                    format!(
+                        "GetQueueUrl {name} failed (queue name, region, endpoint, sqs:GetQueueUrl?): {}",
+                        aws_sdk_sqs::error::DisplayErrorContext(e)
+                    ),
+                ));
             }
         },
     };
-    let attributes = match sqs
+    match sqs
         .get_queue_attributes()
         .queue_url(&url)
         .attribute_names(QueueAttributeName::All)
         .send()
         .await
     {
-        Ok(out) => out.attributes.unwrap_or_default(),
-        Err(e) => {
-            return (
-                vec![finding(
-                    Verdict::Fail,
-                    SUBJECT,
-                    format!(
-                        "GetQueueAttributes {url} failed (URL, region, endpoint, sqs:GetQueueAttributes?): {}",
-                        aws_sdk_sqs::error::DisplayErrorContext(e)
-                    ),
-                )],
-                None,
-            );
-        }
-    };
+        Ok(out) => Ok((url, out.attributes.unwrap_or_default())),
+        Err(e) => Err(finding(
+            Verdict::Fail,
+            SUBJECT,
+            format!(
+                "GetQueueAttributes {url} failed (URL, region, endpoint, sqs:GetQueueAttributes?): {}",
+                aws_sdk_sqs::error::DisplayErrorContext(e)
+            ),
+        )),
+    }
+}
+
+/// What the queue's attributes mean for the collector.
+fn queue_findings(
+    url: &str,
+    attributes: &std::collections::HashMap<QueueAttributeName, String>,
+    config: &Config,
+) -> Vec<Finding> {
+    const SUBJECT: &str = "queue";
     let get = |name: QueueAttributeName| attributes.get(&name).map(String::as_str);
     let mut findings = vec![finding(Verdict::Ok, SUBJECT, format!("{url} resolved"))];
     if let Some(timeout) = get(QueueAttributeName::VisibilityTimeout) {
@@ -191,7 +197,7 @@ async fn check_queue(sqs: &aws_sdk_sqs::Client, config: &Config) -> (Vec<Finding
             "encrypted with a customer-managed KMS key: the collector's role needs kms:Decrypt on it (deploy/iam/collector-kms-policy.json)",
         ));
     }
-    (findings, Some(url))
+    findings
 }
 
 /// Judges a queue's `RedrivePolicy` attribute (JSON; `maxReceiveCount` a string or a number).

@@ -382,16 +382,13 @@ pub async fn run(
         metrics.shards.stream_open_shards.set(stream.open_shards as i64);
         window.forget_closed_shards(&tally, &metrics, stream.open_shards);
         let utilisation = stream_utilisation(&utilisations, stream.open_shards);
-        metrics
-            .shards
-            .stream_utilisation
-            .get_or_create(&[("stat", "hottest")])
-            .set(utilisation.hottest);
-        metrics
-            .shards
-            .stream_utilisation
-            .get_or_create(&[("stat", "mean")])
-            .set(utilisation.mean);
+        for (stat, value) in [("hottest", utilisation.hottest), ("mean", utilisation.mean)] {
+            metrics
+                .shards
+                .stream_utilisation
+                .get_or_create(&[("stat", stat)])
+                .set(value);
+        }
         if mode_seen != Some(stream.mode) {
             if stream.mode == StreamMode::OnDemand {
                 tracing::info!(
