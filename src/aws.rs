@@ -17,7 +17,7 @@ use aws_sdk_kinesis::types::{StreamMode, StreamStatus};
 use aws_sdk_sqs::error::DisplayErrorContext;
 use tokio_util::sync::CancellationToken;
 
-use crate::metrics::Metrics;
+use crate::metrics::kit::{Counters, outcome};
 use crate::retry::{RetryPolicy, retry_until};
 
 /// SQS's limit on entries per batch call (DeleteMessageBatch, ChangeMessageVisibilityBatch).
@@ -167,12 +167,12 @@ pub async fn describe_stream(kinesis: &aws_sdk_kinesis::Client, stream: &str) ->
 }
 
 /// Asks for the stream until it exists and takes writes, with backoff; `None` if shutdown
-/// comes first. Each answer counts as a Kinesis probe.
+/// comes first. Each answer counts in `probes` (the breaker's Kinesis probes).
 pub async fn wait_for_stream(
     kinesis: &aws_sdk_kinesis::Client,
     stream: &str,
     retry: RetryPolicy,
-    metrics: &Metrics,
+    probes: &Counters,
     shutdown: &CancellationToken,
 ) -> Option<()> {
     retry_until(format!("DescribeStreamSummary {stream}"), retry, shutdown, || async {
@@ -183,11 +183,7 @@ pub async fn wait_for_stream(
                 Err(format!("stream is {}", summary.status.as_str()))
             }
         });
-        Metrics::outcome(
-            &metrics.breaker.kinesis_probes,
-            if found.is_ok() { "ok" } else { "failed" },
-            1,
-        );
+        outcome(probes, if found.is_ok() { "ok" } else { "failed" }, 1);
         found
     })
     .await

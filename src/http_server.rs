@@ -25,11 +25,14 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
 use crate::liveness::Liveness;
-use crate::metrics::Metrics;
+use crate::metrics::kit::{add, encode};
 use crate::pipeline::breaker::Breaker;
 
 /// Most HTTP connections open at once. Probes and scrapers need a handful; 256 leaves room for
@@ -83,7 +86,7 @@ impl Readiness {
 }
 
 /// Serves the endpoints until the task is dropped.
-pub async fn serve(listener: TcpListener, readiness: Arc<Readiness>, metrics: Arc<Metrics>) {
+pub async fn serve(listener: TcpListener, readiness: Arc<Readiness>, metrics: HttpMetrics, exposition: Arc<Registry>) {
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let mut builder = http1::Builder::new();
     builder
@@ -100,33 +103,39 @@ pub async fn serve(listener: TcpListener, readiness: Arc<Readiness>, metrics: Ar
             }
         };
         let Ok(slot) = slots.clone().try_acquire_owned() else {
-            metrics.http.http_connections_refused.inc();
+            metrics.http_connections_refused.inc();
             drop(stream);
             continue;
         };
-        let (readiness, metrics, builder) = (readiness.clone(), metrics.clone(), builder.clone());
+        let (readiness, metrics, exposition, builder) =
+            (readiness.clone(), metrics.clone(), exposition.clone(), builder.clone());
         tokio::spawn(async move {
-            metrics.http.http_connections_open.inc();
+            metrics.http_connections_open.inc();
             let service = service_fn({
-                let metrics = metrics.clone();
+                let (metrics, exposition) = (metrics.clone(), exposition.clone());
                 move |request| {
-                    let response = respond(&request, &readiness, &metrics);
+                    let response = respond(&request, &readiness, &metrics, &exposition);
                     async move { Ok::<_, Infallible>(response) }
                 }
             });
             let _ = builder.serve_connection(TokioIo::new(stream), service).await;
-            metrics.http.http_connections_open.dec();
+            metrics.http_connections_open.dec();
             drop(slot);
         });
     }
 }
 
-fn respond(request: &Request<Incoming>, readiness: &Readiness, metrics: &Metrics) -> Response<Full<Bytes>> {
+fn respond(
+    request: &Request<Incoming>,
+    readiness: &Readiness,
+    metrics: &HttpMetrics,
+    exposition: &Registry,
+) -> Response<Full<Bytes>> {
     if request.method() != Method::GET {
         return text(StatusCode::METHOD_NOT_ALLOWED, "only GET\n".to_owned());
     }
     let not_ready = readiness.not_ready_because();
-    metrics.http.ready.set(i64::from(not_ready.is_none()));
+    metrics.ready.set(i64::from(not_ready.is_none()));
     match request.uri().path() {
         "/healthz" => match readiness.liveness.stalled(std::time::Instant::now()) {
             None => text(StatusCode::OK, "ok\n".to_owned()),
@@ -137,7 +146,7 @@ fn respond(request: &Request<Incoming>, readiness: &Readiness, metrics: &Metrics
             Some(reason) => text(StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {reason}\n")),
         },
         "/metrics" => {
-            let mut response = text(StatusCode::OK, metrics.encode());
+            let mut response = text(StatusCode::OK, encode(exposition));
             response
                 .headers_mut()
                 .insert(CONTENT_TYPE, HeaderValue::from_static(OPENMETRICS));
@@ -157,4 +166,38 @@ fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
         .headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
     response
+}
+
+/// The HTTP endpoints' metrics.
+#[derive(Clone)]
+pub struct HttpMetrics {
+    pub ready: Gauge,
+    pub http_connections_open: Gauge,
+    pub http_connections_refused: Counter,
+}
+
+impl HttpMetrics {
+    /// Registers the section's metrics, every series whose labels are known at 0.
+    pub fn register(registry: &mut Registry) -> Self {
+        HttpMetrics {
+            ready: add(
+                registry,
+                "ready",
+                "1 when the queue and stream are resolved and the breaker is closed (what /readyz answers)",
+                Gauge::default(),
+            ),
+            http_connections_open: add(
+                registry,
+                "http_connections_open",
+                "HTTP connections open (cap 256, see docs/observability.md)",
+                Gauge::default(),
+            ),
+            http_connections_refused: add(
+                registry,
+                "http_connections_refused",
+                "HTTP connections closed at once because the cap of open connections was reached",
+                Counter::default(),
+            ),
+        }
+    }
 }

@@ -8,7 +8,7 @@
 //! Around the pipeline: [`aws`] builds the clients (every call with a timeout) and holds the
 //! calls and limits shared by several stages, [`retry`] paces every retry, [`liveness`] tells
 //! `/healthz` whether every stage that has work makes progress, [`http_server`] answers
-//! `/healthz`, `/readyz` and `/metrics`, [`metrics`] lists every metric, [`drop_log`] keeps
+//! `/healthz`, `/readyz` and `/metrics`, [`metrics`] gathers every stage's metrics, [`drop_log`] keeps
 //! drop logs readable, and [`shard_supervisor`] watches the shards' utilisation (and, opt-in,
 //! resizes the stream).
 
@@ -57,7 +57,7 @@ pub async fn run(
     let retry = config.retry;
     let shared = pipeline::Shared {
         clients: Clients::new(sdk_config, config.call_timeout),
-        breaker: Arc::new(Breaker::new(metrics.clone())),
+        breaker: Arc::new(Breaker::new(metrics.breaker.clone())),
         liveness: Arc::new(Liveness::new(config.stall_timeout)),
         shard_tally: Arc::new(ShardTally::new(
             metrics.shards.shard_records_published.clone(),
@@ -71,7 +71,12 @@ pub async fn run(
     let mut services = Stages::default();
     services.spawn(
         "HTTP server",
-        http_server::serve(http, readiness.clone(), shared.metrics.clone()),
+        http_server::serve(
+            http,
+            readiness.clone(),
+            shared.metrics.http.clone(),
+            shared.metrics.registry.clone(),
+        ),
     );
 
     // Resolve: not ready until both exist; until then keep asking, with backoff, without
@@ -82,9 +87,15 @@ pub async fn run(
     };
     readiness.queue_resolved.store(true, Ordering::Release);
     let stream = &config.stream_name;
-    if aws::wait_for_stream(kinesis, stream, retry, &shared.metrics, &shared.shutdown)
-        .await
-        .is_none()
+    if aws::wait_for_stream(
+        kinesis,
+        stream,
+        retry,
+        &shared.metrics.breaker.kinesis_probes,
+        &shared.shutdown,
+    )
+    .await
+    .is_none()
     {
         return Ok(());
     }
@@ -93,6 +104,19 @@ pub async fn run(
 
     // Spawn the pipeline, and what runs beside it.
     let mut stages = pipeline::spawn(&config.pipeline, stream, &queue_url, &shared);
+    spawn_beside_the_pipeline(&mut services, &config, &shared);
+
+    // Run until shutdown or until a stage fails; then drain.
+    let failure = supervise(&mut stages, &mut services, &shared.shutdown).await;
+    readiness.stopping.store(true, Ordering::Release);
+    drain(stages, config.drain_timeout, &shared.metrics).await;
+    failure.map_or(Ok(()), Err)
+}
+
+/// What runs beside the pipeline once the stream is found: the breaker's probe, the shard
+/// supervisor and the throughput log.
+fn spawn_beside_the_pipeline(services: &mut Stages, config: &Config, shared: &pipeline::Shared) {
+    let (kinesis, stream, retry) = (&shared.clients.kinesis, &config.stream_name, shared.retry);
     services.spawn(
         "circuit breaker probe",
         breaker::probe(
@@ -100,7 +124,8 @@ pub async fn run(
             stream.clone(),
             shared.breaker.clone(),
             retry,
-            shared.metrics.clone(),
+            shared.metrics.breaker.clone(),
+            shared.metrics.sink.events_in_flight.clone(),
             shared.shutdown.clone(),
         ),
     );
@@ -112,7 +137,7 @@ pub async fn run(
             config.shard_supervisor.clone(),
             retry,
             shared.shard_tally.clone(),
-            shared.metrics.clone(),
+            shared.metrics.shards.clone(),
             shared.shutdown.clone(),
         ),
     );
@@ -120,12 +145,6 @@ pub async fn run(
         "throughput log",
         log_stats(shared.metrics.clone(), config.stats_interval),
     );
-
-    // Run until shutdown or until a stage fails; then drain.
-    let failure = supervise(&mut stages, &mut services, &shared.shutdown).await;
-    readiness.stopping.store(true, Ordering::Release);
-    drain(stages, config.drain_timeout, &shared.metrics).await;
-    failure.map_or(Ok(()), Err)
 }
 
 /// Waits for shutdown, or for a stage to end before it; in the latter case logs it, starts the
@@ -190,7 +209,7 @@ async fn log_stats(metrics: Arc<Metrics>, interval: Duration) {
             deletes_failed = now.deletes_failed - last.deletes_failed,
             messages_in_flight = now.messages_in_flight,
             events_in_flight = now.events_in_flight,
-            bytes_in_flight = metrics.source.bytes_in_flight.get(),
+            bytes_in_flight = metrics.in_flight.bytes_in_flight.get(),
             breaker_open = metrics.breaker.breaker_open.get() == 1,
             "throughput"
         );

@@ -21,9 +21,13 @@ use std::time::{Duration, Instant};
 use aws_sdk_kinesis::Client;
 use aws_sdk_kinesis::error::DisplayErrorContext;
 use aws_sdk_kinesis::types::{ScalingType, StreamMode as SdkStreamMode, StreamStatus};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
 
-use crate::metrics::Metrics;
+use crate::metrics::kit::{Counters, Labels, Ratio, ShardLabels, add, outcome, start_at_zero};
 use crate::pipeline::shard_tally::{ShardTally, ShardTotals};
 use crate::retry::{RetryEpisode, RetryPolicy};
 
@@ -345,7 +349,7 @@ pub async fn run(
     settings: SupervisorSettings,
     retry: RetryPolicy,
     tally: Arc<ShardTally>,
-    metrics: Arc<Metrics>,
+    metrics: ShardMetrics,
     shutdown: CancellationToken,
 ) {
     let mut decider = Decider::new(settings.policy);
@@ -379,15 +383,11 @@ pub async fn run(
                 continue;
             }
         };
-        metrics.shards.stream_open_shards.set(stream.open_shards as i64);
+        metrics.stream_open_shards.set(stream.open_shards as i64);
         window.forget_closed_shards(&tally, &metrics, stream.open_shards);
         let utilisation = stream_utilisation(&utilisations, stream.open_shards);
         for (stat, value) in [("hottest", utilisation.hottest), ("mean", utilisation.mean)] {
-            metrics
-                .shards
-                .stream_utilisation
-                .get_or_create(&[("stat", stat)])
-                .set(value);
+            metrics.stream_utilisation.get_or_create(&[("stat", stat)]).set(value);
         }
         if mode_seen != Some(stream.mode) {
             if stream.mode == StreamMode::OnDemand {
@@ -441,7 +441,7 @@ impl Window {
 
     /// Ends the interval at `now`: exports each shard's utilisation and returns them all. The
     /// next interval starts from this snapshot, so nothing written meanwhile is missed.
-    fn close(&mut self, tally: &ShardTally, metrics: &Metrics, now: Instant) -> Vec<f64> {
+    fn close(&mut self, tally: &ShardTally, metrics: &ShardMetrics, now: Instant) -> Vec<f64> {
         let after = tally.snapshot();
         let per_shard = rates(&self.before, &after, now - self.before_at);
         let mut utilisations = Vec::with_capacity(per_shard.len());
@@ -449,7 +449,6 @@ impl Window {
             let u = rate.utilisation();
             utilisations.push(u);
             metrics
-                .shards
                 .shard_utilisation
                 .get_or_create(&[("shard", shard.clone())])
                 .set(u);
@@ -463,12 +462,12 @@ impl Window {
     }
 
     /// Drops the series of shards a resize closed (see [`shards_to_forget`]).
-    fn forget_closed_shards(&mut self, tally: &ShardTally, metrics: &Metrics, open_shards: u32) {
+    fn forget_closed_shards(&mut self, tally: &ShardTally, metrics: &ShardMetrics, open_shards: u32) {
         for shard in shards_to_forget(&self.idle, open_shards) {
             if let Some(seen) = self.before.get(&shard)
                 && tally.forget_if_unchanged(&shard, *seen)
             {
-                metrics.shards.shard_utilisation.remove(&[("shard", shard.clone())]);
+                metrics.shard_utilisation.remove(&[("shard", shard.clone())]);
                 self.before.remove(&shard);
                 self.idle.remove(&shard);
             }
@@ -495,9 +494,8 @@ fn shards_to_forget(idle: &HashMap<String, u32>, open_shards: u32) -> Vec<String
         .collect()
 }
 
-fn count_decision(metrics: &Metrics, decision: &'static str) {
+fn count_decision(metrics: &ShardMetrics, decision: &'static str) {
     metrics
-        .shards
         .shard_supervisor_decisions
         .get_or_create(&[("decision", decision)])
         .inc();
@@ -538,7 +536,7 @@ fn log_recommendation(stream_name: &str, policy: &Policy, r: &Recommendation, he
     }
 }
 
-async fn resize(client: &Client, stream: &str, r: &Recommendation, metrics: &Metrics) {
+async fn resize(client: &Client, stream: &str, r: &Recommendation, metrics: &ShardMetrics) {
     let target = i32::try_from(r.target).unwrap_or(i32::MAX);
     let result = client
         .update_shard_count()
@@ -549,7 +547,7 @@ async fn resize(client: &Client, stream: &str, r: &Recommendation, metrics: &Met
         .await;
     match result {
         Ok(_) => {
-            Metrics::outcome(&metrics.shards.shard_resize_calls, "ok", 1);
+            outcome(&metrics.shard_resize_calls, "ok", 1);
             tracing::info!(
                 stream,
                 direction = r.direction.as_str(),
@@ -562,7 +560,7 @@ async fn resize(client: &Client, stream: &str, r: &Recommendation, metrics: &Met
             );
         }
         Err(e) => {
-            Metrics::outcome(&metrics.shards.shard_resize_calls, "failed", 1);
+            outcome(&metrics.shard_resize_calls, "failed", 1);
             tracing::warn!(
                 stream,
                 current_shards = r.current,
@@ -588,6 +586,70 @@ async fn describe(client: &Client, stream: &str) -> Result<StreamState, Supervis
         updating: summary.status == StreamStatus::Updating,
         open_shards: summary.open_shards,
     })
+}
+
+/// The shard supervisor's metrics: per-shard writes, utilisation, decisions.
+#[derive(Clone)]
+pub struct ShardMetrics {
+    pub shard_records_published: Family<ShardLabels, Counter>,
+    pub shard_bytes_published: Family<ShardLabels, Counter>,
+    pub shard_utilisation: Family<ShardLabels, Ratio>,
+    pub stream_utilisation: Family<Labels, Ratio>,
+    pub stream_open_shards: Gauge,
+    pub shard_supervisor_decisions: Counters,
+    pub shard_resize_calls: Counters,
+}
+
+impl ShardMetrics {
+    /// Registers the section's metrics, every series whose labels are known at 0.
+    pub fn register(registry: &mut Registry) -> Self {
+        let section = ShardMetrics {
+            shard_records_published: add(
+                registry,
+                "shard_records_published",
+                "Records written to each shard (successful PutRecords results, resends included), by shard",
+                Family::default(),
+            ),
+            shard_bytes_published: add(
+                registry,
+                "shard_bytes_published",
+                "Bytes (data + partition key) written to each shard, by shard",
+                Family::default(),
+            ),
+            shard_utilisation: add(
+                registry,
+                "shard_utilisation_ratio",
+                "Each shard's write utilisation over the last supervisor interval: the larger of records/s / 1000 and bytes/s / 1 MiB",
+                Family::default(),
+            ),
+            stream_utilisation: add(
+                registry,
+                "stream_utilisation_ratio",
+                "The stream's write utilisation over the last supervisor interval: `hottest` shard, and `mean` over the open shards",
+                Family::default(),
+            ),
+            stream_open_shards: add(
+                registry,
+                "stream_open_shards",
+                "Open shards of the stream (DescribeStreamSummary), read by the shard supervisor",
+                Gauge::default(),
+            ),
+            shard_supervisor_decisions: add(
+                registry,
+                "shard_supervisor_decisions",
+                "Shard supervisor decisions, one per interval, by decision",
+                Family::default(),
+            ),
+            shard_resize_calls: add(
+                registry,
+                "shard_resize_calls",
+                "UpdateShardCount calls made by the shard supervisor, by outcome (ok, failed)",
+                Family::default(),
+            ),
+        };
+        start_at_zero(&section.shard_resize_calls, "outcome", &["ok", "failed"]);
+        section
+    }
 }
 
 #[cfg(test)]

@@ -105,7 +105,7 @@ async fn past_the_drain_deadline_nothing_unpublished_is_deleted_and_unstarted_me
         "messages in flight, PutRecords failing",
         Duration::from_secs(60),
         || async {
-            metrics.source.messages_in_flight.get() >= 5
+            metrics.in_flight.messages_in_flight.get() >= 5
                 && metric(&metrics, "collector_put_records_calls_total{outcome=\"error\"}") >= 1
         },
     )
@@ -211,8 +211,8 @@ async fn in_flight_messages_and_bytes_stay_under_their_caps_while_kinesis_cannot
     let (mut peak_messages, mut peak_bytes, mut samples) = (0, 0, 0);
     wait_until("the byte cap is reached", Duration::from_secs(60), || {
         let (messages, bytes) = (
-            metrics.source.messages_in_flight.get(),
-            metrics.source.bytes_in_flight.get(),
+            metrics.in_flight.messages_in_flight.get(),
+            metrics.in_flight.bytes_in_flight.get(),
         );
         peak_messages = peak_messages.max(messages);
         peak_bytes = peak_bytes.max(bytes);
@@ -222,8 +222,8 @@ async fn in_flight_messages_and_bytes_stay_under_their_caps_while_kinesis_cannot
     .await;
     // Keep watching for a while with the cap reached.
     for _ in 0..50 {
-        peak_messages = peak_messages.max(metrics.source.messages_in_flight.get());
-        peak_bytes = peak_bytes.max(metrics.source.bytes_in_flight.get());
+        peak_messages = peak_messages.max(metrics.in_flight.messages_in_flight.get());
+        peak_bytes = peak_bytes.max(metrics.in_flight.bytes_in_flight.get());
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(samples > 1);

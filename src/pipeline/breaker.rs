@@ -14,11 +14,13 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
 use aws_sdk_kinesis::Client;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
 use tokio::sync::Notify;
 use tokio::time::sleep;
 use tokio_util::sync::CancellationToken;
 
-use crate::metrics::Metrics;
+use crate::metrics::kit::{Counters, add, outcome, start_at_zero};
 use crate::retry::RetryPolicy;
 
 /// Consecutive PutRecords calls with nothing written before the breaker opens.
@@ -30,11 +32,11 @@ pub struct Breaker {
     /// Why it is open, when a specific error opened it.
     reason: Mutex<Option<String>>,
     changed: Notify,
-    metrics: Arc<Metrics>,
+    metrics: BreakerMetrics,
 }
 
 impl Breaker {
-    pub fn new(metrics: Arc<Metrics>) -> Breaker {
+    pub fn new(metrics: BreakerMetrics) -> Breaker {
         Breaker {
             open: AtomicBool::new(false),
             failures_in_a_row: AtomicU32::new(0),
@@ -64,7 +66,7 @@ impl Breaker {
             *reason = None;
         }
         if self.open.swap(false, Ordering::AcqRel) {
-            self.metrics.breaker.breaker_open.set(0);
+            self.metrics.breaker_open.set(0);
             tracing::info!("Kinesis answers again; circuit breaker closed, receiving resumes");
             self.changed.notify_waiters();
         }
@@ -74,7 +76,7 @@ impl Breaker {
     pub fn failed(&self) {
         let failures = self.failures_in_a_row.fetch_add(1, Ordering::AcqRel) + 1;
         if failures >= OPEN_AFTER_FAILURES && !self.open.swap(true, Ordering::AcqRel) {
-            self.metrics.breaker.breaker_open.set(1);
+            self.metrics.breaker_open.set(1);
             tracing::warn!(
                 failures_in_a_row = failures,
                 "Kinesis keeps failing; circuit breaker open: receiving paused until it answers"
@@ -96,7 +98,7 @@ impl Breaker {
         };
         let opened = !self.open.swap(true, Ordering::AcqRel);
         if opened {
-            self.metrics.breaker.breaker_open.set(1);
+            self.metrics.breaker_open.set(1);
             self.changed.notify_waiters();
         }
         if opened || changed {
@@ -129,14 +131,16 @@ impl Breaker {
     }
 }
 
-/// While the breaker is open and no lane holds records to retry with, asks Kinesis about the
-/// stream with capped backoff; an answer closes the breaker.
+/// While the breaker is open and no lane holds records to retry with (`events_in_flight`, the
+/// sink's gauge, is 0), asks Kinesis about the stream with capped backoff; an answer closes the
+/// breaker.
 pub async fn probe(
     client: Client,
     stream_name: String,
     breaker: Arc<Breaker>,
     retry: RetryPolicy,
-    metrics: Arc<Metrics>,
+    metrics: BreakerMetrics,
+    events_in_flight: Gauge,
     shutdown: CancellationToken,
 ) {
     loop {
@@ -150,21 +154,50 @@ pub async fn probe(
                 _ = sleep(delays.next().unwrap_or(retry.max)) => {}
                 _ = shutdown.cancelled() => return,
             }
-            if !breaker.is_open() || metrics.sink.events_in_flight.get() > 0 {
+            if !breaker.is_open() || events_in_flight.get() > 0 {
                 // Closed meanwhile, or the lanes' own retries are the probe.
                 continue;
             }
             match crate::aws::describe_stream(&client, &stream_name).await {
                 Ok(_) => {
-                    Metrics::outcome(&metrics.breaker.kinesis_probes, "ok", 1);
+                    outcome(&metrics.kinesis_probes, "ok", 1);
                     breaker.succeeded();
                 }
                 Err(e) => {
-                    Metrics::outcome(&metrics.breaker.kinesis_probes, "failed", 1);
+                    outcome(&metrics.kinesis_probes, "failed", 1);
                     tracing::debug!(error = e, "breaker probe failed");
                 }
             }
         }
+    }
+}
+
+/// The Kinesis circuit breaker's metrics.
+#[derive(Clone)]
+pub struct BreakerMetrics {
+    pub breaker_open: Gauge,
+    pub kinesis_probes: Counters,
+}
+
+impl BreakerMetrics {
+    /// Registers the section's metrics, every series whose labels are known at 0.
+    pub fn register(registry: &mut Registry) -> Self {
+        let section = BreakerMetrics {
+            breaker_open: add(
+                registry,
+                "breaker_open",
+                "1 while the Kinesis circuit breaker is open (receiving paused), else 0",
+                Gauge::default(),
+            ),
+            kinesis_probes: add(
+                registry,
+                "kinesis_probes",
+                "DescribeStreamSummary calls made to resolve the stream or probe it while the breaker is open, by outcome (ok, failed)",
+                Counters::default(),
+            ),
+        };
+        start_at_zero(&section.kinesis_probes, "outcome", &["ok", "failed"]);
+        section
     }
 }
 
@@ -174,7 +207,7 @@ mod tests {
 
     #[tokio::test]
     async fn opens_after_failures_in_a_row_and_closes_on_success() {
-        let metrics = Arc::new(Metrics::new());
+        let metrics = BreakerMetrics::register(&mut Registry::default());
         let breaker = Arc::new(Breaker::new(metrics.clone()));
         breaker.failed();
         breaker.failed();
@@ -184,7 +217,7 @@ mod tests {
         assert!(!breaker.is_open(), "a success in between resets the count");
         breaker.failed();
         assert!(breaker.is_open());
-        assert_eq!(metrics.breaker.breaker_open.get(), 1);
+        assert_eq!(metrics.breaker_open.get(), 1);
 
         let waiter = tokio::spawn({
             let breaker = breaker.clone();
@@ -195,12 +228,12 @@ mod tests {
         breaker.succeeded();
         waiter.await.unwrap();
         assert!(!breaker.is_open());
-        assert_eq!(metrics.breaker.breaker_open.get(), 0);
+        assert_eq!(metrics.breaker_open.get(), 0);
     }
 
     #[test]
     fn a_permanent_error_opens_at_once_with_its_reason_until_a_success() {
-        let breaker = Breaker::new(Arc::new(Metrics::new()));
+        let breaker = Breaker::new(BreakerMetrics::register(&mut Registry::default()));
         assert_eq!(breaker.reason(), None);
         breaker.open_because("PutRecords fails with AccessDeniedException: no".into());
         assert!(breaker.is_open());

@@ -7,8 +7,10 @@
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::error::DisplayErrorContext;
 use aws_sdk_sqs::types::MessageAttributeValue;
+use prometheus_client::registry::Registry;
 
 use crate::aws::SQS_MAX_MESSAGE_BYTES;
+use crate::metrics::kit::{Counters, add, outcome, start_at_zero};
 use crate::retry::{RetryEpisode, RetryPolicy, with_attempts};
 
 /// Attempts per forwarded body before the original is left in the queue to come back.
@@ -30,13 +32,30 @@ pub struct DeadLetterQueue {
     pub client: Client,
     pub queue_url: String,
     pub retry: RetryPolicy,
+    pub metrics: DeadLetterMetrics,
 }
 
 impl DeadLetterQueue {
     /// Sends `body` as is, with attributes `rejection_reason` (the metric label),
     /// `source_message_id` and `rejection_detail` (the specific reason), as many of them as
-    /// SQS's message size limit leaves room for beside the body.
+    /// SQS's message size limit leaves room for beside the body. Counted by outcome.
     pub async fn forward(
+        &self,
+        message_id: &str,
+        body: &str,
+        reason_label: &str,
+        detail: &str,
+    ) -> Result<(), DeadLetterError> {
+        let sent = self.send(message_id, body, reason_label, detail).await;
+        outcome(
+            &self.metrics.dead_letters,
+            if sent.is_ok() { "ok" } else { "failed" },
+            1,
+        );
+        sent
+    }
+
+    async fn send(
         &self,
         message_id: &str,
         body: &str,
@@ -94,6 +113,28 @@ fn attributes_that_fit<'a>(body_len: usize, wanted: &[(&'a str, &'a str)]) -> Ve
         }
     }
     kept
+}
+
+/// Dead-lettering's metrics.
+#[derive(Clone)]
+pub struct DeadLetterMetrics {
+    pub dead_letters: Counters,
+}
+
+impl DeadLetterMetrics {
+    /// Registers the section's metrics, every series whose labels are known at 0.
+    pub fn register(registry: &mut Registry) -> Self {
+        let section = DeadLetterMetrics {
+            dead_letters: add(
+                registry,
+                "dead_letters",
+                "Invalid submissions forwarded to the dead-letter queue, by outcome (ok, failed)",
+                Counters::default(),
+            ),
+        };
+        start_at_zero(&section.dead_letters, "outcome", &["ok", "failed"]);
+        section
+    }
 }
 
 #[cfg(test)]

@@ -24,12 +24,14 @@ use tokio::sync::mpsc::error::TrySendError;
 use tokio::task::JoinSet;
 use tokio::time::{sleep, sleep_until};
 
+use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
 
 use super::message::InFlightMessage;
 use crate::aws::Queue;
 use crate::liveness::Activity;
-use crate::metrics::Metrics;
+use crate::metrics::kit::{Counters, add, start_at_zero};
 use crate::retry::{RetryEpisode, RetryPolicy};
 
 /// The deleter's settings: its section of the configuration.
@@ -83,11 +85,11 @@ pub struct DeleteQueue {
 impl DeleteQueue {
     /// The queue and its receiving end. `capacity` is the in-flight message cap: every message
     /// in the channel holds one of its slots, so the channel always has room.
-    pub fn channel(capacity: usize, metrics: &Metrics) -> (DeleteQueue, mpsc::Receiver<Finished>) {
+    pub fn channel(capacity: usize, metrics: &DeleterMetrics) -> (DeleteQueue, mpsc::Receiver<Finished>) {
         let (tx, rx) = mpsc::channel(capacity.max(1));
         let queue = DeleteQueue {
             tx,
-            backlog: metrics.deleter.messages_awaiting_delete.clone(),
+            backlog: metrics.messages_awaiting_delete.clone(),
         };
         (queue, rx)
     }
@@ -120,7 +122,7 @@ pub async fn run(
     settings: DeleterSettings,
     retry: RetryPolicy,
     mut input: mpsc::Receiver<Finished>,
-    metrics: Arc<Metrics>,
+    metrics: DeleterMetrics,
     activity: Arc<Activity>,
 ) {
     let episode = Arc::new(Mutex::new(RetryEpisode::new("DeleteMessageBatch", retry)));
@@ -181,7 +183,7 @@ async fn delete_batch(
     retry: RetryPolicy,
     mut batch: Vec<Finished>,
     episode: Arc<Mutex<RetryEpisode>>,
-    metrics: Arc<Metrics>,
+    metrics: DeleterMetrics,
     activity: Arc<Activity>,
 ) {
     let mut attempt = 0u32;
@@ -194,7 +196,7 @@ async fn delete_batch(
                 if let Ok(mut episode) = episode.lock() {
                     episode.succeeded();
                 }
-                metrics.deleter.deleted("ok", outcome.deleted as u64);
+                metrics.deleted("ok", outcome.deleted as u64);
                 let mut retry_positions = Vec::new();
                 for (position, failure) in outcome.failed {
                     if !failure.sender_fault {
@@ -208,13 +210,13 @@ async fn delete_batch(
                         reason = entry.receipt().redact(&failure.message),
                         "delete refused; the message will be delivered again and its events published again with the same ids"
                     );
-                    metrics.deleter.deleted("failed", 1);
+                    metrics.deleted("failed", 1);
                 }
                 if retry_positions.is_empty() {
                     return;
                 }
                 // SQS's own trouble: worth another try of just those entries.
-                metrics.deleter.deletes_retried.inc_by(retry_positions.len() as u64);
+                metrics.deletes_retried.inc_by(retry_positions.len() as u64);
                 batch = batch
                     .into_iter()
                     .enumerate()
@@ -225,7 +227,7 @@ async fn delete_batch(
             }
             Err(error) => {
                 let error = batch.iter().fold(error, |text, e| e.receipt().redact(&text));
-                metrics.deleter.deletes_retried.inc_by(batch.len() as u64);
+                metrics.deletes_retried.inc_by(batch.len() as u64);
                 match episode.lock() {
                     Ok(mut episode) => episode.failed(&error),
                     Err(_) => retry.max,
@@ -299,4 +301,44 @@ async fn call(queue: &Queue, batch: &[Finished]) -> Result<Outcome, String> {
         deleted: output.successful().len(),
         failed,
     })
+}
+
+/// The deleter's metrics.
+#[derive(Clone)]
+pub struct DeleterMetrics {
+    pub deletes: Counters,
+    pub deletes_retried: Counter,
+    pub messages_awaiting_delete: Gauge,
+}
+
+impl DeleterMetrics {
+    /// Registers the section's metrics, every series whose labels are known at 0.
+    pub fn register(registry: &mut Registry) -> Self {
+        let section = DeleterMetrics {
+            deletes: add(
+                registry,
+                "deletes",
+                "Message deletions by outcome (ok, failed)",
+                Counters::default(),
+            ),
+            deletes_retried: add(
+                registry,
+                "deletes_retried",
+                "Delete entries sent again: after a whole DeleteMessageBatch call failed or timed out, or an entry failed through no fault of the sender",
+                Counter::default(),
+            ),
+            messages_awaiting_delete: add(
+                registry,
+                "messages_awaiting_delete",
+                "Finished messages handed to the deleter whose delete is not answered yet (the deleter's backlog)",
+                Gauge::default(),
+            ),
+        };
+        start_at_zero(&section.deletes, "outcome", &["ok", "failed"]);
+        section
+    }
+
+    pub fn deleted(&self, outcome: &'static str, n: u64) {
+        self.deletes.get_or_create(&[("outcome", outcome)]).inc_by(n);
+    }
 }

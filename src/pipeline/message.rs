@@ -19,9 +19,12 @@ use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
 use tokio::sync::OwnedSemaphorePermit;
 
-use crate::metrics::Metrics;
+use crate::metrics::kit::{add, seconds_histogram};
 
 /// What the deleter needs to delete one message. The handle is a credential for the message:
 /// it is never logged.
@@ -128,14 +131,14 @@ pub struct Capacity {
     _slot: OwnedSemaphorePermit,
     bytes: Mutex<Option<OwnedSemaphorePermit>>,
     record_bytes: usize,
-    metrics: Arc<Metrics>,
+    metrics: InFlightMetrics,
 }
 
 impl Capacity {
     fn hold_bytes(&self, permit: OwnedSemaphorePermit) {
         if let Ok(mut slot) = self.bytes.lock() {
             if slot.is_none() {
-                self.metrics.source.bytes_in_flight.inc_by(self.record_bytes as i64);
+                self.metrics.bytes_in_flight.inc_by(self.record_bytes as i64);
             }
             *slot = Some(permit);
         }
@@ -145,7 +148,7 @@ impl Capacity {
         if let Ok(mut slot) = self.bytes.lock()
             && slot.take().is_some()
         {
-            self.metrics.source.bytes_in_flight.dec_by(self.record_bytes as i64);
+            self.metrics.bytes_in_flight.dec_by(self.record_bytes as i64);
         }
     }
 }
@@ -178,8 +181,8 @@ pub struct NewMessage {
 }
 
 impl InFlightMessage {
-    pub fn new(new: NewMessage, metrics: Arc<Metrics>) -> Arc<InFlightMessage> {
-        metrics.source.messages_in_flight.inc();
+    pub fn new(new: NewMessage, metrics: InFlightMetrics) -> Arc<InFlightMessage> {
+        metrics.messages_in_flight.inc();
         Arc::new(InFlightMessage {
             receipt: new.receipt,
             events: EventCounter(AtomicUsize::new(new.event_count)),
@@ -225,7 +228,6 @@ impl InFlightMessage {
     pub fn confirm_one(&self) -> bool {
         self.capacity
             .metrics
-            .sink
             .event_latency
             .observe(self.lease.started.elapsed().as_secs_f64());
         let last = self.events.confirm_one();
@@ -269,8 +271,42 @@ impl InFlightMessage {
 
 impl Drop for InFlightMessage {
     fn drop(&mut self) {
-        self.capacity.metrics.source.messages_in_flight.dec();
+        self.capacity.metrics.messages_in_flight.dec();
         self.capacity.release_bytes();
+    }
+}
+
+/// What is in flight, and how long an event takes from receive to stream.
+#[derive(Clone)]
+pub struct InFlightMetrics {
+    pub messages_in_flight: Gauge,
+    pub bytes_in_flight: Gauge,
+    pub event_latency: Histogram,
+}
+
+impl InFlightMetrics {
+    /// Registers the section's metrics, every series whose labels are known at 0.
+    pub fn register(registry: &mut Registry) -> Self {
+        InFlightMetrics {
+            messages_in_flight: add(
+                registry,
+                "messages_in_flight",
+                "Messages received and not yet finished",
+                Gauge::default(),
+            ),
+            bytes_in_flight: add(
+                registry,
+                "bytes_in_flight",
+                "Record bytes (data + partition key) of the messages in flight",
+                Gauge::default(),
+            ),
+            event_latency: add(
+                registry,
+                "event_latency_seconds",
+                "From the ReceiveMessage call to the event's successful PutRecords result",
+                seconds_histogram(),
+            ),
+        }
     }
 }
 
@@ -296,7 +332,7 @@ mod tests {
                 permit,
                 body: None,
             },
-            Arc::new(Metrics::new()),
+            InFlightMetrics::register(&mut prometheus_client::registry::Registry::default()),
         )
     }
 
@@ -313,7 +349,7 @@ mod tests {
         assert!(e.confirm_one());
         // Its records are gone, but the message counts against the cap until it is deleted.
         assert_eq!(bytes.available_permits(), 100);
-        assert_eq!(e.capacity.metrics.source.bytes_in_flight.get(), 0);
+        assert_eq!(e.capacity.metrics.bytes_in_flight.get(), 0);
         assert_eq!(permits.available_permits(), 0);
         drop(e);
         assert_eq!(permits.available_permits(), 1);
@@ -325,7 +361,7 @@ mod tests {
         let bytes = Arc::new(Semaphore::new(100));
         let e = entry(2, &permits);
         e.hold_bytes(bytes.clone().try_acquire_many_owned(100).unwrap());
-        assert_eq!(e.capacity.metrics.source.bytes_in_flight.get(), 100);
+        assert_eq!(e.capacity.metrics.bytes_in_flight.get(), 100);
         assert_eq!(permits.available_permits(), 0);
         assert_eq!(bytes.available_permits(), 0);
         assert!(!e.confirm_one());
@@ -333,8 +369,8 @@ mod tests {
         drop(e);
         assert_eq!(permits.available_permits(), 1);
         assert_eq!(bytes.available_permits(), 100);
-        assert_eq!(metrics.source.bytes_in_flight.get(), 0);
-        assert_eq!(metrics.source.messages_in_flight.get(), 0);
+        assert_eq!(metrics.bytes_in_flight.get(), 0);
+        assert_eq!(metrics.messages_in_flight.get(), 0);
     }
 
     #[test]

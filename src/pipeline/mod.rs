@@ -91,6 +91,7 @@ pub fn spawn(settings: &Settings, stream_name: &str, queue_url: &str, shared: &S
             client: shared.clients.sqs.clone(),
             queue_url,
             retry: shared.retry,
+            metrics: shared.metrics.dead_letter.clone(),
         });
     let lanes = spawn_lanes(
         &mut stages,
@@ -109,6 +110,8 @@ pub fn spawn(settings: &Settings, stream_name: &str, queue_url: &str, shared: &S
         dead_letter,
         in_flight: Arc::new(Semaphore::new(settings.in_flight.messages)),
         in_flight_bytes: Arc::new(Semaphore::new(settings.in_flight.bytes)),
+        in_flight_metrics: shared.metrics.in_flight.clone(),
+        events_in_flight: shared.metrics.sink.events_in_flight.clone(),
         max_in_flight_bytes: settings.in_flight.bytes,
         breaker: shared.breaker.clone(),
     };
@@ -117,14 +120,14 @@ pub fn spawn(settings: &Settings, stream_name: &str, queue_url: &str, shared: &S
 }
 
 fn spawn_deleter(stages: &mut Stages, settings: &Settings, queue: &Queue, shared: &Shared) -> DeleteQueue {
-    let (deletes, input) = DeleteQueue::channel(settings.in_flight.messages, &shared.metrics);
+    let (deletes, input) = DeleteQueue::channel(settings.in_flight.messages, &shared.metrics.deleter);
     let activity = shared.liveness.stage("deleter");
     let stage = deleter::run(
         queue.clone(),
         settings.deleter.clone(),
         shared.retry,
         input,
-        shared.metrics.clone(),
+        shared.metrics.deleter.clone(),
         activity.clone(),
     );
     stages.spawn_watched("deleter", Some(activity), stage);
@@ -147,7 +150,7 @@ fn spawn_keeper(stages: &mut Stages, settings: &Settings, queue: &Queue, shared:
         shared.retry,
         watch_input,
         give_back_input,
-        shared.metrics.clone(),
+        shared.metrics.visibility.clone(),
         activity.clone(),
     );
     stages.spawn_watched("visibility keeper", Some(activity), stage);
@@ -173,7 +176,7 @@ fn spawn_lanes(
         deleter: deleter.clone(),
         dead_letter: dead_letter.clone(),
         shard_tally: shared.shard_tally.clone(),
-        metrics: shared.metrics.clone(),
+        metrics: shared.metrics.sink.clone(),
         shutdown: shared.shutdown.clone(),
     };
     (0..settings.sink.lanes)
@@ -205,7 +208,7 @@ fn spawn_receivers(
             settings: settings.source.clone(),
             retry: shared.retry,
             outputs: outputs.clone(),
-            metrics: shared.metrics.clone(),
+            metrics: shared.metrics.source.clone(),
             shutdown: shared.shutdown.clone(),
             activity: activity.clone(),
         });

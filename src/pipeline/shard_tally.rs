@@ -8,7 +8,7 @@ use std::sync::{Mutex, PoisonError};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 
-use crate::metrics::ShardLabels;
+use crate::metrics::kit::ShardLabels;
 
 /// Records and bytes written to one shard since start.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -95,22 +95,19 @@ impl ShardTally {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::metrics::Metrics;
 
     #[test]
     fn the_tally_adds_per_shard_once_per_response_and_forgets_only_unchanged_shards() {
-        let metrics = Metrics::new();
-        let tally = ShardTally::new(
-            metrics.shards.shard_records_published.clone(),
-            metrics.shards.shard_bytes_published.clone(),
-        );
+        let (records, bytes) = (Family::default(), Family::default());
+        let tally = ShardTally::new(records.clone(), bytes.clone());
         tally.add_response([("s-1", 100), ("s-2", 50), ("s-1", 20)]);
         tally.add_response([("s-2", 5)]);
         let totals = tally.snapshot();
         assert_eq!(totals["s-1"], ShardTotals { records: 2, bytes: 120 });
         assert_eq!(totals["s-2"], ShardTotals { records: 2, bytes: 55 });
         let label = [("shard", "s-1".to_owned())];
-        assert_eq!(metrics.shards.shard_bytes_published.get_or_create(&label).get(), 120);
+        assert_eq!(bytes.get_or_create(&label).get(), 120);
+        assert_eq!(records.get_or_create(&label).get(), 2);
         tally.add_response([("s-1", 1)]);
         assert!(!tally.forget_if_unchanged("s-1", totals["s-1"]));
         assert!(tally.forget_if_unchanged("s-2", totals["s-2"]));

@@ -29,7 +29,10 @@ use aws_sdk_kinesis::Client;
 use aws_sdk_kinesis::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_kinesis::primitives::Blob;
 use aws_sdk_kinesis::types::{PutRecordsRequestEntry, PutRecordsResultEntry};
+use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
 use tokio::sync::mpsc;
 use tokio::time::sleep_until;
 use tokio_util::sync::CancellationToken;
@@ -40,7 +43,7 @@ use super::deleter::DeleteQueue;
 use super::message::{GiveUp, InFlightMessage, Receipt};
 use super::shard_tally::ShardTally;
 use crate::liveness::Activity;
-use crate::metrics::Metrics;
+use crate::metrics::kit::{Counters, add, seconds_histogram, start_at_zero};
 use crate::retry::{RetryEpisode, RetryPolicy};
 
 /// One event on its way to the stream.
@@ -118,7 +121,7 @@ pub struct LaneContext {
     pub dead_letter: Option<DeadLetterQueue>,
     /// What each shard took.
     pub shard_tally: Arc<ShardTally>,
-    pub metrics: Arc<Metrics>,
+    pub metrics: SinkMetrics,
     pub shutdown: CancellationToken,
 }
 
@@ -323,7 +326,7 @@ impl Lane {
                 unpublished_events = record.message.outstanding(),
                 "receipt expired before all events were published (visibility could not be extended further); the message will be delivered again"
             );
-            self.context.metrics.visibility.messages_abandoned.inc();
+            self.context.metrics.messages_abandoned.inc();
         }
     }
 
@@ -339,10 +342,7 @@ impl Lane {
         let started = Instant::now();
         let result = self.put_records(&batch).await;
         self.activity.progressed();
-        metrics
-            .sink
-            .put_records_duration
-            .observe(started.elapsed().as_secs_f64());
+        metrics.put_records_duration.observe(started.elapsed().as_secs_f64());
         match result {
             Ok(results) => self.settle_answer(batch, &results),
             Err(failure) => self.call_failed(batch, failure).await,
@@ -404,22 +404,20 @@ impl Lane {
             if record.message.confirm_one() {
                 self.context.deleter.push(record.message.clone());
             }
-            metrics.sink.events_published.inc();
+            metrics.events_published.inc();
         }
         if settled.resend.is_empty() {
-            metrics.sink.put_records_call("ok");
+            metrics.put_records_call("ok");
             self.episode.succeeded();
             // Calls were halved to find a refused record; grow them back.
             self.batch_cap = (self.batch_cap * 2).min(self.context.settings.max_records);
             return;
         }
-        metrics.sink.put_records_call("partial");
+        metrics.put_records_call("partial");
         for (code, n) in &settled.failed_by_code {
-            metrics.sink.records_retried(code, *n);
+            metrics.records_retried(code, *n);
         }
-        metrics
-            .sink
-            .records_retried("resend_after_failure", settled.resent_after_failure);
+        metrics.records_retried("resend_after_failure", settled.resent_after_failure);
         let reason = format!(
             "{} of {} records failed ({:?}); resending them and the later events of their submissions",
             settled.failed_by_code.values().sum::<u64>(),
@@ -441,7 +439,7 @@ impl Lane {
         let metrics = self.context.metrics.clone();
         let error = match failure {
             CallFailure::Refused { record, reason } => {
-                metrics.sink.put_records_call("refused");
+                metrics.put_records_call("refused");
                 let culprit = record.filter(|i| *i < batch.len()).or((batch.len() == 1).then_some(0));
                 let Some(culprit) = culprit else {
                     // Which record is not said: halve the calls until a call of one shows it.
@@ -478,8 +476,8 @@ impl Lane {
                 reason
             }
         };
-        metrics.sink.put_records_call("error");
-        metrics.sink.records_retried("call_failed", batch.len() as u64);
+        metrics.put_records_call("error");
+        metrics.records_retried("call_failed", batch.len() as u64);
         self.push_front_in_order(batch);
         let delay = self.episode.failed(&error);
         self.retry_at = Some(Instant::now() + delay);
@@ -492,7 +490,7 @@ impl Lane {
             return;
         }
         let metrics = &self.context.metrics;
-        metrics.sink.refused(refusal_label(reason));
+        metrics.refused(refusal_label(reason));
         tracing::warn!(
             message_id = message.message_id(),
             unpublished_events = message.outstanding(),
@@ -505,7 +503,6 @@ impl Lane {
                 .await;
             self.activity.progressed();
             if let Err(e) = forwarded {
-                Metrics::outcome(&metrics.dead_letter.dead_letters, "failed", 1);
                 tracing::warn!(
                     message_id = message.message_id(),
                     error = %e,
@@ -513,7 +510,6 @@ impl Lane {
                 );
                 return;
             }
-            Metrics::outcome(&metrics.dead_letter.dead_letters, "ok", 1);
         }
         self.context.deleter.push(message.clone());
     }
@@ -627,6 +623,115 @@ fn code_of(result: &PutRecordsResultEntry) -> String {
     result.error_code().unwrap_or("unknown").to_owned()
 }
 
+/// The `error_code` labels of `collector_records_retried_total`: Kinesis's retryable codes,
+/// the in-order suffix resent after a failure, whole-call failures, and `other`.
+const RETRY_CODES: [&str; 6] = [
+    "ProvisionedThroughputExceededException",
+    "InternalFailure",
+    "KMSThrottlingException",
+    "resend_after_failure",
+    "call_failed",
+    "other",
+];
+
+/// Error codes become label values; unknown codes are folded into `other` so a misbehaving
+/// endpoint cannot grow the label set without bound.
+fn error_code_label(code: &str) -> &'static str {
+    RETRY_CODES
+        .iter()
+        .find(|known| **known == code)
+        .copied()
+        .unwrap_or("other")
+}
+
+/// The Kinesis lanes' metrics: what was published, retried, refused or expired.
+#[derive(Clone)]
+pub struct SinkMetrics {
+    pub events_published: Counter,
+    pub put_records_calls: Counters,
+    pub put_records_duration: Histogram,
+    pub records_retried: Counters,
+    pub submissions_refused: Counters,
+    pub events_in_flight: Gauge,
+    pub messages_abandoned: Counter,
+}
+
+impl SinkMetrics {
+    /// Registers the section's metrics, every series whose labels are known at 0.
+    pub fn register(registry: &mut Registry) -> Self {
+        let section = SinkMetrics {
+            events_published: add(
+                registry,
+                "events_published",
+                "Events confirmed written to the stream",
+                Counter::default(),
+            ),
+            put_records_calls: add(
+                registry,
+                "put_records_calls",
+                "PutRecords calls by outcome (ok, partial, error)",
+                Counters::default(),
+            ),
+            put_records_duration: add(
+                registry,
+                "put_records_duration_seconds",
+                "PutRecords call latency",
+                seconds_histogram(),
+            ),
+            records_retried: add(
+                registry,
+                "records_retried",
+                "Records sent again, by error code (`resend_after_failure` for the in-order suffix, `call_failed` for whole-call failures)",
+                Counters::default(),
+            ),
+            submissions_refused: add(
+                registry,
+                "submissions_refused",
+                "Valid submissions dropped because the stream refused one of their records for good (too large, invalid), by reason",
+                Counters::default(),
+            ),
+            events_in_flight: add(
+                registry,
+                "events_in_flight",
+                "Events buffered or being sent",
+                Gauge::default(),
+            ),
+            messages_abandoned: add(
+                registry,
+                "messages_abandoned",
+                "Messages whose receipt expired before their events were published; SQS delivers them again",
+                Counter::default(),
+            ),
+        };
+        start_at_zero(
+            &section.submissions_refused,
+            "reason",
+            &["record_too_large", "record_invalid"],
+        );
+        start_at_zero(
+            &section.put_records_calls,
+            "outcome",
+            &["ok", "partial", "error", "refused"],
+        );
+        start_at_zero(&section.records_retried, "error_code", &RETRY_CODES);
+        section
+    }
+
+    pub fn put_records_call(&self, outcome: &'static str) {
+        self.put_records_calls.get_or_create(&[("outcome", outcome)]).inc();
+    }
+
+    pub fn records_retried(&self, code: &str, n: u64) {
+        self.records_retried
+            .get_or_create(&[("error_code", error_code_label(code))])
+            .inc_by(n);
+    }
+
+    pub fn refused(&self, reason: &'static str) {
+        self.submissions_refused.get_or_create(&[("reason", reason)]).inc();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -650,7 +755,7 @@ mod tests {
                 permit,
                 body: None,
             },
-            Arc::new(Metrics::new()),
+            crate::pipeline::message::InFlightMetrics::register(&mut Registry::default()),
         )
     }
 

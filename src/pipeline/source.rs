@@ -16,6 +16,9 @@ use std::time::{Duration, Instant};
 use aws_sdk_sqs::error::DisplayErrorContext;
 use aws_sdk_sqs::types::Message;
 use chrono::Utc;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::time::sleep;
 use tokio_util::sync::CancellationToken;
@@ -23,11 +26,11 @@ use tokio_util::sync::CancellationToken;
 use super::breaker::Breaker;
 use super::dead_letter::DeadLetterQueue;
 use super::deleter::DeleteQueue;
-use super::message::{InFlightMessage, NewMessage, Receipt};
+use super::message::{InFlightMessage, InFlightMetrics, NewMessage, Receipt};
 use super::sink::{OutboundRecord, lane_for};
 use crate::aws::Clients;
 use crate::liveness::Activity;
-use crate::metrics::Metrics;
+use crate::metrics::kit::{Counters, add, start_at_zero};
 use crate::retry::{RetryEpisode, RetryPolicy};
 use telemetry_format::event::{self, PartitionKey};
 use telemetry_format::submission::{self, Rejection, TimeBounds};
@@ -81,6 +84,10 @@ pub struct Outputs {
     pub in_flight_bytes: Arc<Semaphore>,
     /// The byte cap; a message larger than it takes the whole of it.
     pub max_in_flight_bytes: usize,
+    /// What every message in flight counts itself in.
+    pub in_flight_metrics: InFlightMetrics,
+    /// What every event on its way to the stream counts itself in (the sink's gauge).
+    pub events_in_flight: Gauge,
     pub breaker: Arc<Breaker>,
 }
 
@@ -127,7 +134,7 @@ pub async fn run(receiver: Receiver) {
                 messages
             }
             Err(error) => {
-                receiver.metrics.source.receive_errors.inc();
+                receiver.metrics.receive_errors.inc();
                 let delay = episode.failed(&error);
                 tokio::select! {
                     _ = sleep(delay) => continue,
@@ -153,7 +160,7 @@ pub struct Receiver {
     pub settings: SourceSettings,
     pub retry: RetryPolicy,
     pub outputs: Outputs,
-    pub metrics: Arc<Metrics>,
+    pub metrics: SourceMetrics,
     pub shutdown: CancellationToken,
     pub activity: Arc<Activity>,
 }
@@ -162,7 +169,7 @@ impl Receiver {
     /// One long poll, and when its answer arrived. `None` when shutdown came first.
     async fn receive(&self) -> Option<(Result<Vec<Message>, String>, ReceiveTiming)> {
         let settings = &self.settings;
-        self.metrics.source.receive_calls.inc();
+        self.metrics.receive_calls.inc();
         self.activity.busy();
         let sent_at = Instant::now();
         let call = self
@@ -186,7 +193,7 @@ impl Receiver {
                 // whatever it brought. A call still waiting after that found an empty queue.
                 if let Ok(Ok(output)) = tokio::time::timeout(SHUTDOWN_RECEIVE_GRACE, &mut call).await {
                     for message in output.messages.unwrap_or_default() {
-                        self.metrics.source.messages_received.inc();
+                        self.metrics.messages_received.inc();
                         if let (Some(message_id), Some(handle)) = (message.message_id, message.receipt_handle) {
                             let _ = self.outputs.give_back.send(Receipt { message_id, handle });
                         }
@@ -259,9 +266,9 @@ fn prepare(
     timing: ReceiveTiming,
     settings: &SourceSettings,
     outputs: &Outputs,
-    metrics: &Arc<Metrics>,
+    metrics: &SourceMetrics,
 ) -> Option<Prepared> {
-    metrics.source.messages_received.inc();
+    metrics.messages_received.inc();
     let message_id = message.message_id.unwrap_or_default();
     let Some(handle) = message.receipt_handle else {
         tracing::warn!(
@@ -311,12 +318,12 @@ fn prepare(
             permit,
             body: kept_body,
         },
-        metrics.clone(),
+        outputs.in_flight_metrics.clone(),
     );
     Some(Prepared { entry, body, route })
 }
 
-async fn route(prepared: Prepared, outputs: &Outputs, metrics: &Arc<Metrics>, activity: &Activity) {
+async fn route(prepared: Prepared, outputs: &Outputs, metrics: &SourceMetrics, activity: &Activity) {
     let Prepared { entry, body, route } = prepared;
     let (key_id, partition_key, records) = match route {
         Route::Invalid(rejection) => {
@@ -329,7 +336,6 @@ async fn route(prepared: Prepared, outputs: &Outputs, metrics: &Arc<Metrics>, ac
                 activity.progressed();
                 activity.idle();
                 if let Err(e) = forwarded {
-                    Metrics::outcome(&metrics.dead_letter.dead_letters, "failed", 1);
                     tracing::warn!(
                         message_id = entry.message_id(),
                         error = %e,
@@ -337,13 +343,12 @@ async fn route(prepared: Prepared, outputs: &Outputs, metrics: &Arc<Metrics>, ac
                     );
                     return;
                 }
-                Metrics::outcome(&metrics.dead_letter.dead_letters, "ok", 1);
             }
             outputs.deleter.send(entry).await;
             return;
         }
         Route::Empty => {
-            metrics.source.submissions_valid.inc();
+            metrics.submissions_valid.inc();
             outputs.deleter.send(entry).await;
             return;
         }
@@ -353,7 +358,7 @@ async fn route(prepared: Prepared, outputs: &Outputs, metrics: &Arc<Metrics>, ac
             records,
         } => (key_id, partition_key, records),
     };
-    metrics.source.submissions_valid.inc();
+    metrics.submissions_valid.inc();
     let share = entry.record_bytes().clamp(1, outputs.max_in_flight_bytes) as u32;
     match outputs.in_flight_bytes.clone().acquire_many_owned(share).await {
         Ok(bytes) => entry.hold_bytes(bytes),
@@ -361,12 +366,7 @@ async fn route(prepared: Prepared, outputs: &Outputs, metrics: &Arc<Metrics>, ac
     }
     let lane = &outputs.lanes[lane_for(&key_id, outputs.lanes.len())];
     for data in records {
-        let record = OutboundRecord::new(
-            data,
-            partition_key.clone(),
-            entry.clone(),
-            &metrics.sink.events_in_flight,
-        );
+        let record = OutboundRecord::new(data, partition_key.clone(), entry.clone(), &outputs.events_in_flight);
         if lane.send(record).await.is_err() {
             // The lane is gone only when the collector is stopping; the entry is dropped
             // unfinished and the message comes back.
@@ -375,9 +375,63 @@ async fn route(prepared: Prepared, outputs: &Outputs, metrics: &Arc<Metrics>, ac
     }
 }
 
-fn drop_invalid(receipt: &Receipt, body: &str, rejection: &Rejection, metrics: &Metrics) {
+fn drop_invalid(receipt: &Receipt, body: &str, rejection: &Rejection, metrics: &SourceMetrics) {
     let body_prefix: String = body.chars().take(BODY_PREFIX_CHARS).collect();
     // The message id only: the receipt handle is never logged.
     crate::drop_log::dropped(&receipt.message_id, rejection, &body_prefix);
-    metrics.source.invalid(rejection.label());
+    metrics.invalid(rejection.label());
+}
+
+/// The receivers' metrics: what came from the queue and how it was judged.
+#[derive(Clone)]
+pub struct SourceMetrics {
+    pub receive_calls: Counter,
+    pub receive_errors: Counter,
+    pub messages_received: Counter,
+    pub submissions_valid: Counter,
+    pub submissions_invalid: Counters,
+}
+
+impl SourceMetrics {
+    /// Registers the section's metrics, every series whose labels are known at 0.
+    pub fn register(registry: &mut Registry) -> Self {
+        let section = SourceMetrics {
+            receive_calls: add(
+                registry,
+                "receive_calls",
+                "ReceiveMessage calls made",
+                Counter::default(),
+            ),
+            receive_errors: add(
+                registry,
+                "receive_errors",
+                "ReceiveMessage calls that failed",
+                Counter::default(),
+            ),
+            messages_received: add(
+                registry,
+                "messages_received",
+                "SQS messages received",
+                Counter::default(),
+            ),
+            submissions_valid: add(
+                registry,
+                "submissions_valid",
+                "Submissions that passed validation",
+                Counter::default(),
+            ),
+            submissions_invalid: add(
+                registry,
+                "submissions_invalid",
+                "Submissions dropped, by rejection reason",
+                Counters::default(),
+            ),
+        };
+        start_at_zero(&section.submissions_invalid, "reason", &Rejection::LABELS);
+        section
+    }
+
+    pub fn invalid(&self, reason: &'static str) {
+        self.submissions_invalid.get_or_create(&[("reason", reason)]).inc();
+    }
 }

@@ -13,13 +13,14 @@ use std::time::{Duration, Instant};
 
 use aws_sdk_sqs::error::DisplayErrorContext;
 use aws_sdk_sqs::types::ChangeMessageVisibilityBatchRequestEntry;
+use prometheus_client::registry::Registry;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
 use super::message::{InFlightMessage, Receipt};
 use crate::aws::{Queue, SQS_BATCH_ENTRIES, SQS_MAX_VISIBILITY_SECS};
 use crate::liveness::Activity;
-use crate::metrics::Metrics;
+use crate::metrics::kit::{Counters, add, outcome, start_at_zero};
 use crate::retry::{RetryEpisode, RetryPolicy, with_attempts};
 
 /// Whole-call attempts for giving messages back at shutdown.
@@ -52,7 +53,7 @@ pub async fn run(
     retry: RetryPolicy,
     mut track: mpsc::UnboundedReceiver<Weak<InFlightMessage>>,
     mut give_back_input: mpsc::UnboundedReceiver<Receipt>,
-    metrics: Arc<Metrics>,
+    metrics: VisibilityMetrics,
     activity: Arc<Activity>,
 ) {
     let mut episode = RetryEpisode::new("ChangeMessageVisibilityBatch (extend)", retry);
@@ -139,7 +140,7 @@ async fn extend_due(
     settings: &VisibilitySettings,
     watched: &mut [Tracked],
     episode: &mut RetryEpisode,
-    metrics: &Metrics,
+    metrics: &VisibilityMetrics,
     activity: &Activity,
 ) {
     let due = due(settings, watched, Instant::now());
@@ -171,7 +172,7 @@ async fn extend_due(
             }
             Ok((chunk, _, Err(error))) => {
                 // Tried again at the next tick while the receipts are still valid.
-                Metrics::outcome(&metrics.visibility.visibility_extensions, "failed", chunk.len() as u64);
+                outcome(&metrics.visibility_extensions, "failed", chunk.len() as u64);
                 episode.failed(&error);
             }
             Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
@@ -187,17 +188,17 @@ fn record_extensions(
     chunk: &[Due],
     requested_at: Instant,
     results: Vec<Result<(), EntryFailure>>,
-    metrics: &Metrics,
+    metrics: &VisibilityMetrics,
 ) {
     for ((i, entry, extension), result) in chunk.iter().zip(results) {
         match result {
             Ok(()) => {
                 entry.lease.extended(requested_at, *extension);
-                Metrics::outcome(&metrics.visibility.visibility_extensions, "ok", 1);
+                outcome(&metrics.visibility_extensions, "ok", 1);
             }
             // SQS's own trouble: asked again at the next tick.
             Err(failure) if !failure.sender_fault => {
-                Metrics::outcome(&metrics.visibility.visibility_extensions, "retried", 1);
+                outcome(&metrics.visibility_extensions, "retried", 1);
                 tracing::debug!(
                     message_id = entry.message_id(),
                     reason = entry.receipt().redact(&failure.reason),
@@ -206,7 +207,7 @@ fn record_extensions(
             }
             Err(failure) => {
                 watched[*i].extendable = false;
-                Metrics::outcome(&metrics.visibility.visibility_extensions, "failed", 1);
+                outcome(&metrics.visibility_extensions, "failed", 1);
                 tracing::warn!(
                     message_id = entry.message_id(),
                     reason = entry.receipt().redact(&failure.reason),
@@ -219,7 +220,13 @@ fn record_extensions(
 
 /// Makes messages visible again at once, so that another collector takes them without waiting
 /// for their visibility timeout. A failure loses nothing: they come back when it ends.
-async fn give_back(queue: &Queue, retry: RetryPolicy, receipts: Vec<Receipt>, metrics: &Metrics, activity: &Activity) {
+async fn give_back(
+    queue: &Queue,
+    retry: RetryPolicy,
+    receipts: Vec<Receipt>,
+    metrics: &VisibilityMetrics,
+    activity: &Activity,
+) {
     let mut episode = RetryEpisode::new("ChangeMessageVisibilityBatch (give back)", retry);
     for chunk in receipts.chunks(SQS_BATCH_ENTRIES) {
         let items: Vec<(Receipt, Duration)> = chunk.iter().map(|r| (r.clone(), Duration::ZERO)).collect();
@@ -230,7 +237,7 @@ async fn give_back(queue: &Queue, retry: RetryPolicy, receipts: Vec<Receipt>, me
         })
         .await;
         let Ok(results) = results else {
-            Metrics::outcome(&metrics.visibility.messages_given_back, "failed", chunk.len() as u64);
+            outcome(&metrics.messages_given_back, "failed", chunk.len() as u64);
             tracing::warn!(
                 messages = chunk.len(),
                 "could not give messages back; they are delivered again when their visibility ends"
@@ -239,9 +246,9 @@ async fn give_back(queue: &Queue, retry: RetryPolicy, receipts: Vec<Receipt>, me
         };
         for (receipt, result) in chunk.iter().zip(results) {
             match result {
-                Ok(()) => Metrics::outcome(&metrics.visibility.messages_given_back, "ok", 1),
+                Ok(()) => outcome(&metrics.messages_given_back, "ok", 1),
                 Err(failure) => {
-                    Metrics::outcome(&metrics.visibility.messages_given_back, "failed", 1);
+                    outcome(&metrics.messages_given_back, "failed", 1);
                     tracing::warn!(
                         message_id = receipt.message_id,
                         reason = receipt.redact(&failure.reason),
@@ -307,6 +314,37 @@ async fn change_visibility(
         }
     }
     Ok(results)
+}
+
+/// The visibility keeper's metrics: extensions and give-backs.
+#[derive(Clone)]
+pub struct VisibilityMetrics {
+    pub visibility_extensions: Counters,
+    /// Exported as `collector_messages_released`, the name dashboards and alerts already use.
+    pub messages_given_back: Counters,
+}
+
+impl VisibilityMetrics {
+    /// Registers the section's metrics, every series whose labels are known at 0.
+    pub fn register(registry: &mut Registry) -> Self {
+        let section = VisibilityMetrics {
+            visibility_extensions: add(
+                registry,
+                "visibility_extensions",
+                "Visibility timeout extensions of in-flight messages, by outcome (ok, failed)",
+                Counters::default(),
+            ),
+            messages_given_back: add(
+                registry,
+                "messages_released",
+                "Messages given back to the queue at shutdown (visibility set to 0) before any of their events was sent, by outcome (ok, failed)",
+                Counters::default(),
+            ),
+        };
+        start_at_zero(&section.visibility_extensions, "outcome", &["ok", "failed", "retried"]);
+        start_at_zero(&section.messages_given_back, "outcome", &["ok", "failed"]);
+        section
+    }
 }
 
 #[cfg(test)]
