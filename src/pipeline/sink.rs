@@ -134,20 +134,7 @@ pub async fn run_lane(
     activity: Arc<Activity>,
 ) {
     let shutdown = context.shutdown.clone();
-    let mut lane = Lane {
-        buffer: VecDeque::new(),
-        buffered_bytes: 0,
-        batch_cap: context.settings.max_records,
-        refusals_in_a_row: 0,
-        activity,
-        episode: RetryEpisode::new(
-            format!("PutRecords to {} (lane {lane})", context.stream_name),
-            context.retry,
-        ),
-        stopping: false,
-        retry_at: None,
-        context,
-    };
+    let mut lane = Lane::new(lane, context, activity);
     // Two calls' worth: one being sent, one filling. Beyond that the lane stops reading its
     // channel, the channel fills, and the source stops receiving from SQS.
     let capacity = lane.context.settings.max_records * 2;
@@ -240,6 +227,23 @@ struct Settled {
 }
 
 impl Lane {
+    fn new(index: usize, context: LaneContext, activity: Arc<Activity>) -> Lane {
+        Lane {
+            buffer: VecDeque::new(),
+            buffered_bytes: 0,
+            batch_cap: context.settings.max_records,
+            refusals_in_a_row: 0,
+            activity,
+            episode: RetryEpisode::new(
+                format!("PutRecords to {} (lane {index})", context.stream_name),
+                context.retry,
+            ),
+            stopping: false,
+            retry_at: None,
+            context,
+        }
+    }
+
     fn push(&mut self, record: OutboundRecord) {
         if self.stopping && !record.message.started() {
             self.give_back(record);
