@@ -12,6 +12,7 @@
 //! | `sqs:ChangeMessageVisibility` | ChangeMessageVisibilityBatch, the same entry | the entry fails (`ReceiptHandleIsInvalid`) |
 //! | `kinesis:PutRecords` | PutRecords with no records | a validation error (AWS asks for at least one record), or success with nothing written (moto, LocalStack) |
 //! | `sqs:SendMessage` (dead-letter queue, when set) | SendMessageBatch with no entries | `EmptyBatchRequest` |
+//! | `sqs:ReceiveMessage` | ReceiveMessage asking for 11 messages (SQS allows 1 to 10), visibility 0, no wait | `InvalidParameterValue` |
 //!
 //! These are the calls the collector makes (the batch calls are authorised as their single
 //! actions). An `AccessDenied` / `AccessDeniedException` or "not authorized" answer fails the
@@ -20,9 +21,11 @@
 //! request-level validation error means only "not refused": AWS does not document whether SQS
 //! and Kinesis authorise a request before they validate it, so it does not prove the permission.
 //!
-//! `sqs:ReceiveMessage` is not probed: no ReceiveMessage request is sure not to receive (an
-//! endpoint that does not validate as SQS does would hand out messages, hide them and count the
-//! receive toward their `maxReceiveCount`). The collector's first receive shows it.
+//! The ReceiveMessage probe asks for 11 messages because SQS, moto and LocalStack all refuse
+//! that count; 0 would not do (LocalStack answers it with a message). Should an endpoint still
+//! hand out messages, the probe asked for a visibility timeout of 0, so they are visible again at
+//! once, and the report says how many were received (each receive counts toward the message's
+//! `maxReceiveCount`).
 //!
 //! One attempt per call, bounded by `AWS_CALL_TIMEOUT_SEC`.
 
@@ -49,8 +52,6 @@ pub enum Verdict {
     Warn,
     /// The collector would not work, or would lose data to a dead-letter queue.
     Fail,
-    /// Not asked, and why.
-    Skip,
 }
 
 /// One line of the report.
@@ -67,7 +68,6 @@ impl fmt::Display for Finding {
             Verdict::Ok => "ok  ",
             Verdict::Warn => "warn",
             Verdict::Fail => "FAIL",
-            Verdict::Skip => "skip",
         };
         write!(f, "{tag} {}: {}", self.subject, self.text)
     }
@@ -93,11 +93,7 @@ pub async fn run(config: &Config, sdk_config: &aws_config::SdkConfig) -> Vec<Fin
     if let Some(url) = &queue_url {
         findings.push(probe_delete(&clients.sqs, url).await);
         findings.push(probe_change_visibility(&clients.sqs, url).await);
-        findings.push(finding(
-            Verdict::Skip,
-            PERMISSION,
-            "sqs:ReceiveMessage not probed: no receive is sure to take no message (and a taken one counts toward maxReceiveCount); the collector's first receive shows it, in a `call failed` warning",
-        ));
+        findings.push(probe_receive(&clients.sqs, url).await);
     }
     if stream_found {
         findings.push(probe_put_records(&clients.kinesis, &config.stream_name).await);
@@ -399,6 +395,38 @@ pub fn probe_finding(action: &str, resource: &str, answer: ProbeAnswer, conseque
             format!("{action} on {resource} could not be probed: {what}"),
         ),
     }
+}
+
+/// SQS's most messages per ReceiveMessage call, plus one: a count every endpoint refuses.
+const IMPOSSIBLE_RECEIVE_COUNT: i32 = 11;
+
+/// `sqs:ReceiveMessage`: ReceiveMessage asking for more messages than SQS allows.
+async fn probe_receive(sqs: &aws_sdk_sqs::Client, queue_url: &str) -> Finding {
+    let answer = match sqs
+        .receive_message()
+        .queue_url(queue_url)
+        .max_number_of_messages(IMPOSSIBLE_RECEIVE_COUNT)
+        .visibility_timeout(0)
+        .wait_time_seconds(0)
+        .send()
+        .await
+    {
+        Ok(out) => match out.messages.unwrap_or_default().len() {
+            0 => ProbeAnswer::Allowed(format!(
+                "ReceiveMessage asking for {IMPOSSIBLE_RECEIVE_COUNT} messages was answered with none (an endpoint that does not check the count)"
+            )),
+            n => ProbeAnswer::Unclear(format!(
+                "ReceiveMessage asking for {IMPOSSIBLE_RECEIVE_COUNT} messages, which SQS refuses, was answered with {n} message(s): they are visible again at once, each with one more receive counted"
+            )),
+        },
+        Err(e) => judge_error(&e, &["InvalidParameterValue"]),
+    };
+    probe_finding(
+        "sqs:ReceiveMessage",
+        queue_url,
+        answer,
+        "the collector could receive nothing",
+    )
 }
 
 /// `sqs:DeleteMessage`: DeleteMessageBatch with an impossible receipt handle.

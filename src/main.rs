@@ -27,8 +27,9 @@ USAGE:
   telemetry-collector check        validate the configuration, then resolve the queue and the
                                    stream and report what matters (visibility timeout, redrive
                                    policy, stream status, mode and shards) and whether the
-                                   permissions to delete, change visibility, put records and send
-                                   to the dead-letter queue are refused; exit 1 on a problem.
+                                   permissions to receive, delete, change visibility, put records
+                                   and send to the dead-letter queue are refused; exit 1 on a
+                                   problem.
                                    Its probes change nothing: they receive, send, delete and
                                    publish nothing
   telemetry-collector --help       print this and exit

@@ -99,6 +99,7 @@ async fn check_passes_on_a_good_setup_and_reports_queue_stream_and_permissions()
     // "allowed" where the answer shows the whole request was accepted, "not refused" where it
     // was a validation error (which AWS may give before it authorises).
     for action in [
+        "sqs:ReceiveMessage",
         "sqs:DeleteMessage",
         "sqs:ChangeMessageVisibility",
         "kinesis:PutRecords",
@@ -113,8 +114,8 @@ async fn check_passes_on_a_good_setup_and_reports_queue_stream_and_permissions()
     }
     assert!(probe_line(&stdout, "sqs:SendMessage").contains(&dead_letter));
     assert!(
-        probe_line(&stdout, "sqs:ReceiveMessage").starts_with("skip permission: sqs:ReceiveMessage not probed"),
-        "{stdout}"
+        probe_line(&stdout, "sqs:ReceiveMessage").contains("not refused on "),
+        "the emulator refuses the count: {stdout}"
     );
     assert_eq!(stdout.lines().last(), Some("check: ok"));
     assert!(stderr.is_empty(), "{stderr}");
@@ -155,6 +156,7 @@ async fn check_fails_naming_each_refused_permission() {
         ("DEAD_LETTER_QUEUE_URL", dead_letter.as_str()),
     ];
     for (target, action) in [
+        ("AmazonSQS.ReceiveMessage", "sqs:ReceiveMessage"),
         ("AmazonSQS.DeleteMessageBatch", "sqs:DeleteMessage"),
         ("AmazonSQS.ChangeMessageVisibilityBatch", "sqs:ChangeMessageVisibility"),
         ("Kinesis_20131202.PutRecords", "kinesis:PutRecords"),
@@ -176,7 +178,7 @@ async fn check_fails_naming_each_refused_permission() {
     }
     assert_eq!(
         proxy.faults.calls_denied.load(std::sync::atomic::Ordering::SeqCst),
-        4,
+        5,
         "one attempt per probe"
     );
 }
