@@ -559,3 +559,43 @@ async fn refused_visibility_extensions_are_counted_and_the_message_is_processed_
     assert!(metric(&metrics, "collector_messages_received_total") > 3);
     verify(&env.read_stream().await, &expected, false);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_shutdown_is_signalled_no_new_receive_starts() {
+    let env = TestEnv::new("no-receive-after-stop").await;
+    let proxy = FaultProxy::start(&env.endpoint, 12).await;
+    // One lane with a channel of one record, stuck in a call that Kinesis never answers: every
+    // receiver ends up waiting to hand its batch to the lane. At shutdown the lane gives the
+    // unsent messages back, which lets every receiver finish its batch just after being told
+    // to stop, with room to receive again: none of them may start another long poll.
+    let collector = env
+        .start_collector(
+            &proxy.endpoint,
+            &[
+                ("QUEUE_RECEIVERS", "4"),
+                ("DATA_STREAM_CONCURRENCY", "1"),
+                ("DATA_STREAM_MAX_BUFFER_SIZE", "1"),
+                ("AWS_CALL_TIMEOUT_SEC", "2"),
+                ("SHUTDOWN_DRAIN_TIMEOUT_SEC", "3"),
+                ("QUEUE_WAIT_TIME_SEC", "1"),
+            ],
+        )
+        .await;
+    wait_ready(collector.http_addr).await;
+    proxy.faults.set_kinesis_black_hole(true);
+    let (bodies, _) = small_submissions(21_000, 60);
+    env.send(&bodies).await;
+    let metrics = collector.metrics.clone();
+    wait_until("receivers waiting for the lane", Duration::from_secs(60), || async {
+        metric(&metrics, "collector_messages_received_total") >= 30
+    })
+    .await;
+    let receives_before = proxy.faults.receive_calls.load(std::sync::atomic::Ordering::SeqCst);
+    collector.stop().await;
+    assert_eq!(
+        proxy.faults.receive_calls.load(std::sync::atomic::Ordering::SeqCst),
+        receives_before,
+        "a receive started after shutdown was signalled"
+    );
+    assert_eq!(env.queue_total().await, 60, "nothing unpublished is deleted");
+}

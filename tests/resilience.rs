@@ -342,7 +342,7 @@ fn poison_submission() -> (String, String) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_record_the_stream_refuses_drops_its_submission_and_stops_nothing_else() {
+async fn a_record_the_stream_refuses_keeps_its_submission_in_the_queue_and_stops_nothing_else() {
     let env = TestEnv::new("poison").await;
     let (poison, poison_id) = poison_submission();
     let (valid, expected) = small_submissions(35_000, 20);
@@ -368,8 +368,101 @@ async fn a_record_the_stream_refuses_drops_its_submission_and_stops_nothing_else
             ],
         )
         .await;
-    wait_for_queue_empty(&env, Duration::from_secs(120)).await;
+    wait_for_events(&env, &expected, Duration::from_secs(120)).await;
+    let metrics = collector.metrics.clone();
+    wait_until("the poison submission refused", Duration::from_secs(60), || async {
+        metric(
+            &metrics,
+            "collector_submissions_refused_total{reason=\"record_too_large\"}",
+        ) >= 1
+    })
+    .await;
+    collector.stop().await;
+    assert_eq!(metrics.breaker.breaker_open.get(), 0);
+    // Without a dead-letter queue nothing valid is deleted unpublished: the poison stays in the
+    // queue for its redrive policy, and everything else is published and deleted.
+    assert_eq!(env.queue_total().await, 1, "the refused submission stays in the queue");
+    let records = env.read_stream().await;
+    assert!(records.iter().all(|r| r.submission_id() != poison_id));
+    verify(&records, &expected, true);
+}
+
+/// What a refusal episode leaves: 200 valid submissions sent while every PutRecords call is
+/// refused for six seconds, then the stream answers again; every valid event must be there.
+async fn refusal_episode(label: &str, salt: u64, refuse: impl Fn(&FaultProxy, bool)) {
+    let env = TestEnv::new(label).await;
+    let proxy = FaultProxy::start(&env.endpoint, salt).await;
+    let collector = env
+        .start_collector(
+            &proxy.endpoint,
+            // Refused messages come back when their visibility ends: soon, for the test.
+            &[("QUEUE_VISIBILITY_TIMEOUT_SEC", "5"), ("QUEUE_WAIT_TIME_SEC", "1")],
+        )
+        .await;
+    let (bodies, expected) = small_submissions(salt * 1_000, 200);
+    let metrics = collector.metrics.clone();
+    send_while(&env, &bodies, async {
+        wait_until(
+            "events published before the refusals",
+            Duration::from_secs(60),
+            || async { metric(&metrics, "collector_events_published_total") > 0 },
+        )
+        .await;
+        refuse(&proxy, true);
+        let refused_from = proxy.faults.calls_failed.load(std::sync::atomic::Ordering::SeqCst);
+        // The scenario itself, not a synchronisation: an episode of refusals lasts a while.
+        tokio::time::sleep(Duration::from_secs(6)).await;
+        assert!(proxy.faults.calls_failed.load(std::sync::atomic::Ordering::SeqCst) > refused_from);
+        refuse(&proxy, false);
+    })
+    .await;
+    wait_for_queue_empty(&env, Duration::from_secs(180)).await;
     wait_for_events(&env, &expected, Duration::from_secs(30)).await;
+    collector.stop().await;
+    // Refused messages came back and were published in full: duplicates share their ids.
+    verify(&env.read_stream().await, &expected, false);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusal_naming_no_record_deletes_nothing_unpublished() {
+    refusal_episode("refused-call", 41, |proxy, on| {
+        proxy.faults.set_put_records_error(on.then_some("ValidationException"));
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusal_naming_a_record_keeps_its_submission_until_it_is_published() {
+    refusal_episode("refused-record", 42, |proxy, on| {
+        proxy
+            .faults
+            .set_put_records_refusal_of_first_record(on.then_some("InvalidArgumentException"));
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_submission_is_deleted_only_once_it_is_in_the_dead_letter_queue() {
+    let env = TestEnv::new("refused-dlq").await;
+    let proxy = FaultProxy::start(&env.endpoint, 43).await;
+    let dlq_url = env
+        .sqs
+        .create_queue()
+        .queue_name(format!("{}-dlq", env.stream_name))
+        .send()
+        .await
+        .expect("CreateQueue (dead-letter)")
+        .queue_url
+        .expect("queue URL");
+    let (bodies, _) = small_submissions(43_000, 1);
+    proxy
+        .faults
+        .set_put_records_refusal_of_first_record(Some("ValidationException"));
+    env.send(&bodies).await;
+    let collector = env
+        .start_collector(&proxy.endpoint, &[("DEAD_LETTER_QUEUE_URL", &dlq_url)])
+        .await;
+    wait_for_queue_empty(&env, Duration::from_secs(60)).await;
     let metrics = collector.metrics.clone();
     collector.stop().await;
     assert_eq!(
@@ -379,10 +472,9 @@ async fn a_record_the_stream_refuses_drops_its_submission_and_stops_nothing_else
         ),
         1
     );
-    assert_eq!(metrics.breaker.breaker_open.get(), 0);
-    let records = env.read_stream().await;
-    assert!(records.iter().all(|r| r.submission_id() != poison_id));
-    verify(&records, &expected, true);
+    let forwarded = env.retarget(&dlq_url, &env.stream_name).queue_total().await;
+    assert_eq!(forwarded, 1, "the refused body is in the dead-letter queue");
+    assert!(env.read_stream().await.is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -546,6 +638,47 @@ async fn an_error_no_record_can_get_past_opens_the_breaker_with_its_reason_until
     collector.stop().await;
     assert_eq!(metrics.breaker.breaker_open.get(), 0);
     verify(&env.read_stream().await, &expected, true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_to_describe_stream_does_not_make_a_collector_denied_put_records_ready() {
+    let env = TestEnv::new("denied-probe").await;
+    let proxy = FaultProxy::start(&env.endpoint, 44).await;
+    proxy.faults.set_put_records_error(Some("AccessDeniedException"));
+    // Short leases, so that the lanes soon give up their records and hold nothing: then the
+    // probe, not the lanes, is what asks Kinesis.
+    let collector = env
+        .start_collector(
+            &proxy.endpoint,
+            &[
+                ("QUEUE_VISIBILITY_TIMEOUT_SEC", "3"),
+                ("QUEUE_VISIBILITY_MAX_TOTAL_SEC", "3"),
+                ("QUEUE_WAIT_TIME_SEC", "1"),
+                ("RETRY_MAX_BACKOFF_MS", "1000"),
+            ],
+        )
+        .await;
+    let (bodies, expected) = small_submissions(44_000, 3);
+    env.send(&bodies).await;
+    let metrics = collector.metrics.clone();
+    wait_until(
+        "DescribeStreamSummary answered twice while PutRecords is denied",
+        Duration::from_secs(120),
+        || async { metric(&metrics, "collector_kinesis_probes_total{outcome=\"ok\"}") >= 3 },
+    )
+    .await;
+    let (status, reason) = http_get(collector.http_addr, "/readyz").await;
+    assert_eq!(status, 503, "{reason}");
+    assert!(reason.contains("AccessDeniedException"), "{reason}");
+    assert_eq!(metrics.breaker.breaker_open.get(), 1);
+    assert_eq!(metric(&metrics, "collector_deletes_total{outcome=\"ok\"}"), 0);
+    // Fixed: a trial receive writes, the breaker closes, everything is published.
+    proxy.faults.set_put_records_error(None);
+    wait_for_queue_empty(&env, Duration::from_secs(60)).await;
+    wait_for_events(&env, &expected, Duration::from_secs(30)).await;
+    assert_eq!(http_get(collector.http_addr, "/readyz").await.0, 200);
+    collector.stop().await;
+    verify(&env.read_stream().await, &expected, false);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

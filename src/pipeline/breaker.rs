@@ -8,7 +8,11 @@
 //! closes the breaker when it answers.
 //!
 //! An error that no record can get past (access denied, KMS key disabled, stream deleted) opens
-//! the breaker at once, with that reason in `/readyz` and the log.
+//! the breaker at once, with that reason in `/readyz` and the log. Such a breaker closes only on
+//! a successful PutRecords: DescribeStreamSummary answers while PutRecords is denied or its KMS
+//! key is unusable, so an answer to the probe proves nothing. When the probe is answered, it
+//! lets one receive through instead (a *trial*), whose records test PutRecords for real; the
+//! breaker stays open, and `/readyz` not ready, until one of them is written.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
@@ -16,7 +20,7 @@ use std::sync::{Arc, Mutex};
 use aws_sdk_kinesis::Client;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, Semaphore};
 use tokio::time::sleep;
 use tokio_util::sync::CancellationToken;
 
@@ -32,6 +36,8 @@ pub struct Breaker {
     /// Why it is open, when a specific error opened it.
     reason: Mutex<Option<String>>,
     changed: Notify,
+    /// At most one permit: a receive allowed while open, to test PutRecords with real records.
+    trial: Semaphore,
     metrics: BreakerMetrics,
 }
 
@@ -42,6 +48,7 @@ impl Breaker {
             failures_in_a_row: AtomicU32::new(0),
             reason: Mutex::new(None),
             changed: Notify::new(),
+            trial: Semaphore::new(0),
             metrics,
         }
     }
@@ -66,6 +73,10 @@ impl Breaker {
             *reason = None;
         }
         if self.open.swap(false, Ordering::AcqRel) {
+            // A trial not taken is no longer needed.
+            while let Ok(permit) = self.trial.try_acquire() {
+                permit.forget();
+            }
             self.metrics.breaker_open.set(0);
             tracing::info!("Kinesis answers again; circuit breaker closed, receiving resumes");
             self.changed.notify_waiters();
@@ -109,6 +120,36 @@ impl Breaker {
         }
     }
 
+    /// The probe's DescribeStreamSummary was answered. That closes a breaker opened by failures
+    /// in a row (Kinesis was unreachable or failing, and answers again). A breaker opened by an
+    /// error no record can get past stays open: the answer proves nothing about PutRecords, so
+    /// one receive is let through to try it.
+    pub fn probe_answered(&self) {
+        let specific = self.reason.lock().map(|r| r.is_some()).unwrap_or(true);
+        if !specific {
+            self.succeeded();
+        } else if self.is_open() && self.trial.available_permits() == 0 {
+            self.trial.add_permits(1);
+        }
+    }
+
+    /// Returns when receiving may go on: at once while closed; otherwise when the breaker
+    /// closes or a trial receive is granted (taken by the first receiver that waits).
+    pub async fn wait_may_receive(&self) {
+        if !self.is_open() {
+            return;
+        }
+        tokio::select! {
+            _ = self.wait_closed() => {}
+            permit = self.trial.acquire() => {
+                if let Ok(permit) = permit {
+                    permit.forget();
+                    tracing::info!("circuit breaker open; one receive let through to try PutRecords");
+                }
+            }
+        }
+    }
+
     /// Returns at once while closed; otherwise waits until the breaker closes.
     pub async fn wait_closed(&self) {
         loop {
@@ -132,8 +173,8 @@ impl Breaker {
 }
 
 /// While the breaker is open and no lane holds records to retry with (`events_in_flight`, the
-/// sink's gauge, is 0), asks Kinesis about the stream with capped backoff; an answer closes the
-/// breaker.
+/// sink's gauge, is 0), asks Kinesis about the stream with capped backoff; see
+/// [`Breaker::probe_answered`] for what an answer does.
 pub async fn probe(
     client: Client,
     stream_name: String,
@@ -161,7 +202,7 @@ pub async fn probe(
             match crate::aws::describe_stream(&client, &stream_name).await {
                 Ok(_) => {
                     outcome(&metrics.kinesis_probes, "ok", 1);
-                    breaker.succeeded();
+                    breaker.probe_answered();
                 }
                 Err(e) => {
                     outcome(&metrics.kinesis_probes, "failed", 1);
@@ -247,5 +288,43 @@ mod tests {
             breaker.failed();
         }
         assert_eq!(breaker.reason().as_deref(), Some("PutRecords keeps failing"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_answered_probe_closes_a_breaker_opened_by_failures_in_a_row() {
+        let breaker = Breaker::new(BreakerMetrics::register(&mut Registry::default()));
+        for _ in 0..OPEN_AFTER_FAILURES {
+            breaker.failed();
+        }
+        breaker.probe_answered();
+        assert!(!breaker.is_open());
+        breaker.wait_may_receive().await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_answered_probe_lets_one_receive_try_but_only_a_written_record_closes_a_permission_error() {
+        let breaker = Arc::new(Breaker::new(BreakerMetrics::register(&mut Registry::default())));
+        breaker.open_because("PutRecords fails with AccessDeniedException: no".into());
+        let receivers: Vec<_> = (0..2)
+            .map(|_| {
+                let breaker = breaker.clone();
+                tokio::spawn(async move { breaker.wait_may_receive().await })
+            })
+            .collect();
+        tokio::task::yield_now().await;
+        assert!(receivers.iter().all(|r| !r.is_finished()));
+        // DescribeStreamSummary answers: still open, still not ready, one receiver goes.
+        breaker.probe_answered();
+        assert!(breaker.is_open());
+        assert!(breaker.reason().is_some_and(|r| r.contains("AccessDeniedException")));
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        assert_eq!(receivers.iter().filter(|r| r.is_finished()).count(), 1);
+        // The trial's PutRecords writes: closed, and every receiver goes.
+        breaker.succeeded();
+        for receiver in receivers {
+            receiver.await.unwrap();
+        }
+        assert!(!breaker.is_open());
+        assert_eq!(breaker.trial.available_permits(), 0);
     }
 }

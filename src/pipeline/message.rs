@@ -62,7 +62,8 @@ pub enum GiveUp {
     /// Given back to the queue at shutdown before any of its events was sent.
     GivenBack = 2,
     /// The stream refused one of its records for good (too large, invalid): the rest of the
-    /// submission is dropped and the message deleted.
+    /// submission is dropped from the lane; the message is deleted only once its body is in the
+    /// dead-letter queue, otherwise it is left to come back.
     Refused = 3,
 }
 

@@ -11,10 +11,14 @@
 //! records with a successful result are confirmed to their message's event counter.
 //!
 //! Failures are classified. Throttling, 5xx, timeouts and network errors are retried with
-//! backoff. A record the stream refuses for good (too large for it, invalid) drops its
-//! submission with a reason (dead-lettered when that is on) and the message is deleted, so one
-//! poison record cannot stop its lane; when the error does not say which record, the lane
-//! halves its calls until it does. An error no record can get past (access denied, KMS key
+//! backoff. A record the stream refuses for good, named by the error (too large for it,
+//! invalid), stops its submission so that one poison record cannot stop its lane: with a
+//! dead-letter queue the body is forwarded there and the message deleted once that send
+//! succeeded; without one the message stays in the queue, its visibility left to expire, for
+//! the queue's own redrive policy to take. Nothing valid is ever deleted unpublished. A refusal
+//! that names no record is the request's or the stream's fault, not a record's: the lane halves
+//! its calls (a request too large for the endpoint gets through that way) and retries with
+//! backoff, dropping nothing. An error no record can get past (access denied, KMS key
 //! unusable, stream gone) opens the circuit breaker at once with that reason, and the lane
 //! keeps retrying with backoff until it is fixed.
 //!
@@ -444,16 +448,21 @@ impl Lane {
         let error = match failure {
             CallFailure::Refused { record, reason } => {
                 metrics.put_records_call("refused");
-                let culprit = record.filter(|i| *i < batch.len()).or((batch.len() == 1).then_some(0));
-                let Some(culprit) = culprit else {
-                    // Which record is not said: halve the calls until a call of one shows it.
+                let Some(culprit) = record.filter(|i| *i < batch.len()) else {
+                    // No record named: the request or the stream is at fault. Smaller calls
+                    // get past a request-size limit; anything else waits with backoff like any
+                    // failed call, and nothing is dropped for it.
                     self.batch_cap = (batch.len() / 2).max(1);
-                    tracing::debug!(
-                        batch_cap = self.batch_cap,
-                        reason,
-                        "PutRecords refused; narrowing down the record"
+                    self.context.breaker.failed();
+                    metrics.put_records_call("error");
+                    metrics.records_retried("call_failed", batch.len() as u64);
+                    let reason = format!(
+                        "PutRecords refused naming no record ({reason}); retrying in calls of {}",
+                        self.batch_cap
                     );
                     self.push_front_in_order(batch);
+                    let delay = self.episode.failed(&reason);
+                    self.retry_at = Some(Instant::now() + delay);
                     return;
                 };
                 self.refusals_in_a_row += 1;
@@ -487,33 +496,43 @@ impl Lane {
         self.retry_at = Some(Instant::now() + delay);
     }
 
-    /// Drops a submission one of whose records the stream refuses for good: logged, counted,
-    /// dead-lettered when that is on, and its message deleted.
+    /// Stops a submission one of whose records the stream refuses for good: logged once and
+    /// counted; with a dead-letter queue its body is forwarded and the message deleted once that
+    /// send succeeded; otherwise (or when the send fails) the message stays in the queue, not
+    /// extended, and comes back when its visibility ends, for the queue's redrive policy to
+    /// take. Its events not yet published are dropped from the lane either way.
     async fn refuse(&self, message: &Arc<InFlightMessage>, reason: &str) {
         if !message.give_up(GiveUp::Refused) {
             return;
         }
         let metrics = &self.context.metrics;
         metrics.refused(refusal_label(reason));
+        let (Some(dead_letter), Some(body)) = (&self.context.dead_letter, message.body()) else {
+            tracing::warn!(
+                message_id = message.message_id(),
+                unpublished_events = message.outstanding(),
+                reason,
+                "the stream refuses a record of this submission; the submission is kept in the queue (no dead-letter queue set) and comes back when its visibility ends, until the queue's redrive policy moves it"
+            );
+            return;
+        };
         tracing::warn!(
             message_id = message.message_id(),
             unpublished_events = message.outstanding(),
             reason,
-            "the stream refuses a record of this submission for good; the rest of the submission is dropped and its message deleted"
+            "the stream refuses a record of this submission; forwarding it to the dead-letter queue, then deleting it"
         );
-        if let (Some(dead_letter), Some(body)) = (&self.context.dead_letter, message.body()) {
-            let forwarded = dead_letter
-                .forward(message.message_id(), body, "refused_by_stream", reason)
-                .await;
-            self.activity.progressed();
-            if let Err(e) = forwarded {
-                tracing::warn!(
-                    message_id = message.message_id(),
-                    error = %e,
-                    "refused submission not forwarded to the dead-letter queue; it is kept in the queue and tried again when it comes back"
-                );
-                return;
-            }
+        let forwarded = dead_letter
+            .forward(message.message_id(), body, "refused_by_stream", reason)
+            .await;
+        self.activity.progressed();
+        if let Err(e) = forwarded {
+            tracing::warn!(
+                message_id = message.message_id(),
+                error = %e,
+                "refused submission not forwarded to the dead-letter queue; it is kept in the queue and tried again when it comes back"
+            );
+            return;
         }
         self.context.deleter.push(message.clone());
     }
@@ -529,8 +548,8 @@ enum CallFailure {
     /// Throttling, 5xx, timeouts, network trouble, anything unknown: the same call can
     /// succeed later.
     Transient(String),
-    /// The stream refuses a record for good (too large, invalid); `record` is its position in
-    /// the call when the error says it.
+    /// The stream refuses the call (`ValidationException`, `InvalidArgumentException`);
+    /// `record` is the position of the record it names, when it names one.
     Refused { record: Option<usize>, reason: String },
     /// No record can be written until someone fixes something (permissions, KMS key, stream).
     StreamUnusable(String),

@@ -114,16 +114,23 @@ pub async fn run(receiver: Receiver) {
     let (outputs, shutdown) = (&receiver.outputs, &receiver.shutdown);
     loop {
         // Capacity first: never receive a message there is no room for.
+        // Biased towards shutdown: once it is signalled no new long poll may start, or its
+        // messages would only be given back.
         let permits = tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => return,
             permits = outputs.in_flight.clone().acquire_many_owned(batch_size) => match permits {
                 Ok(permits) => permits,
                 Err(_) => return,
             },
-            _ = shutdown.cancelled() => return,
         };
         tokio::select! {
-            _ = outputs.breaker.wait_closed() => {}
+            biased;
             _ = shutdown.cancelled() => return,
+            _ = outputs.breaker.wait_may_receive() => {}
+        }
+        if shutdown.is_cancelled() {
+            return;
         }
         let Some((answer, timing)) = receiver.receive().await else {
             return;

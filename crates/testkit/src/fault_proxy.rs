@@ -8,7 +8,9 @@
 //!
 //! Refusals (`set_access_denied`): every call of one action (its `X-Amz-Target`) is answered
 //! with HTTP 400 `AccessDenied` in that service's JSON shape, as IAM refuses it, and not
-//! forwarded.
+//! forwarded. PutRecords can be refused whole with any error code (`set_put_records_error`,
+//! naming no record), or with a validation error naming the call's first record
+//! (`set_put_records_refusal_of_first_record`).
 //!
 //! Outages: every call can be cut (`set_offline`), every Kinesis call (`set_kinesis_down`) or
 //! every SQS call (`set_sqs_down`); `set_latency` holds every call back before it is handled, a
@@ -101,13 +103,16 @@ pub struct Faults {
     pub kinesis_calls_swallowed: AtomicU64,
     /// Connections accepted, over both ports.
     pub connections: AtomicU64,
-    /// While set, every PutRecords call fails whole with this AWS error code (HTTP 400).
-    put_records_error: Mutex<Option<String>>,
+    /// While set, every PutRecords call fails whole with this AWS error code and message
+    /// (HTTP 400).
+    put_records_error: Mutex<Option<(String, String)>>,
     /// SendMessage calls refused for exceeding SQS's size limit.
     pub messages_too_long: AtomicU64,
     /// While set, every call with this `X-Amz-Target` is refused with AccessDenied.
     access_denied: Mutex<Option<String>>,
     pub calls_denied: AtomicU64,
+    /// ReceiveMessage requests that reached the proxy.
+    pub receive_calls: AtomicU64,
 }
 
 /// What one client connection has been through.
@@ -137,7 +142,20 @@ impl Faults {
     /// Makes every PutRecords call fail whole with `code` (e.g. `AccessDeniedException`), or
     /// stops doing so (`None`).
     pub fn set_put_records_error(&self, code: Option<&str>) {
-        *self.put_records_error.lock().unwrap() = code.map(str::to_owned);
+        *self.put_records_error.lock().unwrap() =
+            code.map(|code| (code.to_owned(), "injected by the test proxy".to_owned()));
+    }
+
+    /// Makes every PutRecords call fail whole with a 400 `code` (`ValidationException`,
+    /// `InvalidArgumentException`) whose message names the call's first record, as Kinesis
+    /// names a record it refuses (`records.1.member.data`, 1-based); or stops (`None`).
+    pub fn set_put_records_refusal_of_first_record(&self, code: Option<&str>) {
+        *self.put_records_error.lock().unwrap() = code.map(|code| {
+            (
+                code.to_owned(),
+                "1 validation error detected: Value at 'records.1.member.data' failed to satisfy constraint: Member must have length less than or equal to 1048576".to_owned(),
+            )
+        });
     }
 
     /// Refuses every call whose `X-Amz-Target` is `target` (e.g. `AmazonSQS.DeleteMessageBatch`)
@@ -332,6 +350,9 @@ async fn handle(
         .get("x-amz-target")
         .map(|v| v.to_str().unwrap_or_default().to_owned())
         .unwrap_or_default();
+    if target == RECEIVE_MESSAGE_TARGET {
+        faults.receive_calls.fetch_add(1, Ordering::SeqCst);
+    }
     let latency = faults.latency_ms.load(Ordering::SeqCst);
     if latency > 0 {
         faults.calls_delayed.fetch_add(1, Ordering::Relaxed);
@@ -361,9 +382,9 @@ async fn handle(
         return Ok(access_denied(&target));
     }
     let injected_error = faults.put_records_error.lock().unwrap().clone();
-    if let (PUT_RECORDS_TARGET, Some(code)) = (target.as_str(), injected_error) {
+    if let (PUT_RECORDS_TARGET, Some((code, message))) = (target.as_str(), injected_error) {
         faults.calls_failed.fetch_add(1, Ordering::Relaxed);
-        let answer = json!({"__type": code, "message": "injected by the test proxy"});
+        let answer = json!({"__type": code, "message": message});
         return Ok(Response::builder()
             .status(StatusCode::BAD_REQUEST)
             .header("content-type", "application/x-amz-json-1.1")
