@@ -93,6 +93,35 @@ fn timeouts(attempt: Duration) -> TimeoutConfig {
 }
 
 /// Finds the queue URL, retrying with backoff until it exists (or until shutdown).
+/// The largest body the queue accepts (its `MaximumMessageSize`), which bounds what a receive
+/// can bring. SQS's own limit when the attribute cannot be read: a safe over-estimate.
+pub async fn queue_max_message_bytes(sqs: &aws_sdk_sqs::Client, queue_url: &str) -> usize {
+    let answer = sqs
+        .get_queue_attributes()
+        .queue_url(queue_url)
+        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::MaximumMessageSize)
+        .send()
+        .await;
+    let size = answer.as_ref().ok().and_then(|output| {
+        output
+            .attributes()?
+            .get(&aws_sdk_sqs::types::QueueAttributeName::MaximumMessageSize)?
+            .parse::<usize>()
+            .ok()
+    });
+    match size {
+        Some(size) => size.clamp(1, SQS_MAX_MESSAGE_BYTES),
+        None => {
+            tracing::warn!(
+                error = answer.err().map(|e| DisplayErrorContext(e).to_string()),
+                assumed = SQS_MAX_MESSAGE_BYTES,
+                "the queue's MaximumMessageSize could not be read; assuming SQS's limit"
+            );
+            SQS_MAX_MESSAGE_BYTES
+        }
+    }
+}
+
 pub async fn resolve_queue_url(
     sqs: &aws_sdk_sqs::Client,
     queue: &QueueRef,

@@ -161,7 +161,7 @@ pub const MAX_IN_FLIGHT_BYTES: Setting = setting(
     "MAX_IN_FLIGHT_BYTES",
     "16777216",
     "1048576-2147483648",
-    "Record bytes (data + partition key) of the messages in flight; a message waits for room before its events are queued, and receiving waits with it.",
+    "Memory for messages in flight, twice over: up to this many bytes of raw bodies received and not yet decoded (each receive reserves the queue's MaximumMessageSize per message it asks for, and asks for fewer messages when that does not fit), and up to this many bytes of what decoding and the records take (40 per body byte is reserved before a body is decoded, then what its records take: data + partition key + 64 per record, held until they are published). A message that does not fit waits, and receiving with it; a message larger than the cap goes through alone. Memory stays under about twice this plus 30 MiB.",
 );
 pub const DEAD_LETTER_QUEUE_URL: Setting = setting(
     "DEAD_LETTER_QUEUE_URL",
@@ -226,6 +226,12 @@ pub const STATS_LOG_INTERVAL_SEC: Setting = setting(
     "30",
     "1-86400",
     "Period of the info log line that summarises throughput.",
+);
+pub const LOG_INVALID_BODY_SAMPLES: Setting = setting(
+    "LOG_INVALID_BODY_SAMPLES",
+    "false",
+    "`true` or `false`",
+    "When `true`, the debug line of each dropped invalid submission carries the first 64 characters of its body. Bodies hold sensor data (command lines can hold secrets): info lines never carry them, and debug lines only with this on.",
 );
 pub const SHARD_SUPERVISOR_INTERVAL_SEC: Setting = setting(
     "SHARD_SUPERVISOR_INTERVAL_SEC",
@@ -308,6 +314,7 @@ pub const SETTINGS: &[Setting] = &[
     TIME_CREATED_MAX_AHEAD_HOURS,
     SHUTDOWN_DRAIN_TIMEOUT_SEC,
     STATS_LOG_INTERVAL_SEC,
+    LOG_INVALID_BODY_SAMPLES,
     SHARD_SUPERVISOR_INTERVAL_SEC,
     SHARD_SUPERVISOR_WINDOWS,
     SHARD_UTILISATION_TARGET_LOW,
@@ -433,6 +440,7 @@ fn pipeline_settings(env: &Vars) -> Result<pipeline::Settings, ConfigError> {
             other => return Err(env.invalid(&DATA_STREAM_PARTITION_KEY, other, "submission_id or device_id")),
         },
         max_record_bytes: env.int(&DATA_STREAM_MAX_RECORD_BYTES, 1024, max_request_bytes)?,
+        log_body_samples: env.boolean(&LOG_INVALID_BODY_SAMPLES)?,
     };
     let in_flight = InFlightLimits {
         messages: env.int(&MAX_IN_FLIGHT_MESSAGES, source.batch_size as usize, 100_000)?,

@@ -87,9 +87,11 @@ impl RateLimiter {
 static LIMITER: LazyLock<Mutex<RateLimiter>> =
     LazyLock::new(|| Mutex::new(RateLimiter::new(LINES_PER_INTERVAL, INTERVAL)));
 
-/// Logs one dropped submission: always at debug, at info within its reason's budget.
-pub fn dropped(message_id: &str, rejection: &Rejection, body_prefix: &str) {
-    dropped_with(&LIMITER, Instant::now(), message_id, rejection, body_prefix);
+/// Logs one dropped submission: always at debug, at info within its reason's budget. Neither
+/// line carries the body, which holds sensor data; the debug line carries `body_sample` when
+/// given (`LOG_INVALID_BODY_SAMPLES`).
+pub fn dropped(message_id: &str, rejection: &Rejection, body_bytes: usize, body_sample: Option<&str>) {
+    dropped_with(&LIMITER, Instant::now(), message_id, rejection, body_bytes, body_sample);
 }
 
 /// Reports the intervals that ended without a drop since; called with each `throughput` line.
@@ -102,7 +104,8 @@ fn dropped_with(
     now: Instant,
     message_id: &str,
     rejection: &Rejection,
-    body_prefix: &str,
+    body_bytes: usize,
+    body_sample: Option<&str>,
 ) {
     let label = rejection.label();
     let (ended, admitted) = {
@@ -116,17 +119,27 @@ fn dropped_with(
             message_id,
             reason = %rejection,
             reason_label = label,
-            body_prefix,
+            body_bytes,
             "invalid submission dropped"
         );
     }
-    tracing::debug!(
-        message_id,
-        reason = %rejection,
-        reason_label = label,
-        body_prefix,
-        "dropped invalid submission"
-    );
+    match body_sample {
+        Some(body_prefix) => tracing::debug!(
+            message_id,
+            reason = %rejection,
+            reason_label = label,
+            body_bytes,
+            body_prefix,
+            "dropped invalid submission"
+        ),
+        None => tracing::debug!(
+            message_id,
+            reason = %rejection,
+            reason_label = label,
+            body_bytes,
+            "dropped invalid submission"
+        ),
+    }
 }
 
 fn flush_with(limiter: &Mutex<RateLimiter>, now: Instant) {
@@ -297,7 +310,7 @@ mod tests {
             for i in 0..200u64 {
                 let rejection = if i % 4 == 0 { &bad_uuid } else { &not_json };
                 let at = t0 + Duration::from_millis(i * 10);
-                dropped_with(&limiter, at, &format!("m-{i}"), rejection, "eyJhIjo");
+                dropped_with(&limiter, at, &format!("m-{i}"), rejection, 7, Some("eyJhIjo"));
             }
             flush_with(&limiter, t0 + INTERVAL + SECOND);
         });
@@ -306,7 +319,8 @@ mod tests {
         assert!(
             dropped
                 .iter()
-                .all(|l| l["level"] == "INFO" && l["body_prefix"] == "eyJhIjo")
+                .all(|l| l["level"] == "INFO" && l["body_bytes"] == 7 && l.get("body_prefix").is_none()),
+            "no sensor data at info, even with samples on"
         );
         assert_eq!(dropped[0]["message_id"], "m-0");
         assert_eq!(dropped[0]["reason_label"], "invalid_uuid");
@@ -327,11 +341,29 @@ mod tests {
         let t0 = Instant::now();
         let lines = log_lines(tracing::Level::DEBUG, || {
             for i in 0..20 {
-                dropped_with(&limiter, t0, &format!("m-{i}"), &Rejection::NotUtf8, "x");
+                dropped_with(&limiter, t0, &format!("m-{i}"), &Rejection::NotUtf8, 1, None);
             }
         });
         assert_eq!(with_message(&lines, "dropped invalid submission").len(), 20);
         assert_eq!(with_message(&lines, "invalid submission dropped").len(), 5);
+    }
+
+    #[test]
+    fn the_body_sample_is_in_the_debug_line_only_when_asked_for() {
+        let limiter = Mutex::new(RateLimiter::new(LINES_PER_INTERVAL, INTERVAL));
+        let t0 = Instant::now();
+        let lines = log_lines(tracing::Level::DEBUG, || {
+            dropped_with(&limiter, t0, "m-0", &Rejection::NotUtf8, 40, None);
+            dropped_with(&limiter, t0, "m-1", &Rejection::NotUtf8, 40, Some("secret"));
+        });
+        let debug = with_message(&lines, "dropped invalid submission");
+        assert!(debug[0].get("body_prefix").is_none());
+        assert_eq!(debug[1]["body_prefix"], "secret");
+        assert!(
+            with_message(&lines, "invalid submission dropped")
+                .iter()
+                .all(|l| l.get("body_prefix").is_none())
+        );
     }
 
     #[test]
@@ -340,9 +372,9 @@ mod tests {
         let t0 = Instant::now();
         let lines = log_lines(tracing::Level::INFO, || {
             for i in 0..3 {
-                dropped_with(&limiter, t0, &format!("m-{i}"), &Rejection::NotUtf8, "x");
+                dropped_with(&limiter, t0, &format!("m-{i}"), &Rejection::NotUtf8, 1, None);
             }
-            dropped_with(&limiter, t0 + INTERVAL, "m-3", &Rejection::NotUtf8, "x");
+            dropped_with(&limiter, t0 + INTERVAL, "m-3", &Rejection::NotUtf8, 1, None);
         });
         let messages: Vec<_> = lines.iter().map(|l| l["message"].as_str().unwrap()).collect();
         assert_eq!(

@@ -103,7 +103,8 @@ pub async fn run(
     tracing::info!(queue_url, stream, "collector started");
 
     // Spawn the pipeline, and what runs beside it.
-    let mut stages = pipeline::spawn(&config.pipeline, stream, &queue_url, &shared);
+    let max_body_bytes = aws::queue_max_message_bytes(sqs, &queue_url).await;
+    let mut stages = pipeline::spawn(&config.pipeline, stream, &queue_url, max_body_bytes, &shared);
     spawn_beside_the_pipeline(&mut services, &config, &shared);
 
     // Run until shutdown or until a stage fails; then drain.

@@ -34,9 +34,8 @@ unsafe impl GlobalAlloc for Counting {
 static ALLOCATOR: Counting = Counting;
 
 /// At most this many heap bytes per body byte, records included: 40 MiB for a 1 MiB body. The
-/// records alone of the smallest events take about 11 per body byte (each record repeats the
-/// ids and times); the parsed document, freed before the records are sent, the rest.
-const MAX_HEAP_PER_BODY_BYTE: usize = 40;
+/// collector reserves this much of its byte cap before it decodes a body.
+const MAX_HEAP_PER_BODY_BYTE: usize = telemetry_format::submission::DECODE_HEAP_PER_BODY_BYTE;
 
 /// The heap that decoding `body` and building its records takes at its peak, beyond what was
 /// allocated before.

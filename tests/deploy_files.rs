@@ -102,6 +102,7 @@ fn the_exposition_names_counters_with_total_and_histograms_with_buckets() {
     let fresh = Metrics::new().encode();
     for series in [
         "collector_deletes_total{outcome=\"failed\"} 0",
+        "collector_deletes_total{outcome=\"expired\"} 0",
         "collector_submissions_refused_total{reason=\"record_too_large\"} 0",
         "collector_messages_abandoned_total 0",
     ] {

@@ -454,6 +454,8 @@ async fn logs_are_one_json_object_per_line_cannot_be_forged_and_hold_no_secrets(
         .env("AWS_ENDPOINT_URL", &proxy.endpoint)
         .env("AWS_SECRET_ACCESS_KEY", &secret)
         .env("RUST_LOG", "trace")
+        // Body samples on, so that the one place a body can reach the log is checked too.
+        .env("LOG_INVALID_BODY_SAMPLES", "true")
         .stdout(std::process::Stdio::piped())
         .kill_on_drop(true)
         .spawn()
@@ -586,9 +588,14 @@ async fn after_shutdown_is_signalled_no_new_receive_starts() {
     let (bodies, _) = small_submissions(21_000, 60);
     env.send(&bodies).await;
     let metrics = collector.metrics.clone();
-    wait_until("receivers waiting for the lane", Duration::from_secs(60), || async {
-        metric(&metrics, "collector_messages_received_total") >= 30
-    })
+    wait_until(
+        "every receiver waiting for the lane",
+        Duration::from_secs(60),
+        || async {
+            metric(&metrics, "collector_receive_calls_total") >= 4
+                && metric(&metrics, "collector_messages_received_total") >= 8
+        },
+    )
     .await;
     let receives_before = proxy.faults.receive_calls.load(std::sync::atomic::Ordering::SeqCst);
     collector.stop().await;

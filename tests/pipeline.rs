@@ -178,6 +178,36 @@ async fn failed_deletes_are_counted_and_their_messages_are_processed_again() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deletes_given_up_because_their_receipts_expired_are_counted() {
+    let env = TestEnv::new("delexpired").await;
+    let proxy = support::fault_proxy::FaultProxy::start(&env.endpoint, 8).await;
+    // Every delete call is refused whole, and the receipts are kept for three seconds only: the
+    // deleter retries until they expire, then gives up on each; each will be a duplicate.
+    proxy.faults.set_access_denied(Some("AmazonSQS.DeleteMessageBatch"));
+    let (bodies, expected): (Vec<String>, Vec<Expected>) =
+        (0..3).map(|n| submissions::valid(6_500 + n, 1, 1, true)).unzip();
+    env.send(&bodies).await;
+    let collector = env
+        .start_collector(
+            &proxy.endpoint,
+            &[
+                ("QUEUE_VISIBILITY_TIMEOUT_SEC", "3"),
+                ("QUEUE_VISIBILITY_MAX_TOTAL_SEC", "3"),
+                ("RETRY_MAX_BACKOFF_MS", "500"),
+            ],
+        )
+        .await;
+    wait_until("expired deletes counted", Duration::from_secs(60), || async {
+        metric(&collector.metrics, "collector_deletes_total{outcome=\"expired\"}") >= 3
+    })
+    .await;
+    proxy.faults.set_access_denied(None);
+    wait_for_queue_empty(&env, Duration::from_secs(60)).await;
+    collector.stop().await;
+    verify(&env.read_stream().await, &expected, false);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_collector_killed_with_sigkill_loses_nothing_and_duplicates_share_event_ids() {
     let env = TestEnv::new("sigkill").await;
     let (bodies, expected) = mixed_submissions(5_000, 150);

@@ -265,9 +265,11 @@ async fn a_stage_that_panics_or_ends_stops_the_process_with_a_failure_naming_it(
 async fn a_batch_waiting_behind_a_full_byte_cap_keeps_every_message_hidden() {
     let env = TestEnv::new("batch-waits").await;
     let proxy = FaultProxy::start(&env.endpoint, 34).await;
-    // Three submissions of ~400 KB of records each, then seven small ones: one receive batch.
-    // Two big ones fill most of the 1 MiB byte cap; the third waits for room, and the small ones
-    // wait behind it in the batch, for several visibility timeouts while Kinesis fails.
+    // Three submissions of ~400 KB of records each, then seven small ones: one receive batch
+    // (the body budget, as large as the byte cap, has room for ten of the queue's largest
+    // bodies). Each big one takes 40 bytes of the cap per body byte to be decoded, so they go
+    // through the cap one or two at a time, and the small ones wait behind them in the batch;
+    // then all of them wait for several visibility timeouts while Kinesis fails.
     let mut bodies = Vec::new();
     let mut expected = Vec::new();
     for n in 0..3 {
@@ -285,7 +287,7 @@ async fn a_batch_waiting_behind_a_full_byte_cap_keeps_every_message_hidden() {
             &proxy.endpoint,
             &[
                 ("QUEUE_RECEIVERS", "1"),
-                ("MAX_IN_FLIGHT_BYTES", "1048576"),
+                ("MAX_IN_FLIGHT_BYTES", "10485760"),
                 ("QUEUE_VISIBILITY_TIMEOUT_SEC", "3"),
                 ("RETRY_MAX_BACKOFF_MS", "200"),
             ],

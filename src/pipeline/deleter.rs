@@ -237,12 +237,20 @@ async fn delete_batch(
         // Worth retrying only while a receipt can still be valid: after that SQS has made the
         // message visible again, and whoever receives it next deletes it.
         let retry_at = Instant::now() + delay;
-        batch.retain(|entry| !entry.lease.ended(retry_at));
-        if batch.is_empty() {
+        let (expired, live): (Vec<Finished>, Vec<Finished>) =
+            batch.into_iter().partition(|entry| entry.lease.ended(retry_at));
+        batch = live;
+        if !expired.is_empty() {
+            // Each is a duplicate downstream, as a refused delete is: counted beside those.
+            metrics.deleted("expired", expired.len() as u64);
             tracing::warn!(
                 attempts = attempt,
-                "giving up on deleting messages whose receipts have expired; they will be delivered again"
+                messages = expired.len(),
+                first_message_id = expired[0].message_id(),
+                "giving up on deleting messages whose receipts have expired; they will be delivered again and their events published again with the same ids"
             );
+        }
+        if batch.is_empty() {
             return;
         }
         sleep(delay).await;
@@ -318,7 +326,7 @@ impl DeleterMetrics {
             deletes: add(
                 registry,
                 "deletes",
-                "Message deletions by outcome (ok, failed)",
+                "Message deletions by outcome: ok; failed (refused by SQS); expired (given up after retries because the receipt expired). Each failed or expired one is delivered again",
                 Counters::default(),
             ),
             deletes_retried: add(
@@ -334,7 +342,7 @@ impl DeleterMetrics {
                 Gauge::default(),
             ),
         };
-        start_at_zero(&section.deletes, "outcome", &["ok", "failed"]);
+        start_at_zero(&section.deletes, "outcome", &["ok", "failed", "expired"]);
         section
     }
 

@@ -16,7 +16,7 @@
 //! answered and then stops by itself.
 
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use prometheus_client::metrics::gauge::Gauge;
@@ -130,27 +130,36 @@ impl VisibilityLease {
 /// gone, and its record bytes of `MAX_IN_FLIGHT_BYTES` until its events are published.
 pub struct Capacity {
     _slot: OwnedSemaphorePermit,
-    bytes: Mutex<Option<OwnedSemaphorePermit>>,
-    record_bytes: usize,
+    /// Its share of the byte cap, and the bytes that share stands for.
+    bytes: Mutex<Option<(OwnedSemaphorePermit, usize)>>,
     metrics: InFlightMetrics,
 }
 
 impl Capacity {
-    fn hold_bytes(&self, permit: OwnedSemaphorePermit) {
+    fn hold_bytes(&self, permit: OwnedSemaphorePermit, record_bytes: usize) {
         if let Ok(mut slot) = self.bytes.lock() {
-            if slot.is_none() {
-                self.metrics.bytes_in_flight.inc_by(self.record_bytes as i64);
+            if let Some((_, before)) = slot.take() {
+                self.metrics.bytes_in_flight.dec_by(before as i64);
             }
-            *slot = Some(permit);
+            self.metrics.bytes_in_flight.inc_by(record_bytes as i64);
+            *slot = Some((permit, record_bytes));
         }
     }
 
     fn release_bytes(&self) {
         if let Ok(mut slot) = self.bytes.lock()
-            && slot.take().is_some()
+            && let Some((_, bytes)) = slot.take()
         {
-            self.metrics.bytes_in_flight.dec_by(self.record_bytes as i64);
+            self.metrics.bytes_in_flight.dec_by(bytes as i64);
         }
+    }
+
+    fn record_bytes(&self) -> usize {
+        self.bytes
+            .lock()
+            .ok()
+            .and_then(|slot| slot.as_ref().map(|(_, bytes)| *bytes))
+            .unwrap_or(0)
     }
 }
 
@@ -165,20 +174,18 @@ pub struct InFlightMessage {
     started: AtomicBool,
     given_up: AtomicU8,
     /// The raw body, kept only when dead-lettering is on, for a submission the stream refuses.
-    body: Option<String>,
+    body: OnceLock<String>,
 }
 
-/// What a new message is made of.
+/// What a new message is made of. A message is made as soon as it is received, before its body
+/// is decoded; [`InFlightMessage::publishing`] adds what decoding found.
 pub struct NewMessage {
     pub receipt: Receipt,
-    pub event_count: usize,
-    pub record_bytes: usize,
     /// When its visibility timeout started.
     pub received_at: Instant,
     pub visibility_timeout: Duration,
     pub delete_margin: Duration,
     pub permit: OwnedSemaphorePermit,
-    pub body: Option<String>,
 }
 
 impl InFlightMessage {
@@ -186,18 +193,34 @@ impl InFlightMessage {
         metrics.messages_in_flight.inc();
         Arc::new(InFlightMessage {
             receipt: new.receipt,
-            events: EventCounter(AtomicUsize::new(new.event_count)),
+            events: EventCounter(AtomicUsize::new(0)),
             lease: VisibilityLease::new(new.received_at, new.visibility_timeout, new.delete_margin),
             capacity: Capacity {
                 _slot: new.permit,
                 bytes: Mutex::new(None),
-                record_bytes: new.record_bytes,
                 metrics,
             },
             started: AtomicBool::new(false),
             given_up: AtomicU8::new(0),
-            body: new.body,
+            body: OnceLock::new(),
         })
+    }
+
+    /// Its submission is valid with `event_count` events about to be queued: they are counted
+    /// outstanding, and the message holds `bytes` of the byte cap, standing for `record_bytes`,
+    /// until they are published. `body` is kept for the dead-letter queue when that is on.
+    pub fn publishing(
+        &self,
+        event_count: usize,
+        bytes: OwnedSemaphorePermit,
+        record_bytes: usize,
+        body: Option<String>,
+    ) {
+        self.events.0.store(event_count, Ordering::Release);
+        self.capacity.hold_bytes(bytes, record_bytes);
+        if let Some(body) = body {
+            let _ = self.body.set(body);
+        }
     }
 
     pub fn message_id(&self) -> &str {
@@ -210,17 +233,12 @@ impl InFlightMessage {
 
     /// The bytes it holds of the byte cap: its records, and its body when kept.
     pub fn record_bytes(&self) -> usize {
-        self.capacity.record_bytes
+        self.capacity.record_bytes()
     }
 
     /// The raw body, when dead-lettering is on.
     pub fn body(&self) -> Option<&str> {
-        self.body.as_deref()
-    }
-
-    /// Holds the message's share of the in-flight byte cap until its events are published.
-    pub fn hold_bytes(&self, permit: OwnedSemaphorePermit) {
-        self.capacity.hold_bytes(permit);
+        self.body.get().map(String::as_str)
     }
 
     /// Confirms one event published; true for the last one, when the message is finished and
@@ -322,19 +340,23 @@ mod tests {
             message_id: "m1".into(),
             handle: "h1-secret".into(),
         };
-        InFlightMessage::new(
+        let entry = InFlightMessage::new(
             NewMessage {
                 receipt,
-                event_count: events,
-                record_bytes: 100,
                 received_at: Instant::now(),
                 visibility_timeout: Duration::from_secs(10),
                 delete_margin: Duration::from_secs(1),
                 permit,
-                body: None,
             },
             InFlightMetrics::register(&mut prometheus_client::registry::Registry::default()),
-        )
+        );
+        entry.publishing(
+            events,
+            Arc::new(Semaphore::new(0)).try_acquire_many_owned(0).unwrap(),
+            0,
+            None,
+        );
+        entry
     }
 
     #[test]
@@ -342,7 +364,12 @@ mod tests {
         let permits = Arc::new(Semaphore::new(1));
         let bytes = Arc::new(Semaphore::new(100));
         let e = entry(3, &permits);
-        e.hold_bytes(bytes.clone().try_acquire_many_owned(100).unwrap());
+        e.publishing(
+            e.outstanding(),
+            bytes.clone().try_acquire_many_owned(100).unwrap(),
+            100,
+            None,
+        );
         assert!(!e.confirm_one());
         assert!(!e.confirm_one());
         assert_eq!(e.outstanding(), 1);
@@ -361,7 +388,12 @@ mod tests {
         let permits = Arc::new(Semaphore::new(1));
         let bytes = Arc::new(Semaphore::new(100));
         let e = entry(2, &permits);
-        e.hold_bytes(bytes.clone().try_acquire_many_owned(100).unwrap());
+        e.publishing(
+            e.outstanding(),
+            bytes.clone().try_acquire_many_owned(100).unwrap(),
+            100,
+            None,
+        );
         assert_eq!(e.capacity.metrics.bytes_in_flight.get(), 100);
         assert_eq!(permits.available_permits(), 0);
         assert_eq!(bytes.available_permits(), 0);

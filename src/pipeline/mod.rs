@@ -76,7 +76,16 @@ pub struct Shared {
 /// order at shutdown: the sink lanes end when every receiver has stopped, the deleter when the
 /// receivers and the lanes have, and the visibility keeper when they all have and every message
 /// it watches is deleted or given up.
-pub fn spawn(settings: &Settings, stream_name: &str, queue_url: &str, shared: &Shared) -> Stages {
+///
+/// `max_body_bytes` is the largest body the queue accepts: each receive reserves that much of
+/// the body budget per message it asks for.
+pub fn spawn(
+    settings: &Settings,
+    stream_name: &str,
+    queue_url: &str,
+    max_body_bytes: usize,
+    shared: &Shared,
+) -> Stages {
     let mut stages = Stages::default();
     let queue = Queue {
         client: shared.clients.sqs.clone(),
@@ -110,6 +119,8 @@ pub fn spawn(settings: &Settings, stream_name: &str, queue_url: &str, shared: &S
         dead_letter,
         in_flight: Arc::new(Semaphore::new(settings.in_flight.messages)),
         in_flight_bytes: Arc::new(Semaphore::new(settings.in_flight.bytes)),
+        body_bytes: Arc::new(Semaphore::new(settings.in_flight.bytes)),
+        max_body_bytes: max_body_bytes.clamp(1, settings.in_flight.bytes),
         in_flight_metrics: shared.metrics.in_flight.clone(),
         events_in_flight: shared.metrics.sink.events_in_flight.clone(),
         max_in_flight_bytes: settings.in_flight.bytes,

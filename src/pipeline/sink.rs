@@ -767,19 +767,19 @@ mod tests {
             message_id: id.into(),
             handle: format!("handle-{id}"),
         };
-        InFlightMessage::new(
+        let entry = InFlightMessage::new(
             NewMessage {
                 receipt,
-                event_count: events,
-                record_bytes: 0,
                 received_at: Instant::now(),
                 visibility_timeout: Duration::from_secs(60),
                 delete_margin: Duration::from_secs(1),
                 permit,
-                body: None,
             },
             crate::pipeline::message::InFlightMetrics::register(&mut Registry::default()),
-        )
+        );
+        let bytes = Arc::new(Semaphore::new(0)).try_acquire_many_owned(0).unwrap();
+        entry.publishing(events, bytes, 0, None);
+        entry
     }
 
     fn record(message: &Arc<InFlightMessage>, index: usize) -> OutboundRecord {

@@ -32,8 +32,8 @@ use crate::aws::Clients;
 use crate::liveness::Activity;
 use crate::metrics::kit::{Counters, add, start_at_zero};
 use crate::retry::{RetryEpisode, RetryPolicy};
-use telemetry_format::event::{self, PartitionKey};
-use telemetry_format::submission::{self, Rejection, TimeBounds};
+use telemetry_format::event::{self, PartitionKey, RECORD_OVERHEAD_BYTES};
+use telemetry_format::submission::{self, DECODE_HEAP_PER_BODY_BYTE, Rejection, TimeBounds};
 
 /// How long a receive in flight at shutdown may still take to answer.
 const SHUTDOWN_RECEIVE_GRACE: Duration = Duration::from_secs(2);
@@ -68,6 +68,9 @@ pub struct SourceSettings {
     pub partition_key: PartitionKey,
     /// Largest record (`DATA_STREAM_MAX_RECORD_BYTES`).
     pub max_record_bytes: usize,
+    /// Whether a dropped submission's debug line shows the start of its body
+    /// (`LOG_INVALID_BODY_SAMPLES`).
+    pub log_body_samples: bool,
 }
 
 /// Where the source's output goes, and the limits it respects.
@@ -81,9 +84,15 @@ pub struct Outputs {
     pub give_back: mpsc::UnboundedSender<Receipt>,
     pub dead_letter: Option<DeadLetterQueue>,
     pub in_flight: Arc<Semaphore>,
+    /// The byte cap on what decoding and records take (`MAX_IN_FLIGHT_BYTES`).
     pub in_flight_bytes: Arc<Semaphore>,
     /// The byte cap; a message larger than it takes the whole of it.
     pub max_in_flight_bytes: usize,
+    /// The budget of raw bodies received and not yet decoded, as large as the byte cap.
+    pub body_bytes: Arc<Semaphore>,
+    /// The largest body the queue accepts (at most the byte cap): what a receive reserves of
+    /// the body budget per message it asks for, before it knows their sizes.
+    pub max_body_bytes: usize,
     /// What every message in flight counts itself in.
     pub in_flight_metrics: InFlightMetrics,
     /// What every event on its way to the stream counts itself in (the sink's gauge).
@@ -113,9 +122,9 @@ pub async fn run(receiver: Receiver) {
     let batch_size = receiver.settings.batch_size as u32;
     let (outputs, shutdown) = (&receiver.outputs, &receiver.shutdown);
     loop {
-        // Capacity first: never receive a message there is no room for.
-        // Biased towards shutdown: once it is signalled no new long poll may start, or its
-        // messages would only be given back.
+        // Capacity first: never receive a message there is no room for. Biased towards
+        // shutdown: once it is signalled no new long poll may start, or its messages would
+        // only be given back.
         let permits = tokio::select! {
             biased;
             _ = shutdown.cancelled() => return,
@@ -129,10 +138,13 @@ pub async fn run(receiver: Receiver) {
             _ = shutdown.cancelled() => return,
             _ = outputs.breaker.wait_may_receive() => {}
         }
+        let Some((asked, bodies_room)) = receiver.reserve_bodies().await else {
+            return;
+        };
         if shutdown.is_cancelled() {
             return;
         }
-        let Some((answer, timing)) = receiver.receive().await else {
+        let Some((answer, timing)) = receiver.receive(asked).await else {
             return;
         };
         let messages = match answer {
@@ -149,11 +161,18 @@ pub async fn run(receiver: Receiver) {
                 }
             }
         };
-        let Some(batch) = receiver.take_in(messages, permits, timing).await else {
+        let Some(batch) = receiver.take_in(messages, permits, bodies_room, timing).await else {
             return;
         };
-        for prepared in batch {
-            route(prepared, outputs, &receiver.metrics, &receiver.activity).await;
+        for received in batch {
+            route(
+                received,
+                &receiver.settings,
+                outputs,
+                &receiver.metrics,
+                &receiver.activity,
+            )
+            .await;
         }
     }
 }
@@ -173,8 +192,24 @@ pub struct Receiver {
 }
 
 impl Receiver {
-    /// One long poll, and when its answer arrived. `None` when shutdown came first.
-    async fn receive(&self) -> Option<(Result<Vec<Message>, String>, ReceiveTiming)> {
+    /// Reserves room in the body budget for the largest bodies the next receive can bring, and
+    /// says how many messages to ask for: as many as fit, at least one (which waits for room).
+    /// The bodies' real sizes replace the reservation when they arrive. `None` when stopping.
+    async fn reserve_bodies(&self) -> Option<(i32, OwnedSemaphorePermit)> {
+        let per_message = self.outputs.max_body_bytes;
+        let fits = self.outputs.body_bytes.available_permits() / per_message;
+        let asked = fits.clamp(1, self.settings.batch_size as usize);
+        let room = tokio::select! {
+            biased;
+            _ = self.shutdown.cancelled() => return None,
+            room = self.outputs.body_bytes.clone().acquire_many_owned((asked * per_message) as u32) => room.ok()?,
+        };
+        Some((asked as i32, room))
+    }
+
+    /// One long poll for up to `asked` messages, and when its answer arrived. `None` when
+    /// shutdown came first.
+    async fn receive(&self, asked: i32) -> Option<(Result<Vec<Message>, String>, ReceiveTiming)> {
         let settings = &self.settings;
         self.metrics.receive_calls.inc();
         self.activity.busy();
@@ -184,7 +219,7 @@ impl Receiver {
             .sqs
             .receive_message()
             .queue_url(&self.queue_url)
-            .max_number_of_messages(settings.batch_size)
+            .max_number_of_messages(asked)
             .wait_time_seconds(settings.wait_time.as_secs() as i32)
             .visibility_timeout(settings.visibility_timeout.as_secs() as i32)
             .customize()
@@ -222,119 +257,134 @@ impl Receiver {
         Some((answer, timing))
     }
 
-    /// Makes each message of a batch a message in flight, with one of the batch's permits, and
-    /// has the keeper watch them all before any is routed: every message of the batch stays
+    /// Makes each message of a batch a message in flight, with one of the batch's permits and
+    /// its body's share of the body budget (from the receive's reservation; the rest goes back),
+    /// and has the keeper watch them all before any is routed: every message of the batch stays
     /// hidden while the earlier ones wait for room. `None` when stopping.
     async fn take_in(
         &self,
         messages: Vec<Message>,
         mut permits: OwnedSemaphorePermit,
+        mut bodies_room: OwnedSemaphorePermit,
         timing: ReceiveTiming,
-    ) -> Option<Vec<Prepared>> {
+    ) -> Option<Vec<Received>> {
         let mut batch = Vec::with_capacity(messages.len());
         for message in messages {
+            self.metrics.messages_received.inc();
             let permit = match permits.split(1) {
                 Some(permit) => permit,
                 // SQS returned more than asked for; take a permit the ordinary way.
                 None => self.outputs.in_flight.clone().acquire_owned().await.ok()?,
             };
-            if let Some(prepared) = prepare(message, permit, timing, &self.settings, &self.outputs, &self.metrics) {
-                batch.push(prepared);
-            }
+            let message_id = message.message_id.unwrap_or_default();
+            let Some(handle) = message.receipt_handle else {
+                tracing::warn!(
+                    message_id,
+                    "message without a receipt handle; it cannot be deleted and is skipped"
+                );
+                continue;
+            };
+            let body = message.body.unwrap_or_default();
+            let share = body.len().clamp(1, self.outputs.max_in_flight_bytes) as u32;
+            let body_room = match bodies_room.split(share as usize) {
+                Some(room) => room,
+                // Larger than the queue said it allows: take the rest the ordinary way.
+                None => self.outputs.body_bytes.clone().acquire_many_owned(share).await.ok()?,
+            };
+            let entry = InFlightMessage::new(
+                NewMessage {
+                    receipt: Receipt { message_id, handle },
+                    received_at: timing.visibility_started(),
+                    visibility_timeout: self.settings.visibility_timeout,
+                    delete_margin: self.settings.delete_margin,
+                    permit,
+                },
+                self.outputs.in_flight_metrics.clone(),
+            );
+            batch.push(Received { entry, body, body_room });
         }
-        for prepared in &batch {
-            let _ = self.outputs.keeper.send(Arc::downgrade(&prepared.entry));
+        for received in &batch {
+            let _ = self.outputs.keeper.send(Arc::downgrade(&received.entry));
         }
         Some(batch)
     }
 }
 
-/// A received message, in flight, decoded and ready to route.
-struct Prepared {
+/// A received message, in flight, its body not decoded yet.
+struct Received {
     entry: Arc<InFlightMessage>,
     body: String,
-    route: Route,
+    /// The body's share of the body budget, held while the body is.
+    body_room: OwnedSemaphorePermit,
 }
 
-enum Route {
-    Invalid(Rejection),
-    /// A valid submission without events: nothing to publish.
-    Empty,
-    Publish {
-        key_id: uuid::Uuid,
-        partition_key: String,
-        records: Vec<Vec<u8>>,
-    },
+/// Bodies up to this size are decoded on the receiver's own task; larger ones (a 1 MiB body
+/// takes tens of milliseconds) on the blocking pool, so that they cannot hold up the runtime's
+/// workers, which the other stages need.
+const DECODE_INLINE_MAX_BYTES: usize = 64 * 1024;
+
+/// What decoding a body found: the submission's records, keyed, or why it is invalid.
+type Decoded = Result<(uuid::Uuid, String, Vec<Vec<u8>>), Rejection>;
+
+fn decode(body: &str, settings: &SourceSettings) -> Decoded {
+    let now = Utc::now();
+    let time_processed = event::format_time_processed(now);
+    submission::decode(body, &settings.time_bounds, now).and_then(|sub| {
+        event::to_records(&sub, &time_processed, settings.partition_key, settings.max_record_bytes)
+            .map(|(key, records)| (settings.partition_key.of(&sub), key, records))
+    })
 }
 
-fn prepare(
-    message: Message,
-    permit: OwnedSemaphorePermit,
-    timing: ReceiveTiming,
+/// Decodes `body`, off the runtime's workers when it is large; gives the body back.
+async fn decode_off_the_workers(body: String, settings: &SourceSettings) -> (String, Decoded) {
+    if body.len() <= DECODE_INLINE_MAX_BYTES {
+        let decoded = decode(&body, settings);
+        return (body, decoded);
+    }
+    let settings = settings.clone();
+    match tokio::task::spawn_blocking(move || {
+        let decoded = decode(&body, &settings);
+        (body, decoded)
+    })
+    .await
+    {
+        Ok(done) => done,
+        // A panic in decoding is a bug: it stops this receiver, and supervision the process.
+        Err(error) => std::panic::resume_unwind(error.into_panic()),
+    }
+}
+
+/// Decodes a message within the byte cap and sends it on: invalid or event-less submissions
+/// to the deleter (through the dead-letter queue when that is on), a valid one's records to
+/// the sink lane of its partition key.
+///
+/// The cap is taken before anything is decoded, for the most that decoding and building the
+/// records can take ([`DECODE_HEAP_PER_BODY_BYTE`] per body byte, at most the whole cap: a
+/// larger message goes through alone). Once the records exist, the message keeps what they
+/// take and gives back the rest, and holds that until its events are published.
+async fn route(
+    received: Received,
     settings: &SourceSettings,
     outputs: &Outputs,
     metrics: &SourceMetrics,
-) -> Option<Prepared> {
-    metrics.messages_received.inc();
-    let message_id = message.message_id.unwrap_or_default();
-    let Some(handle) = message.receipt_handle else {
-        tracing::warn!(
-            message_id,
-            "message without a receipt handle; it cannot be deleted and is skipped"
-        );
-        return None;
+    activity: &Activity,
+) {
+    let Received { entry, body, body_room } = received;
+    let cap = outputs.max_in_flight_bytes;
+    let reserved = body.len().saturating_mul(DECODE_HEAP_PER_BODY_BYTE).clamp(1, cap);
+    let Ok(mut bytes) = outputs
+        .in_flight_bytes
+        .clone()
+        .acquire_many_owned(reserved as u32)
+        .await
+    else {
+        return;
     };
-    let receipt = Receipt { message_id, handle };
-    let body = message.body.unwrap_or_default();
-    let now = Utc::now();
-    let time_processed = event::format_time_processed(now);
-    let decoded = submission::decode(&body, &settings.time_bounds, now).and_then(|sub| {
-        event::to_records(&sub, &time_processed, settings.partition_key, settings.max_record_bytes)
-            .map(|(key, records)| (settings.partition_key.of(&sub), key, records))
-    });
-    let route = match decoded {
-        Err(rejection) => Route::Invalid(rejection),
-        Ok((_, _, records)) if records.is_empty() => Route::Empty,
-        Ok((key_id, partition_key, records)) => Route::Publish {
-            key_id,
-            partition_key,
-            records,
-        },
-    };
-    let (event_count, mut record_bytes) = match &route {
-        Route::Publish {
-            partition_key, records, ..
-        } => (
-            records.len(),
-            records.iter().map(|r| r.len() + partition_key.len()).sum(),
-        ),
-        _ => (0, 0),
-    };
-    // Kept for dead-lettering should the stream refuse one of its records; it takes its share
-    // of the byte cap like the records.
-    let kept_body = (outputs.dead_letter.is_some() && event_count > 0).then(|| body.clone());
-    record_bytes += kept_body.as_ref().map_or(0, String::len);
-    let entry = InFlightMessage::new(
-        NewMessage {
-            receipt,
-            event_count,
-            record_bytes,
-            received_at: timing.visibility_started(),
-            visibility_timeout: settings.visibility_timeout,
-            delete_margin: settings.delete_margin,
-            permit,
-            body: kept_body,
-        },
-        outputs.in_flight_metrics.clone(),
-    );
-    Some(Prepared { entry, body, route })
-}
-
-async fn route(prepared: Prepared, outputs: &Outputs, metrics: &SourceMetrics, activity: &Activity) {
-    let Prepared { entry, body, route } = prepared;
-    let (key_id, partition_key, records) = match route {
-        Route::Invalid(rejection) => {
-            drop_invalid(entry.receipt(), &body, &rejection, metrics);
+    let (body, decoded) = decode_off_the_workers(body, settings).await;
+    let (key_id, partition_key, records) = match decoded {
+        Err(rejection) => {
+            drop(bytes);
+            drop_invalid(entry.receipt(), &body, &rejection, settings.log_body_samples, metrics);
             if let Some(dead_letter) = &outputs.dead_letter {
                 activity.busy();
                 let forwarded = dead_letter
@@ -351,26 +401,29 @@ async fn route(prepared: Prepared, outputs: &Outputs, metrics: &SourceMetrics, a
                     return;
                 }
             }
+            drop((body, body_room));
             outputs.deleter.send(entry).await;
             return;
         }
-        Route::Empty => {
+        Ok((_, _, records)) if records.is_empty() => {
+            drop((bytes, body, body_room));
             metrics.submissions_valid.inc();
             outputs.deleter.send(entry).await;
             return;
         }
-        Route::Publish {
-            key_id,
-            partition_key,
-            records,
-        } => (key_id, partition_key, records),
+        Ok(publish) => publish,
     };
     metrics.submissions_valid.inc();
-    let share = entry.record_bytes().clamp(1, outputs.max_in_flight_bytes) as u32;
-    match outputs.in_flight_bytes.clone().acquire_many_owned(share).await {
-        Ok(bytes) => entry.hold_bytes(bytes),
-        Err(_) => return,
+    // Kept for dead-lettering should the stream refuse one of its records; it then counts in
+    // the byte cap like the records, and leaves the body budget.
+    let kept_body = outputs.dead_letter.is_some().then_some(body);
+    drop(body_room);
+    let record_bytes = records_heap_bytes(&records, &partition_key) + kept_body.as_ref().map_or(0, String::len);
+    let held = record_bytes.clamp(1, cap);
+    if held < reserved {
+        drop(bytes.split(reserved - held));
     }
+    entry.publishing(records.len(), bytes, record_bytes, kept_body);
     let lane = &outputs.lanes[lane_for(&key_id, outputs.lanes.len())];
     for data in records {
         let record = OutboundRecord::new(data, partition_key.clone(), entry.clone(), &outputs.events_in_flight);
@@ -382,10 +435,20 @@ async fn route(prepared: Prepared, outputs: &Outputs, metrics: &SourceMetrics, a
     }
 }
 
-fn drop_invalid(receipt: &Receipt, body: &str, rejection: &Rejection, metrics: &SourceMetrics) {
-    let body_prefix: String = body.chars().take(BODY_PREFIX_CHARS).collect();
+/// What a message's records take on the heap until they are sent: data, partition key and
+/// each record's own bookkeeping.
+fn records_heap_bytes(records: &[Vec<u8>], partition_key: &str) -> usize {
+    records
+        .iter()
+        .map(|data| data.len() + partition_key.len() + RECORD_OVERHEAD_BYTES)
+        .sum()
+}
+
+fn drop_invalid(receipt: &Receipt, body: &str, rejection: &Rejection, samples: bool, metrics: &SourceMetrics) {
+    // Sensor data stays out of the logs unless an operator asks for it.
+    let body_sample: Option<String> = samples.then(|| body.chars().take(BODY_PREFIX_CHARS).collect());
     // The message id only: the receipt handle is never logged.
-    crate::drop_log::dropped(&receipt.message_id, rejection, &body_prefix);
+    crate::drop_log::dropped(&receipt.message_id, rejection, body.len(), body_sample.as_deref());
     metrics.invalid(rejection.label());
 }
 

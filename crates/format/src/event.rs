@@ -70,6 +70,11 @@ impl PartitionKey {
     }
 }
 
+/// Heap a record takes beyond its data and partition key while it waits to be sent: its
+/// `Vec` and the allocator's rounding. What callers count per record when they account for
+/// memory.
+pub const RECORD_OVERHEAD_BYTES: usize = 64;
+
 /// The Kinesis records of a submission: one JSON document per event, in order.
 ///
 /// A submission whose largest record (data + partition key) exceeds the stream's record limit
