@@ -27,6 +27,11 @@
 //! once, and the report says how many were received (each receive counts toward the message's
 //! `maxReceiveCount`).
 //!
+//! With a dead-letter queue (`DEAD_LETTER_QUEUE_URL`), it also reads that queue's
+//! `MaximumMessageSize` (GetQueueAttributes) and warns when it is below the source queue's: an
+//! invalid body is forwarded as it was received, so a body larger than the dead-letter queue
+//! takes can never be forwarded, and its message keeps coming back.
+//!
 //! One attempt per call, bounded by `AWS_CALL_TIMEOUT_SEC`.
 
 use std::fmt;
@@ -85,12 +90,12 @@ fn finding(verdict: Verdict, subject: &'static str, text: impl Into<String>) -> 
 pub async fn run(config: &Config, sdk_config: &aws_config::SdkConfig) -> Vec<Finding> {
     let clients = Clients::new(sdk_config, config.call_timeout);
     let mut findings = vec![finding(Verdict::Ok, "configuration", "every setting is valid")];
-    let (queue_findings, queue_url) = check_queue(&clients.sqs, config).await;
+    let (queue_findings, queue) = check_queue(&clients.sqs, config).await;
     findings.extend(queue_findings);
     let (stream_findings, stream_found) = check_stream(&clients.kinesis, config).await;
     findings.extend(stream_findings);
     // Probes only where the resource was found: a missing one has failed above already.
-    if let Some(url) = &queue_url {
+    if let Some(FoundQueue { url, .. }) = &queue {
         findings.push(probe_delete(&clients.sqs, url).await);
         findings.push(probe_change_visibility(&clients.sqs, url).await);
         findings.push(probe_receive(&clients.sqs, url).await);
@@ -100,15 +105,95 @@ pub async fn run(config: &Config, sdk_config: &aws_config::SdkConfig) -> Vec<Fin
     }
     if let Some(dlq) = &config.pipeline.dead_letter_queue_url {
         findings.push(probe_send(&clients.sqs, dlq).await);
+        if let Some(source_max) = queue.as_ref().and_then(|q| q.maximum_message_size) {
+            findings.push(check_dead_letter_size(&clients.sqs, dlq, source_max).await);
+        }
     }
     findings
 }
 
-/// The queue's findings, and its URL when it was found.
-async fn check_queue(sqs: &aws_sdk_sqs::Client, config: &Config) -> (Vec<Finding>, Option<String>) {
+/// The source queue, as `check` found it.
+struct FoundQueue {
+    url: String,
+    /// Its `MaximumMessageSize` attribute in bytes, when the endpoint answered one.
+    maximum_message_size: Option<u64>,
+}
+
+/// The queue's findings, and the queue when it was found.
+async fn check_queue(sqs: &aws_sdk_sqs::Client, config: &Config) -> (Vec<Finding>, Option<FoundQueue>) {
     match queue_attributes(sqs, config).await {
-        Ok((url, attributes)) => (queue_findings(&url, &attributes, config), Some(url)),
+        Ok((url, attributes)) => {
+            let findings = queue_findings(&url, &attributes, config);
+            let maximum_message_size = maximum_message_size(&attributes);
+            (
+                findings,
+                Some(FoundQueue {
+                    url,
+                    maximum_message_size,
+                }),
+            )
+        }
         Err(failed) => (vec![failed], None),
+    }
+}
+
+fn maximum_message_size(attributes: &std::collections::HashMap<QueueAttributeName, String>) -> Option<u64> {
+    attributes
+        .get(&QueueAttributeName::MaximumMessageSize)
+        .and_then(|v| v.trim().parse().ok())
+}
+
+const DEAD_LETTER_QUEUE: &str = "dead-letter queue";
+
+/// Reads the dead-letter queue's `MaximumMessageSize` and judges it against the source
+/// queue's `source_max`.
+async fn check_dead_letter_size(sqs: &aws_sdk_sqs::Client, dlq_url: &str, source_max: u64) -> Finding {
+    let answer = sqs
+        .get_queue_attributes()
+        .queue_url(dlq_url)
+        .attribute_names(QueueAttributeName::MaximumMessageSize)
+        .send()
+        .await;
+    match answer {
+        Ok(out) => match out.attributes.as_ref().and_then(maximum_message_size) {
+            Some(dlq_max) => dead_letter_size_finding(dlq_url, dlq_max, source_max),
+            None => finding(
+                Verdict::Warn,
+                DEAD_LETTER_QUEUE,
+                format!("GetQueueAttributes {dlq_url} answered without a MaximumMessageSize"),
+            ),
+        },
+        // A warning, not a failure: the collector itself never reads the dead-letter queue's
+        // attributes, so a role without the permission still works.
+        Err(e) => finding(
+            Verdict::Warn,
+            DEAD_LETTER_QUEUE,
+            format!(
+                "cannot compare its MaximumMessageSize with the queue's: GetQueueAttributes {dlq_url} failed (sqs:GetQueueAttributes on it?): {}",
+                aws_sdk_sqs::error::DisplayErrorContext(e)
+            ),
+        ),
+    }
+}
+
+/// Judges the dead-letter queue's `MaximumMessageSize` (`dlq_max`) against the source
+/// queue's: the collector forwards an invalid body as it was received, so the dead-letter
+/// queue must take every body the source queue does.
+pub fn dead_letter_size_finding(dlq_url: &str, dlq_max: u64, source_max: u64) -> Finding {
+    if dlq_max < source_max {
+        finding(
+            Verdict::Warn,
+            DEAD_LETTER_QUEUE,
+            format!(
+                "{dlq_url} takes messages up to {dlq_max} bytes (MaximumMessageSize), the queue up to {source_max}: an invalid body larger than {dlq_max} bytes cannot be forwarded, and its message comes back until the redrive policy or the retention period removes it; raise the dead-letter queue's MaximumMessageSize to {source_max} (docs/operations.md)"
+            ),
+        )
+    } else {
+        finding(
+            Verdict::Ok,
+            DEAD_LETTER_QUEUE,
+            format!("{dlq_url} takes messages up to {dlq_max} bytes, the queue up to {source_max}"),
+        )
     }
 }
 
@@ -554,6 +639,24 @@ mod tests {
         assert_eq!(enough.verdict, Verdict::Ok, "{enough}");
         assert_eq!(redrive_finding(None).verdict, Verdict::Warn);
         assert_eq!(redrive_finding(Some("{}")).verdict, Verdict::Fail);
+    }
+
+    #[test]
+    fn a_dead_letter_queue_smaller_than_the_source_queue_warns() {
+        let smaller = dead_letter_size_finding("dlq", 262_144, 1_048_576);
+        assert_eq!(smaller.verdict, Verdict::Warn);
+        assert!(
+            smaller
+                .to_string()
+                .starts_with("warn dead-letter queue: dlq takes messages up to 262144 bytes (MaximumMessageSize), the queue up to 1048576: "),
+            "{smaller}"
+        );
+        assert!(smaller.text.contains("MaximumMessageSize to 1048576"), "{smaller}");
+        assert_eq!(
+            dead_letter_size_finding("dlq", 1_048_576, 1_048_576).verdict,
+            Verdict::Ok
+        );
+        assert_eq!(dead_letter_size_finding("dlq", 1_048_576, 262_144).verdict, Verdict::Ok);
     }
 
     #[test]

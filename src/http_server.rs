@@ -11,10 +11,20 @@
 //! AWS clients need too: a connection must send its request headers within
 //! [`HEADER_READ_TIMEOUT`] (also between requests on a kept-alive connection), and at most
 //! [`MAX_CONNECTIONS`] are open at once.
+//!
+//! The cap must not lock out the orchestrator's probes, or a flood of slow clients would get a
+//! healthy replica killed. So a connection that arrives at the cap is not turned away: the
+//! oldest open connection that has not begun a request yet is closed to make room for it. A
+//! probe sends its whole request at once, and begins it long before the connections that
+//! arrive after it could make it the oldest; a half-sent request never begins. Connections that
+//! have begun a request (being answered, or kept alive after an answer) are not closed for
+//! room: the header-read timeout bounds how long those hold a slot while idle. Only when every
+//! open connection has begun a request is the new one closed at once.
 
+use std::collections::BTreeMap;
 use std::convert::Infallible;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -30,15 +40,18 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
 
 use crate::liveness::Liveness;
 use crate::metrics::kit::{add, encode};
 use crate::pipeline::breaker::Breaker;
 
 /// Most HTTP connections open at once. Probes and scrapers need a handful; 256 leaves room for
-/// many scrapers and costs at most 256 descriptors. A connection beyond it is accepted and
-/// closed at once rather than left in the listen backlog: that frees its descriptor and
-/// kernel memory immediately, and the client sees a closed connection instead of a hang.
+/// many scrapers and costs at most 256 descriptors. A connection beyond it is accepted rather
+/// than left in the listen backlog, and the oldest connection that has not begun a request is
+/// closed to make room for it (see the module's documentation); when there is none, the new
+/// one is closed at once, which frees its descriptor immediately and shows the client a closed
+/// connection instead of a hang.
 pub const MAX_CONNECTIONS: usize = 256;
 
 /// Longest a connection may take to send a request's headers, counted from when the server
@@ -85,14 +98,46 @@ impl Readiness {
     }
 }
 
+/// The open connections that have not begun a request yet, by arrival, each with the token
+/// that closes it: the candidates to make room at the cap, oldest first.
+#[derive(Default)]
+struct NotBegun {
+    connections: Mutex<BTreeMap<u64, CancellationToken>>,
+}
+
+impl NotBegun {
+    fn add(&self, arrival: u64) -> CancellationToken {
+        let close = CancellationToken::new();
+        self.lock().insert(arrival, close.clone());
+        close
+    }
+
+    /// The connection began a request, or ended: no longer one to close for room.
+    fn remove(&self, arrival: u64) {
+        self.lock().remove(&arrival);
+    }
+
+    /// Closes the oldest; false when there is none.
+    fn close_oldest(&self) -> bool {
+        let oldest = self.lock().pop_first();
+        oldest.map(|(_, close)| close.cancel()).is_some()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, CancellationToken>> {
+        // Nothing panics while holding it, and the map is valid after any single operation.
+        self.connections.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
 /// Serves the endpoints until the task is dropped.
 pub async fn serve(listener: TcpListener, readiness: Arc<Readiness>, metrics: HttpMetrics, exposition: Arc<Registry>) {
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let not_begun = Arc::new(NotBegun::default());
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT);
-    loop {
+    for arrival in 0u64.. {
         let stream = match listener.accept().await {
             Ok((stream, _)) => stream,
             Err(e) => {
@@ -102,23 +147,49 @@ pub async fn serve(listener: TcpListener, readiness: Arc<Readiness>, metrics: Ht
                 continue;
             }
         };
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
-            metrics.http_connections_refused.inc();
-            drop(stream);
-            continue;
+        let slot = match slots.clone().try_acquire_owned() {
+            Ok(slot) => slot,
+            Err(_) if not_begun.close_oldest() => {
+                metrics.http_connections_evicted.inc();
+                // The closed connection's task ends as soon as it runs and gives its slot
+                // back: waiting for it keeps the cap exact.
+                match slots.clone().acquire_owned().await {
+                    Ok(slot) => slot,
+                    // The semaphore is never closed.
+                    Err(_) => return,
+                }
+            }
+            Err(_) => {
+                metrics.http_connections_refused.inc();
+                drop(stream);
+                continue;
+            }
         };
-        let (readiness, metrics, exposition, builder) =
-            (readiness.clone(), metrics.clone(), exposition.clone(), builder.clone());
+        let close = not_begun.add(arrival);
+        let (readiness, metrics, exposition, builder, not_begun) = (
+            readiness.clone(),
+            metrics.clone(),
+            exposition.clone(),
+            builder.clone(),
+            not_begun.clone(),
+        );
         tokio::spawn(async move {
             metrics.http_connections_open.inc();
             let service = service_fn({
-                let (metrics, exposition) = (metrics.clone(), exposition.clone());
+                let (metrics, exposition, not_begun) = (metrics.clone(), exposition.clone(), not_begun.clone());
                 move |request| {
+                    // Its headers are in: a client that is being answered, not one to close
+                    // for room.
+                    not_begun.remove(arrival);
                     let response = respond(&request, &readiness, &metrics, &exposition);
                     async move { Ok::<_, Infallible>(response) }
                 }
             });
-            let _ = builder.serve_connection(TokioIo::new(stream), service).await;
+            tokio::select! {
+                _ = builder.serve_connection(TokioIo::new(stream), service) => {}
+                () = close.cancelled() => {}
+            }
+            not_begun.remove(arrival);
             metrics.http_connections_open.dec();
             drop(slot);
         });
@@ -174,6 +245,7 @@ pub struct HttpMetrics {
     pub ready: Gauge,
     pub http_connections_open: Gauge,
     pub http_connections_refused: Counter,
+    pub http_connections_evicted: Counter,
 }
 
 impl HttpMetrics {
@@ -195,7 +267,13 @@ impl HttpMetrics {
             http_connections_refused: add(
                 registry,
                 "http_connections_refused",
-                "HTTP connections closed at once because the cap of open connections was reached",
+                "HTTP connections closed at once because the cap of open connections was reached and every open one had begun a request",
+                Counter::default(),
+            ),
+            http_connections_evicted: add(
+                registry,
+                "http_connections_evicted",
+                "HTTP connections that had not begun a request, closed at the cap of open connections to make room for a new one (the oldest first)",
                 Counter::default(),
             ),
         }

@@ -82,18 +82,24 @@ pub fn rates(
 pub struct StreamUtilisation {
     /// The busiest shard's.
     pub hottest: f64,
-    /// Over the open shards: shards that took nothing count as 0.
+    /// What was written, over the capacity of the open shards: open shards that took nothing
+    /// count as 0, closed shards add what they took and no capacity.
     pub mean: f64,
 }
 
+/// `per_shard` holds every shard the tally still has, closed ones included; `open_shards` is
+/// the stream's count.
 pub fn stream_utilisation(per_shard: &[f64], open_shards: u32) -> StreamUtilisation {
     let hottest = per_shard.iter().copied().fold(0.0, f64::max);
-    // A shard closed by a resize can still show records of the interval: never divide by less
-    // than the shards that took records.
-    let shards = (open_shards as usize).max(per_shard.len()).max(1);
+    // Divide by the open shards only. A parent closed by a split stays in the tally (at 0) for
+    // FORGET_IDLE_SHARD_AFTER intervals, and a parent that took records before it closed
+    // carried load the open shards now carry: counting either as capacity under-reads the
+    // mean (by a third after a 1-to-2 split), and `Policy::target` needs open shards × mean
+    // to be the load written.
+    let shards = open_shards.max(1);
     StreamUtilisation {
         hottest,
-        mean: per_shard.iter().sum::<f64>() / shards as f64,
+        mean: per_shard.iter().sum::<f64>() / f64::from(shards),
     }
 }
 
@@ -716,8 +722,6 @@ mod tests {
         let u = stream_utilisation(&[0.9, 0.3], 4);
         assert_eq!(u.hottest, 0.9);
         assert!((u.mean - 0.3).abs() < 1e-9);
-        // More shards seen than open (a closed parent still took records this interval).
-        assert!((stream_utilisation(&[0.5, 0.5, 0.5], 2).mean - 0.5).abs() < 1e-9);
         assert_eq!(
             stream_utilisation(&[], 2),
             StreamUtilisation {
@@ -725,6 +729,20 @@ mod tests {
                 mean: 0.0
             }
         );
+    }
+
+    #[test]
+    fn the_mean_divides_by_the_open_shards_only_after_a_split() {
+        // 1 shard split into 2: the closed parent stays in the tally at 0 for
+        // FORGET_IDLE_SHARD_AFTER intervals, and adds no capacity.
+        let after_split = stream_utilisation(&[0.0, 0.6, 0.6], 2);
+        assert!((after_split.mean - 0.6).abs() < 1e-9, "{after_split:?}");
+        // The interval of the split: the parent took records before it closed; what it took
+        // is load that the two open shards now carry.
+        let during_split = stream_utilisation(&[0.5, 0.5, 0.5], 2);
+        assert!((during_split.mean - 0.75).abs() < 1e-9, "{during_split:?}");
+        // Open shards × mean is the load written, which `Policy::target` sizes from.
+        assert!((2.0 * during_split.mean - 1.5).abs() < 1e-9);
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! `telemetry-collector check` against the emulator: a good setup passes, reports the queue and
 //! the stream, and probes the permissions of the calls that change state without changing
 //! anything; a low redrive `maxReceiveCount`, a missing stream, a missing queue and each refused
-//! permission fail, named.
+//! permission fail, named; a dead-letter queue that takes smaller messages than the queue warns.
 
 // Needs the emulator that script/test starts: built with the `emulator-tests` feature.
 #![cfg(feature = "emulator-tests")]
@@ -33,14 +33,19 @@ async fn check(env: &TestEnv, overrides: &[(&str, &str)]) -> (Option<i32>, Strin
 
 /// A queue of this test's own, for a dead-letter queue.
 async fn create_queue(env: &TestEnv, label: &str) -> String {
-    env.sqs
+    create_queue_with(env, label, &[]).await
+}
+
+/// A queue of this test's own with `attributes`.
+async fn create_queue_with(env: &TestEnv, label: &str, attributes: &[(QueueAttributeName, &str)]) -> String {
+    let mut request = env
+        .sqs
         .create_queue()
-        .queue_name(format!("{label}-{}", uuid::Uuid::new_v4().simple()))
-        .send()
-        .await
-        .expect("CreateQueue")
-        .queue_url
-        .expect("queue URL")
+        .queue_name(format!("{label}-{}", uuid::Uuid::new_v4().simple()));
+    for (name, value) in attributes {
+        request = request.attributes(name.clone(), *value);
+    }
+    request.send().await.expect("CreateQueue").queue_url.expect("queue URL")
 }
 
 /// The report line of the probe of `action`.
@@ -113,6 +118,12 @@ async fn check_passes_on_a_good_setup_and_reports_queue_stream_and_permissions()
         );
     }
     assert!(probe_line(&stdout, "sqs:SendMessage").contains(&dead_letter));
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with(&format!("ok   dead-letter queue: {dead_letter} takes messages up to "))),
+        "the same default size as the queue: {stdout}"
+    );
     assert!(
         probe_line(&stdout, "sqs:ReceiveMessage").contains("not refused on "),
         "the emulator refuses the count: {stdout}"
@@ -221,4 +232,26 @@ async fn check_fails_when_the_queue_does_not_exist() {
             .any(|l| l.starts_with("FAIL queue: GetQueueUrl no-such-queue-for-check failed")),
         "{stdout}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_warns_when_the_dead_letter_queue_takes_smaller_messages_than_the_queue() {
+    let env = TestEnv::new("check-dlq-size").await;
+    set_redrive(&env, 10).await;
+    // SQS's smallest MaximumMessageSize, below any queue's default.
+    let dead_letter = create_queue_with(&env, "small", &[(QueueAttributeName::MaximumMessageSize, "1024")]).await;
+    let (code, stdout, stderr) = check(&env, &[("DEAD_LETTER_QUEUE_URL", &dead_letter)]).await;
+    let warning = format!(
+        "warn dead-letter queue: {dead_letter} takes messages up to 1024 bytes (MaximumMessageSize), the queue up to "
+    );
+    let warnings: Vec<&str> = stdout.lines().filter(|l| l.starts_with(&warning)).collect();
+    assert_eq!(warnings.len(), 1, "{stdout}");
+    assert!(
+        warnings[0].contains("an invalid body larger than 1024 bytes cannot be forwarded"),
+        "{}",
+        warnings[0]
+    );
+    // A warning: everything else works, so the check passes.
+    assert_eq!(code, Some(0), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert_eq!(stdout.lines().last(), Some("check: ok"));
 }

@@ -331,12 +331,19 @@ fn the_iam_policies_grant_exactly_the_actions_the_code_calls() {
         on("sqs:SendMessage"),
         BTreeSet::from(["arn:aws:sqs:eu-west-1:111122223333:submissions-dlq"])
     );
+    // `check` compares the two queues' MaximumMessageSize.
+    assert_eq!(
+        on("sqs:GetQueueAttributes"),
+        BTreeSet::from([
+            "arn:aws:sqs:eu-west-1:111122223333:submissions",
+            "arn:aws:sqs:eu-west-1:111122223333:submissions-dlq"
+        ])
+    );
     for action in [
         "sqs:ReceiveMessage",
         "sqs:DeleteMessage",
         "sqs:ChangeMessageVisibility",
         "sqs:GetQueueUrl",
-        "sqs:GetQueueAttributes",
     ] {
         assert_eq!(
             on(action),
