@@ -130,27 +130,62 @@ impl VisibilityLease {
 /// gone, and its record bytes of `MAX_IN_FLIGHT_BYTES` until its events are published.
 pub struct Capacity {
     _slot: OwnedSemaphorePermit,
-    /// Its share of the byte cap, and the bytes that share stands for.
-    bytes: Mutex<Option<(OwnedSemaphorePermit, usize)>>,
+    /// Its share of the byte cap, while its events are being published.
+    bytes: Mutex<Option<HeldBytes>>,
     metrics: InFlightMetrics,
+}
+
+/// A message's share of the byte cap and the bytes it stands for. A message larger than the
+/// whole cap holds all of it, for more bytes than that.
+struct HeldBytes {
+    permit: OwnedSemaphorePermit,
+    /// The permits it started with.
+    initial: usize,
+    /// What its records took when they were built, and what of that is not published yet.
+    total: usize,
+    remaining: usize,
 }
 
 impl Capacity {
     fn hold_bytes(&self, permit: OwnedSemaphorePermit, record_bytes: usize) {
         if let Ok(mut slot) = self.bytes.lock() {
-            if let Some((_, before)) = slot.take() {
-                self.metrics.bytes_in_flight.dec_by(before as i64);
+            if let Some(before) = slot.take() {
+                self.metrics.bytes_in_flight.dec_by(before.remaining as i64);
             }
             self.metrics.bytes_in_flight.inc_by(record_bytes as i64);
-            *slot = Some((permit, record_bytes));
+            *slot = Some(HeldBytes {
+                initial: permit.num_permits(),
+                permit,
+                total: record_bytes,
+                remaining: record_bytes,
+            });
+        }
+    }
+
+    /// One of its records is published and has left memory: gives back its part of the share
+    /// at once, so that a large message makes room for others as it goes, not only at its end.
+    fn release_part(&self, part: usize) {
+        if let Ok(mut slot) = self.bytes.lock()
+            && let Some(held) = slot.as_mut()
+        {
+            let part = part.min(held.remaining);
+            held.remaining -= part;
+            self.metrics.bytes_in_flight.dec_by(part as i64);
+            // In proportion: what is left of the share stands for what is left of the records.
+            let keep = (held.initial as u128 * held.remaining as u128 / held.total.max(1) as u128) as usize;
+            if let Some(extra) = held.permit.num_permits().checked_sub(keep.max(1))
+                && extra > 0
+            {
+                drop(held.permit.split(extra));
+            }
         }
     }
 
     fn release_bytes(&self) {
         if let Ok(mut slot) = self.bytes.lock()
-            && let Some((_, bytes)) = slot.take()
+            && let Some(held) = slot.take()
         {
-            self.metrics.bytes_in_flight.dec_by(bytes as i64);
+            self.metrics.bytes_in_flight.dec_by(held.remaining as i64);
         }
     }
 
@@ -158,7 +193,7 @@ impl Capacity {
         self.bytes
             .lock()
             .ok()
-            .and_then(|slot| slot.as_ref().map(|(_, bytes)| *bytes))
+            .and_then(|slot| slot.as_ref().map(|held| held.total))
             .unwrap_or(0)
     }
 }
@@ -244,11 +279,15 @@ impl InFlightMessage {
     /// Confirms one event published; true for the last one, when the message is finished and
     /// goes to the deleter. Its records have left memory then, so its bytes are released.
     #[must_use = "a finished message must go to the deleter"]
-    pub fn confirm_one(&self) -> bool {
+    ///
+    /// `record_bytes` is what the published record took (as counted when the records were
+    /// built): its part of the message's share of the byte cap goes back at once.
+    pub fn confirm_one(&self, record_bytes: usize) -> bool {
         self.capacity
             .metrics
             .event_latency
             .observe(self.lease.started.elapsed().as_secs_f64());
+        self.capacity.release_part(record_bytes);
         let last = self.events.confirm_one();
         if last {
             self.capacity.release_bytes();
@@ -370,17 +409,35 @@ mod tests {
             100,
             None,
         );
-        assert!(!e.confirm_one());
-        assert!(!e.confirm_one());
+        assert!(!e.confirm_one(25));
+        assert!(!e.confirm_one(25));
         assert_eq!(e.outstanding(), 1);
-        assert_eq!(bytes.available_permits(), 0);
-        assert!(e.confirm_one());
+        // Each published record gives back its part at once.
+        assert_eq!(bytes.available_permits(), 50);
+        assert_eq!(e.capacity.metrics.bytes_in_flight.get(), 50);
+        assert!(e.confirm_one(50));
         // Its records are gone, but the message counts against the cap until it is deleted.
         assert_eq!(bytes.available_permits(), 100);
         assert_eq!(e.capacity.metrics.bytes_in_flight.get(), 0);
         assert_eq!(permits.available_permits(), 0);
         drop(e);
         assert_eq!(permits.available_permits(), 1);
+    }
+
+    #[test]
+    fn a_message_larger_than_the_cap_gives_the_cap_back_in_proportion_as_it_is_published() {
+        let bytes = Arc::new(Semaphore::new(100));
+        let e = entry(4, &Arc::new(Semaphore::new(1)));
+        // 400 bytes of records on a 100-byte cap: it holds all of it.
+        e.publishing(4, bytes.clone().try_acquire_many_owned(100).unwrap(), 400, None);
+        assert!(!e.confirm_one(100));
+        assert_eq!(bytes.available_permits(), 25);
+        assert!(!e.confirm_one(100));
+        assert!(!e.confirm_one(100));
+        assert_eq!(bytes.available_permits(), 75);
+        assert!(e.confirm_one(100));
+        assert_eq!(bytes.available_permits(), 100);
+        assert_eq!(e.capacity.metrics.bytes_in_flight.get(), 0);
     }
 
     #[test]
@@ -397,7 +454,7 @@ mod tests {
         assert_eq!(e.capacity.metrics.bytes_in_flight.get(), 100);
         assert_eq!(permits.available_permits(), 0);
         assert_eq!(bytes.available_permits(), 0);
-        assert!(!e.confirm_one());
+        assert!(!e.confirm_one(10));
         let metrics = e.capacity.metrics.clone();
         drop(e);
         assert_eq!(permits.available_permits(), 1);

@@ -49,6 +49,7 @@ use super::shard_tally::ShardTally;
 use crate::liveness::Activity;
 use crate::metrics::kit::{Counters, add, seconds_histogram, start_at_zero};
 use crate::retry::{RetryEpisode, RetryPolicy};
+use telemetry_format::event::RECORD_OVERHEAD_BYTES;
 
 /// One event on its way to the stream.
 ///
@@ -409,7 +410,7 @@ impl Lane {
             self.refusals_in_a_row = 0;
         }
         for record in settled.confirmed {
-            if record.message.confirm_one() {
+            if record.message.confirm_one(record.size() + RECORD_OVERHEAD_BYTES) {
                 self.context.deleter.push(record.message.clone());
             }
             metrics.events_published.inc();
