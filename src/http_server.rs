@@ -13,18 +13,23 @@
 //! [`MAX_CONNECTIONS`] are open at once.
 //!
 //! The cap must not lock out the orchestrator's probes, or a flood of slow clients would get a
-//! healthy replica killed. So a connection that arrives at the cap is not turned away: the
-//! oldest open connection that has not begun a request yet is closed to make room for it. A
-//! probe sends its whole request at once, and begins it long before the connections that
-//! arrive after it could make it the oldest; a half-sent request never begins. Connections that
-//! have begun a request (being answered, or kept alive after an answer) are not closed for
-//! room: the header-read timeout bounds how long those hold a slot while idle. Only when every
-//! open connection has begun a request is the new one closed at once.
+//! healthy replica killed. So a connection that arrives at the cap is not turned away: an open
+//! connection that has not begun a request yet is closed to make room for it. First the oldest
+//! that has sent part of a request and stopped (a probe sends its whole request at once, so it
+//! begins the moment its bytes are read); failing that, the oldest silent one that has had
+//! [`SILENT_GRACE`] to send anything (a probe just accepted, not yet read, is silent too, and
+//! must not be closed before its first read). Connections that have begun a request (being
+//! answered, or kept alive after an answer) are not closed for room: the header-read timeout
+//! bounds how long those hold a slot while idle. While every candidate is silent and within its
+//! grace, the new connection waits for one (at most the grace); only when every open connection
+//! has begun a request is the new one closed at once.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -38,8 +43,10 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
-use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::liveness::Liveness;
@@ -48,8 +55,9 @@ use crate::pipeline::breaker::Breaker;
 
 /// Most HTTP connections open at once. Probes and scrapers need a handful; 256 leaves room for
 /// many scrapers and costs at most 256 descriptors. A connection beyond it is accepted rather
-/// than left in the listen backlog, and the oldest connection that has not begun a request is
-/// closed to make room for it (see the module's documentation); when there is none, the new
+/// than left in the listen backlog, and a connection that has not begun a request (half-sent
+/// first, then silent past [`SILENT_GRACE`], oldest first) is closed to make room for it (see
+/// the module's documentation); when there is none, the new
 /// one is closed at once, which frees its descriptor immediately and shows the client a closed
 /// connection instead of a hang.
 pub const MAX_CONNECTIONS: usize = 256;
@@ -59,6 +67,11 @@ pub const MAX_CONNECTIONS: usize = 256;
 /// scrapers send theirs in one packet; a kept-alive scraper connection idle for longer is closed
 /// and the scraper opens a new one.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long a silent connection (nothing read from it yet) is safe from being closed for room:
+/// long enough for a just-accepted probe's request to be read, short against the header-read
+/// timeout.
+pub const SILENT_GRACE: Duration = Duration::from_millis(200);
 
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
@@ -98,18 +111,32 @@ impl Readiness {
     }
 }
 
-/// The open connections that have not begun a request yet, by arrival, each with the token
-/// that closes it: the candidates to make room at the cap, oldest first.
+/// One open connection that has not begun a request yet.
+struct Waiting {
+    close: CancellationToken,
+    /// Set once any byte of it was read.
+    sent: Arc<AtomicBool>,
+    accepted: Instant,
+}
+
+/// The open connections that have not begun a request yet, by arrival: the candidates to make
+/// room at the cap.
 #[derive(Default)]
 struct NotBegun {
-    connections: Mutex<BTreeMap<u64, CancellationToken>>,
+    connections: Mutex<BTreeMap<u64, Waiting>>,
 }
 
 impl NotBegun {
-    fn add(&self, arrival: u64) -> CancellationToken {
-        let close = CancellationToken::new();
-        self.lock().insert(arrival, close.clone());
-        close
+    /// Returns the token that closes it and the flag its reads set.
+    fn add(&self, arrival: u64) -> (CancellationToken, Arc<AtomicBool>) {
+        let waiting = Waiting {
+            close: CancellationToken::new(),
+            sent: Arc::new(AtomicBool::new(false)),
+            accepted: Instant::now(),
+        };
+        let handles = (waiting.close.clone(), waiting.sent.clone());
+        self.lock().insert(arrival, waiting);
+        handles
     }
 
     /// The connection began a request, or ended: no longer one to close for room.
@@ -117,15 +144,65 @@ impl NotBegun {
         self.lock().remove(&arrival);
     }
 
-    /// Closes the oldest; false when there is none.
-    fn close_oldest(&self) -> bool {
-        let oldest = self.lock().pop_first();
-        oldest.map(|(_, close)| close.cancel()).is_some()
+    /// Closes the oldest half-sent connection, else the oldest silent one past its grace;
+    /// false when there is none.
+    fn close_one(&self) -> bool {
+        let mut connections = self.lock();
+        let half_sent = connections
+            .iter()
+            .find(|(_, w)| w.sent.load(Ordering::Acquire))
+            .map(|(arrival, _)| *arrival);
+        let chosen = half_sent.or_else(|| {
+            connections
+                .iter()
+                .find(|(_, w)| w.accepted.elapsed() >= SILENT_GRACE)
+                .map(|(arrival, _)| *arrival)
+        });
+        chosen
+            .and_then(|arrival| connections.remove(&arrival))
+            .map(|waiting| waiting.close.cancel())
+            .is_some()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, CancellationToken>> {
+    fn is_empty(&self) -> bool {
+        self.lock().is_empty()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, Waiting>> {
         // Nothing panics while holding it, and the map is valid after any single operation.
         self.connections.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// A connection that notes when its first byte is read, so that a half-sent request can be
+/// told from a connection not read yet.
+struct NotingFirstByte {
+    stream: TcpStream,
+    sent: Arc<AtomicBool>,
+}
+
+impl AsyncRead for NotingFirstByte {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.stream).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.sent.store(true, Ordering::Release);
+        }
+        polled
+    }
+}
+
+impl AsyncWrite for NotingFirstByte {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
     }
 }
 
@@ -147,25 +224,12 @@ pub async fn serve(listener: TcpListener, readiness: Arc<Readiness>, metrics: Ht
                 continue;
             }
         };
-        let slot = match slots.clone().try_acquire_owned() {
-            Ok(slot) => slot,
-            Err(_) if not_begun.close_oldest() => {
-                metrics.http_connections_evicted.inc();
-                // The closed connection's task ends as soon as it runs and gives its slot
-                // back: waiting for it keeps the cap exact.
-                match slots.clone().acquire_owned().await {
-                    Ok(slot) => slot,
-                    // The semaphore is never closed.
-                    Err(_) => return,
-                }
-            }
-            Err(_) => {
-                metrics.http_connections_refused.inc();
-                drop(stream);
-                continue;
-            }
+        let Some(slot) = make_room(&slots, &not_begun, &metrics).await else {
+            metrics.http_connections_refused.inc();
+            drop(stream);
+            continue;
         };
-        let close = not_begun.add(arrival);
+        let (close, sent) = not_begun.add(arrival);
         let (readiness, metrics, exposition, builder, not_begun) = (
             readiness.clone(),
             metrics.clone(),
@@ -186,13 +250,44 @@ pub async fn serve(listener: TcpListener, readiness: Arc<Readiness>, metrics: Ht
                 }
             });
             tokio::select! {
-                _ = builder.serve_connection(TokioIo::new(stream), service) => {}
+                _ = builder.serve_connection(TokioIo::new(NotingFirstByte { stream, sent }), service) => {}
                 () = close.cancelled() => {}
             }
             not_begun.remove(arrival);
             metrics.http_connections_open.dec();
             drop(slot);
         });
+    }
+}
+
+/// A slot for a new connection: a free one, or one made by closing a connection that has not
+/// begun a request. While every such connection is silent and within its grace (just accepted,
+/// its task not yet run), waits for one to be read or to pass its grace rather than turning the
+/// new connection away. `None` only when every open connection has begun a request.
+async fn make_room(
+    slots: &Arc<Semaphore>,
+    not_begun: &NotBegun,
+    metrics: &HttpMetrics,
+) -> Option<OwnedSemaphorePermit> {
+    /// How often the candidates are looked at again while all are silent and within grace.
+    const LOOK_AGAIN: Duration = Duration::from_millis(5);
+    loop {
+        if let Ok(slot) = slots.clone().try_acquire_owned() {
+            return Some(slot);
+        }
+        if not_begun.close_one() {
+            metrics.http_connections_evicted.inc();
+            // The closed connection's task ends as soon as it runs and gives its slot back:
+            // waiting for it keeps the cap exact. The semaphore is never closed.
+            return slots.clone().acquire_owned().await.ok();
+        }
+        if not_begun.is_empty() {
+            return None;
+        }
+        tokio::select! {
+            slot = slots.clone().acquire_owned() => return slot.ok(),
+            () = tokio::time::sleep(LOOK_AGAIN) => {}
+        }
     }
 }
 
@@ -273,9 +368,35 @@ impl HttpMetrics {
             http_connections_evicted: add(
                 registry,
                 "http_connections_evicted",
-                "HTTP connections that had not begun a request, closed at the cap of open connections to make room for a new one (the oldest first)",
+                "HTTP connections that had not begun a request, closed at the cap of open connections to make room for a new one (half-sent first, then silent for 200 ms, oldest first)",
                 Counter::default(),
             ),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn room_is_made_by_a_half_sent_connection_first_and_never_by_one_not_read_yet() {
+        let not_begun = NotBegun::default();
+        let (silent_old, _) = not_begun.add(0);
+        let (half_sent, sent) = not_begun.add(1);
+        let (just_accepted, _) = not_begun.add(2);
+        sent.store(true, Ordering::Release);
+        // The half-sent one goes first, though younger than the silent one.
+        assert!(not_begun.close_one());
+        assert!(half_sent.is_cancelled() && !silent_old.is_cancelled());
+        // Silent connections within their grace are safe: nothing can make room.
+        assert!(!not_begun.close_one());
+        tokio::time::advance(SILENT_GRACE).await;
+        // Past it, the oldest silent one goes, then the next.
+        assert!(not_begun.close_one());
+        assert!(silent_old.is_cancelled() && !just_accepted.is_cancelled());
+        assert!(not_begun.close_one());
+        assert!(just_accepted.is_cancelled());
+        assert!(!not_begun.close_one());
     }
 }
