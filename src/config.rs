@@ -196,8 +196,8 @@ pub const AWS_CALL_TIMEOUT_SEC: Setting = setting(
 pub const STALL_TIMEOUT_SEC: Setting = setting(
     "STALL_TIMEOUT_SEC",
     "120",
-    "1-3600, above 2 x (QUEUE_WAIT_TIME_SEC + AWS_CALL_TIMEOUT_SEC) + RETRY_MAX_BACKOFF_MS",
-    "`/healthz` answers 503 when a pipeline stage that has work has made no progress (no call finished, however it ended) for this long, so that a liveness probe replaces a stuck replica. Unset, it is 120 s or that least value plus 10 s, whichever is longer.",
+    "1-3600, above 2 x (longest wait + AWS_CALL_TIMEOUT_SEC) + RETRY_MAX_BACKOFF_MS, where the longest wait is the largest of QUEUE_WAIT_TIME_SEC, DATA_STREAM_FLUSH_INTERVAL_SEC and QUEUE_RECEIPTS_TO_DELETE_INTERVAL_SEC",
+    "`/healthz` answers 503 when a pipeline stage that has work has made no progress (no call finished, however it ended) for this long, so that a liveness probe replaces a stuck replica. A stage that waits on its own interval (a long poll, a lane's flush interval, the deleter's interval) is not stalled, so the least value leaves room for the longest of them. Unset, it is 120 s or that least value plus 10 s, whichever is longer.",
 );
 /// Kept above the least `STALL_TIMEOUT_SEC` when it is not set, so that other settings alone
 /// never make the default invalid.
@@ -377,7 +377,14 @@ impl Config {
         };
         let pipeline = pipeline_settings(&env)?;
         let call_timeout = env.seconds_in(&AWS_CALL_TIMEOUT_SEC, 0.1, 300.0)?;
-        let stall_timeout = stall_timeout(&env, pipeline.source.wait_time, call_timeout, retry.max)?;
+        // A stage may wait on its own interval before it makes its call: the long poll, a lane's
+        // flush interval, the deleter's interval.
+        let longest_wait = pipeline
+            .source
+            .wait_time
+            .max(pipeline.sink.flush_interval)
+            .max(pipeline.deleter.interval);
+        let stall_timeout = stall_timeout(&env, longest_wait, call_timeout, retry.max)?;
         Ok(Config {
             queue,
             stream_name: env.name(&EVENTS_DATA_STREAM_NAME, 128)?,
@@ -473,14 +480,14 @@ fn time_bounds(env: &Vars) -> Result<TimeBounds, ConfigError> {
 }
 
 /// `STALL_TIMEOUT_SEC`: a stage in a healthy retry loop finishes a call at least every
-/// (longest call x 2 + longest backoff); the timeout must be above that.
+/// ((longest wait + call) x 2 + longest backoff); the timeout must be above that.
 fn stall_timeout(
     env: &Vars,
-    wait_time: Duration,
+    longest_wait: Duration,
     call_timeout: Duration,
     max_backoff: Duration,
 ) -> Result<Duration, ConfigError> {
-    let least = (wait_time + call_timeout) * 2 + max_backoff;
+    let least = (longest_wait + call_timeout) * 2 + max_backoff;
     if !env.is_set(&STALL_TIMEOUT_SEC) {
         // Unset: the default, or more when long calls and backoffs need more.
         let default = Duration::from_secs(STALL_TIMEOUT_SEC.default.parse().unwrap_or(120));
@@ -492,7 +499,7 @@ fn stall_timeout(
             &STALL_TIMEOUT_SEC,
             &secs.to_string(),
             &format!(
-                "an integer from 1 to 3600 above 2 x (QUEUE_WAIT_TIME_SEC + AWS_CALL_TIMEOUT_SEC) + RETRY_MAX_BACKOFF_MS, here {:.1} s",
+                "an integer from 1 to 3600 above 2 x (the longest of QUEUE_WAIT_TIME_SEC, DATA_STREAM_FLUSH_INTERVAL_SEC, QUEUE_RECEIPTS_TO_DELETE_INTERVAL_SEC; plus AWS_CALL_TIMEOUT_SEC) + RETRY_MAX_BACKOFF_MS, here {:.1} s",
                 least.as_secs_f64()
             ),
         ));
@@ -781,13 +788,36 @@ mod tests {
         // Defaults: 2 x (20 + 10) + 10 = 70 s is the least.
         assert_eq!(
             error(&[("STALL_TIMEOUT_SEC", "70")]),
-            "STALL_TIMEOUT_SEC=\"70\" is invalid: expected an integer from 1 to 3600 above 2 x (QUEUE_WAIT_TIME_SEC + AWS_CALL_TIMEOUT_SEC) + RETRY_MAX_BACKOFF_MS, here 70.0 s"
+            "STALL_TIMEOUT_SEC=\"70\" is invalid: expected an integer from 1 to 3600 above 2 x (the longest of QUEUE_WAIT_TIME_SEC, DATA_STREAM_FLUSH_INTERVAL_SEC, QUEUE_RECEIPTS_TO_DELETE_INTERVAL_SEC; plus AWS_CALL_TIMEOUT_SEC) + RETRY_MAX_BACKOFF_MS, here 70.0 s"
         );
         assert!(Config::from_vars(&vars(&[("STALL_TIMEOUT_SEC", "71")])).is_ok());
         // Unset, it grows with the settings that need it, rather than rejecting them.
         let c = Config::from_vars(&vars(&[("RETRY_MAX_BACKOFF_MS", "60000")])).unwrap();
         assert_eq!(c.stall_timeout, Duration::from_secs(2 * (20 + 10) + 60 + 10));
         assert!(error(&[("QUEUE_DELETE_CONCURRENCY", "0")]).starts_with("QUEUE_DELETE_CONCURRENCY="));
+    }
+
+    #[test]
+    fn a_stage_waiting_on_its_own_interval_is_never_taken_for_a_stall() {
+        // The deleter and a lane may legally wait up to 300 s before their call: the default
+        // stall timeout grows past that wait plus the call, and a smaller explicit one is refused.
+        for interval in [
+            "QUEUE_RECEIPTS_TO_DELETE_INTERVAL_SEC",
+            "DATA_STREAM_FLUSH_INTERVAL_SEC",
+        ] {
+            let c = Config::from_vars(&vars(&[(interval, "300"), ("QUEUE_VISIBILITY_TIMEOUT_SEC", "900")])).unwrap();
+            assert_eq!(
+                c.stall_timeout,
+                Duration::from_secs(2 * (300 + 10) + 10 + 10),
+                "{interval}"
+            );
+            let refused = error(&[
+                (interval, "300"),
+                ("QUEUE_VISIBILITY_TIMEOUT_SEC", "900"),
+                ("STALL_TIMEOUT_SEC", "600"),
+            ]);
+            assert!(refused.starts_with("STALL_TIMEOUT_SEC=\"600\" is invalid"), "{refused}");
+        }
     }
 
     #[test]
