@@ -20,6 +20,10 @@ use tokio_util::sync::CancellationToken;
 /// Short waits and intervals so that tests finish quickly.
 const QUICK_SETTINGS: &[(&str, &str)] = &[
     ("QUEUE_WAIT_TIME_SEC", "1"),
+    // Far above what the emulator takes even on a loaded machine: a call given up and sent again
+    // may legitimately land twice, and the tests that count events exactly once must not see
+    // that. Tests of timeouts set their own.
+    ("AWS_CALL_TIMEOUT_SEC", "60"),
     ("QUEUE_VISIBILITY_TIMEOUT_SEC", "30"),
     ("DATA_STREAM_FLUSH_INTERVAL_SEC", "0.2"),
     ("QUEUE_RECEIPTS_TO_DELETE_INTERVAL_SEC", "0.2"),
