@@ -285,12 +285,11 @@ impl Receiver {
                 continue;
             };
             let body = message.body.unwrap_or_default();
-            let share = body.len().clamp(1, self.outputs.max_in_flight_bytes) as u32;
-            let body_room = match bodies_room.split(share as usize) {
-                Some(room) => room,
-                // Larger than the queue said it allows: take the rest the ordinary way.
-                None => self.outputs.body_bytes.clone().acquire_many_owned(share).await.ok()?,
-            };
+            // Within the reservation unless the queue sent more than its own limit said (the
+            // limit raised since start): then the body is already here, and waiting for room
+            // could only stall; it takes what is left.
+            let share = body.len().clamp(1, self.outputs.max_in_flight_bytes);
+            let body_room = bodies_room.split(share.min(bodies_room.num_permits()))?;
             let entry = InFlightMessage::new(
                 NewMessage {
                     receipt: Receipt { message_id, handle },
