@@ -49,7 +49,8 @@ pub trait CollectorHarness {
     /// With a Kinesis endpoint of its own, the per-service endpoint variables too; they win over
     /// `AWS_ENDPOINT_URL`, so a test that puts a proxy in front must override them as well.
     fn binary_env(&self, overrides: &[(&str, &str)]) -> Vec<(String, String)>;
-    /// Starts the real `telemetry-collector` binary; its logs go to a file under the target dir.
+    /// Starts the real `telemetry-collector` binary (or `COLLECTOR_BIN`); its logs go to a file
+    /// under the target dir.
     fn spawn_binary(&self, overrides: &[(&str, &str)], log_name: &str) -> tokio::process::Child;
 }
 
@@ -99,7 +100,11 @@ impl CollectorHarness for TestEnv {
     fn spawn_binary(&self, overrides: &[(&str, &str)], log_name: &str) -> tokio::process::Child {
         let log_dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"));
         let log = std::fs::File::create(log_dir.join(format!("{log_name}.log"))).expect("log file");
-        tokio::process::Command::new(env!("CARGO_BIN_EXE_telemetry-collector"))
+        // `COLLECTOR_BIN` runs another build against the same test (e.g. an older commit's, to
+        // show that a test fails without the change it covers).
+        let binary = std::env::var_os("COLLECTOR_BIN")
+            .unwrap_or_else(|| env!("CARGO_BIN_EXE_telemetry-collector").into());
+        tokio::process::Command::new(binary)
             .env_clear()
             .envs(self.binary_env(overrides))
             .stdin(Stdio::null())
