@@ -41,11 +41,10 @@ RUN cargo build --release --locked -p telemetry-fleet --bins \
 
 FROM debian:bookworm-slim AS runtime
 # ca-certificates: rustls verifies AWS endpoints against the system roots.
-# curl: the HEALTHCHECK below (and the ECS container health check).
 # Versions follow the bookworm security updates rather than a pin that would stop resolving.
 # hadolint ignore=DL3008
 RUN apt-get update \
- && apt-get install -y --no-install-recommends ca-certificates curl \
+ && apt-get install -y --no-install-recommends ca-certificates \
  && rm -rf /var/lib/apt/lists/*
 # A fixed numeric uid, so Kubernetes' runAsNonRoot can verify it without a passwd lookup.
 RUN useradd --system --uid 10001 --user-group --no-create-home --shell /usr/sbin/nologin collector
@@ -66,7 +65,7 @@ EXPOSE 8080
 # `docker stop` a longer timeout (-t 30), and orchestrators a longer grace period.
 STOPSIGNAL SIGTERM
 # Liveness only (/healthz); readiness (/readyz) is for orchestrators that route or scale on it.
-# The port follows HTTP_LISTEN_ADDRESS.
+# The collector asks itself (its port follows HTTP_LISTEN_ADDRESS): no shell, no curl.
 HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \
-  CMD ["sh", "-c", "curl -fsS -o /dev/null \"http://127.0.0.1:${HTTP_LISTEN_ADDRESS##*:}/healthz\" || exit 1"]
+  CMD ["telemetry-collector", "healthcheck"]
 CMD ["telemetry-collector"]

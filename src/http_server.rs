@@ -26,6 +26,7 @@
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -288,6 +289,44 @@ async fn make_room(
             slot = slots.clone().acquire_owned() => return slot.ok(),
             () = tokio::time::sleep(LOOK_AGAIN) => {}
         }
+    }
+}
+
+/// Longest the `healthcheck` command waits for `/healthz`: under the 3 s timeout of the image's
+/// and the ECS task's health checks.
+pub const HEALTHCHECK_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// `telemetry-collector healthcheck`: asks this host's collector, listening on `listen`
+/// (`HTTP_LISTEN_ADDRESS`; an unspecified address is asked on loopback), for `/healthz`. `Ok`
+/// on 200, else what it answered or why it could not be asked. Plain blocking I/O: it runs
+/// alone, as a container's health command, with no shell and no curl in the image.
+pub fn healthcheck(listen: SocketAddr) -> Result<(), String> {
+    use std::io::{Read, Write};
+    let mut target = listen;
+    if target.ip().is_unspecified() {
+        target.set_ip(match target {
+            SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    let mut stream = std::net::TcpStream::connect_timeout(&target, HEALTHCHECK_TIMEOUT)
+        .map_err(|e| format!("cannot connect to {target}: {e}"))?;
+    let io = |e: std::io::Error| format!("{target}: {e}");
+    stream.set_read_timeout(Some(HEALTHCHECK_TIMEOUT)).map_err(io)?;
+    stream.set_write_timeout(Some(HEALTHCHECK_TIMEOUT)).map_err(io)?;
+    stream
+        .write_all(b"GET /healthz HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .map_err(io)?;
+    // The answer is a few dozen bytes; a larger one is cut, which is enough to read its status.
+    let mut answer = Vec::new();
+    stream.take(4096).read_to_end(&mut answer).map_err(io)?;
+    let answer = String::from_utf8_lossy(&answer);
+    let status = answer.split_whitespace().nth(1).unwrap_or("");
+    let body = answer.split("\r\n\r\n").nth(1).unwrap_or("").trim();
+    if status == "200" {
+        Ok(())
+    } else {
+        Err(format!("/healthz on {target} answered {status:?}: {body}"))
     }
 }
 

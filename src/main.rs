@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use aws_config::meta::region::RegionProviderChain;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
-use telemetry_collector::config::Config;
+use telemetry_collector::config::{Config, HTTP_LISTEN_ADDRESS};
 use telemetry_collector::credentials::PROBE_TIMEOUT;
 use telemetry_collector::metrics::{COMMIT, Metrics, VERSION};
 use tokio::signal::unix::{Signal, SignalKind, signal};
@@ -32,6 +32,9 @@ USAGE:
                                    problem.
                                    Its probes change nothing: they receive, send, delete and
                                    publish nothing
+  telemetry-collector healthcheck  ask this host's collector (HTTP_LISTEN_ADDRESS) for /healthz:
+                                   exit 0 on 200, else 1 with the answer or the error on
+                                   stderr; the container health check (the image has no curl)
   telemetry-collector --help       print this and exit
   telemetry-collector --version    print the version and commit and exit
 
@@ -47,6 +50,7 @@ HTTP: /healthz, /readyz, /metrics on HTTP_LISTEN_ADDRESS (default 0.0.0.0:8080).
 enum Command {
     Run,
     Check,
+    Healthcheck,
     Help,
     Version,
 }
@@ -60,6 +64,7 @@ fn parse_args() -> Result<Command, lexopt::Error> {
             Short('h') | Long("help") => Command::Help,
             Short('V') | Long("version") => Command::Version,
             Value(word) if word == "check" => Command::Check,
+            Value(word) if word == "healthcheck" => Command::Healthcheck,
             _ => return Err(arg.unexpected()),
         };
     }
@@ -77,6 +82,7 @@ fn main() -> ExitCode {
             println!("telemetry-collector {VERSION} (commit {COMMIT})");
             return ExitCode::SUCCESS;
         }
+        Ok(Command::Healthcheck) => return healthcheck(),
         Err(e) => {
             eprintln!("telemetry-collector: {e} (see telemetry-collector --help)");
             return ExitCode::from(2);
@@ -126,6 +132,25 @@ fn main() -> ExitCode {
         _ => {
             init_logs();
             runtime.block_on(collect(config, region, shutdown))
+        }
+    }
+}
+
+/// `telemetry-collector healthcheck`: only `HTTP_LISTEN_ADDRESS` matters, so that a health
+/// check never fails on another setting.
+fn healthcheck() -> ExitCode {
+    let raw = std::env::var(HTTP_LISTEN_ADDRESS.name).unwrap_or_else(|_| HTTP_LISTEN_ADDRESS.default.to_owned());
+    let Ok(listen) = raw.trim().parse() else {
+        eprintln!(
+            "telemetry-collector: configuration error: HTTP_LISTEN_ADDRESS=\"{raw}\" is invalid: expected IP:PORT, e.g. 0.0.0.0:8080"
+        );
+        return ExitCode::from(2);
+    };
+    match telemetry_collector::http_server::healthcheck(listen) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("telemetry-collector healthcheck: {e}");
+            ExitCode::FAILURE
         }
     }
 }
@@ -279,7 +304,10 @@ impl Signals {
         }
     }
 
-    /// Cancels `shutdown` on the first SIGTERM or SIGINT.
+    /// Cancels `shutdown` on the first SIGTERM or SIGINT; on a second one, during the drain,
+    /// exits at once with the shell's status for that signal (143, 130): an operator who
+    /// signals twice does not want to wait for the drain. Messages not yet deleted come back
+    /// after their visibility timeout and are published again, with the same event ids.
     async fn stop_on_first(self, shutdown: CancellationToken) {
         let Some((mut term, mut int)) = self.listeners else {
             return;
@@ -290,5 +318,15 @@ impl Signals {
         };
         tracing::info!(signal = name, "shutdown requested");
         shutdown.cancel();
+        let (name, status) = tokio::select! {
+            _ = term.recv() => ("SIGTERM", 143),
+            _ = int.recv() => ("SIGINT", 130),
+        };
+        tracing::warn!(
+            signal = name,
+            status,
+            "second shutdown signal during the drain: exiting at once; messages not yet deleted come back after their visibility timeout"
+        );
+        std::process::exit(status);
     }
 }

@@ -180,3 +180,52 @@ fn without_credentials_the_daemon_and_check_stop_with_one_line_naming_what_to_se
         }
     }
 }
+
+/// A one-shot HTTP server on loopback answering every request with `status_line` and `body`,
+/// for as long as the test runs.
+fn answering(status_line: &'static str, body: &'static str) -> std::net::SocketAddr {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("address");
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            let mut request = [0u8; 1024];
+            let _ = stream.read(&mut request);
+            let _ = write!(
+                stream,
+                "HTTP/1.1 {status_line}\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    addr
+}
+
+#[test]
+fn healthcheck_exits_0_only_when_healthz_answers_200() {
+    let healthy = answering("200 OK", "ok\n");
+    let stalled = answering("503 Service Unavailable", "stalled: deleter has had work\n");
+    // An unspecified address, as the image sets it, is asked on loopback.
+    let unspecified = format!("0.0.0.0:{}", healthy.port());
+    let (status, _, stderr) = run_args(&["healthcheck"], &[("HTTP_LISTEN_ADDRESS", &unspecified)]);
+    assert_eq!(status, Some(0), "{stderr}");
+
+    let (status, _, stderr) = run_args(&["healthcheck"], &[("HTTP_LISTEN_ADDRESS", &stalled.to_string())]);
+    assert_eq!(status, Some(1));
+    assert!(
+        stderr.contains("\"503\"") && stderr.contains("stalled: deleter"),
+        "{stderr}"
+    );
+
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a port");
+    let (status, _, stderr) = run_args(&["healthcheck"], &[("HTTP_LISTEN_ADDRESS", &closed.to_string())]);
+    assert_eq!(status, Some(1));
+    assert!(stderr.contains("cannot connect"), "{stderr}");
+
+    // Other settings do not matter to it; a bad address is a configuration error.
+    let (status, _, stderr) = run_args(&["healthcheck"], &[("HTTP_LISTEN_ADDRESS", "8080")]);
+    assert_eq!(status, Some(2));
+    assert!(stderr.contains("HTTP_LISTEN_ADDRESS=\"8080\" is invalid"), "{stderr}");
+}

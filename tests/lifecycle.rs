@@ -606,3 +606,55 @@ async fn after_shutdown_is_signalled_no_new_receive_starts() {
     );
     assert_eq!(env.queue_total().await, 60, "nothing unpublished is deleted");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_shutdown_signal_during_the_drain_exits_at_once_with_its_status() {
+    let env = TestEnv::new("second-signal").await;
+    let proxy = FaultProxy::start(&env.endpoint, 14).await;
+    let addr = format!("127.0.0.1:{}", free_port());
+    // A drain that would wait ten minutes for a stream that never answers.
+    let mut collector = env.spawn_binary(
+        &[
+            ("AWS_ENDPOINT_URL", proxy.endpoint.as_str()),
+            ("AWS_ENDPOINT_URL_SQS", proxy.endpoint.as_str()),
+            ("AWS_ENDPOINT_URL_KINESIS", proxy.kinesis_endpoint.as_str()),
+            ("HTTP_LISTEN_ADDRESS", addr.as_str()),
+            ("SHUTDOWN_DRAIN_TIMEOUT_SEC", "600"),
+            ("AWS_CALL_TIMEOUT_SEC", "300"),
+        ],
+        "second-signal",
+    );
+    let addr: std::net::SocketAddr = addr.parse().unwrap();
+    wait_ready(addr).await;
+    proxy.faults.set_kinesis_black_hole(true);
+    let (bodies, _) = small_submissions(22_000, 5);
+    env.send(&bodies).await;
+    wait_until("a PutRecords call is swallowed", Duration::from_secs(60), || async {
+        proxy
+            .faults
+            .kinesis_calls_swallowed
+            .load(std::sync::atomic::Ordering::SeqCst)
+            > 0
+    })
+    .await;
+    sigterm(&collector);
+    wait_until("the drain has begun", Duration::from_secs(60), || async {
+        http_get(addr, "/readyz").await.1.contains("stopping")
+    })
+    .await;
+    sigterm(&collector);
+    // Far below the drain's ten minutes: only an exit on the second signal ends it in time.
+    let status = tokio::time::timeout(Duration::from_secs(120), collector.wait())
+        .await
+        .expect("the collector exits on the second signal, without waiting for the drain")
+        .expect("exit status");
+    assert_eq!(status.code(), Some(143), "the shell's status for SIGTERM: {status:?}");
+    let log = std::fs::read_to_string(std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("second-signal.log"))
+        .expect("the collector's log");
+    assert!(
+        log.contains("second shutdown signal during the drain"),
+        "the exit is logged: {log}"
+    );
+    // Nothing unpublished was deleted.
+    assert_eq!(env.queue_total().await, 5);
+}
