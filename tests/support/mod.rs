@@ -102,8 +102,8 @@ impl CollectorHarness for TestEnv {
         let log = std::fs::File::create(log_dir.join(format!("{log_name}.log"))).expect("log file");
         // `COLLECTOR_BIN` runs another build against the same test (e.g. an older commit's, to
         // show that a test fails without the change it covers).
-        let binary = std::env::var_os("COLLECTOR_BIN")
-            .unwrap_or_else(|| env!("CARGO_BIN_EXE_telemetry-collector").into());
+        let binary =
+            std::env::var_os("COLLECTOR_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_telemetry-collector").into());
         tokio::process::Command::new(binary)
             .env_clear()
             .envs(self.binary_env(overrides))
