@@ -331,7 +331,17 @@ async fn the_metrics_endpoint_counts_exactly_what_was_sent() {
     assert_eq!(value("collector_submissions_valid_total"), expected.len() as f64);
     assert_eq!(value("collector_events_published_total"), events as f64);
     assert_eq!(value("collector_event_latency_seconds_count"), events as f64);
-    assert!(value("collector_put_records_duration_seconds_count") >= 1.0);
+    for call in ["ReceiveMessage", "PutRecords", "DeleteMessageBatch"] {
+        assert!(value(&format!("collector_aws_call_duration_seconds_count{{call=\"{call}\"}}")) >= 1.0);
+    }
+    // Freshness: one observation per submission with events, when its last event is published.
+    let with_events = expected.iter().filter(|e| !e.events.is_empty()).count() as f64;
+    assert_eq!(value("collector_submission_queue_to_stream_seconds_count"), with_events);
+    assert_eq!(
+        value("collector_submission_sensor_to_stream_seconds_count"),
+        with_events
+    );
+    assert_eq!(value("collector_submission_sensor_clock_ahead_total"), 0.0);
     assert_eq!(value("collector_messages_in_flight"), 0.0);
     assert_eq!(value("collector_events_in_flight"), 0.0);
     assert_eq!(value("collector_bytes_in_flight"), 0.0);

@@ -2,7 +2,9 @@
 //! outcome. The stages use this module, never [`super::Metrics`], so that each stage depends
 //! on its own section only.
 
+use std::future::Future;
 use std::sync::atomic::AtomicU64;
+use std::time::Instant;
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -19,6 +21,46 @@ pub type Ratio = Gauge<f64, AtomicU64>;
 /// A counter family by one label.
 pub type Counters = Family<Labels, Counter>;
 
+/// How long each kind of AWS call takes, by `call` (the API's name): one family, registered
+/// once, of which each stage takes the series of the calls it makes.
+pub type CallDurations = Family<Labels, Histogram, fn() -> Histogram>;
+
+/// The calls [`CallDurations`] times; each series exists from the start.
+pub const CALLS: [&str; 5] = [
+    "ReceiveMessage",
+    "DeleteMessageBatch",
+    "ChangeMessageVisibilityBatch",
+    "PutRecords",
+    "SendMessage",
+];
+
+/// Registers the call-duration family with a series per call of [`CALLS`].
+pub fn register_call_durations(registry: &mut Registry) -> CallDurations {
+    let family: CallDurations = add(
+        registry,
+        "aws_call_duration_seconds",
+        "Duration of each AWS call attempt, by call: ReceiveMessage (its long poll included), DeleteMessageBatch, ChangeMessageVisibilityBatch, PutRecords, SendMessage (to the dead-letter queue); a timed-out attempt counts its full timeout",
+        Family::new_with_constructor(seconds_histogram),
+    );
+    for call in CALLS {
+        drop(family.get_or_create(&[("call", call)]));
+    }
+    family
+}
+
+/// The series of `call` (one of [`CALLS`]).
+pub fn call_duration(family: &CallDurations, call: &'static str) -> Histogram {
+    family.get_or_create(&[("call", call)]).clone()
+}
+
+/// Awaits `call`, recording how long it took in `histogram`.
+pub async fn timed<F: Future>(histogram: &Histogram, call: F) -> F::Output {
+    let started = Instant::now();
+    let output = call.await;
+    histogram.observe(started.elapsed().as_secs_f64());
+    output
+}
+
 /// Registers `metric` and returns the handle the collector updates.
 pub fn add<M: Metric + Clone>(registry: &mut Registry, name: &str, help: &str, metric: M) -> M {
     registry.register(name, help, metric.clone());
@@ -28,6 +70,11 @@ pub fn add<M: Metric + Clone>(registry: &mut Registry, name: &str, help: &str, m
 /// Seconds: 5 ms to ~40 s, doubling.
 pub fn seconds_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.005, 2.0, 14))
+}
+
+/// Ages of data, which can wait in a queue or on a sensor: 10 ms to ~3 days, doubling.
+pub fn age_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.01, 2.0, 25))
 }
 
 /// Counts `n` under `outcome`.

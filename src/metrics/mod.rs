@@ -22,7 +22,7 @@ use crate::pipeline::sink::SinkMetrics;
 use crate::pipeline::source::SourceMetrics;
 use crate::pipeline::visibility::VisibilityMetrics;
 use crate::shard_supervisor::ShardMetrics;
-use kit::{add, count, encode};
+use kit::{CallDurations, add, count, encode, register_call_durations};
 
 /// `version` and `commit` of the running binary.
 type BuildLabels = [(&'static str, &'static str); 2];
@@ -37,6 +37,7 @@ pub const COMMIT: &str = env!("COLLECTOR_GIT_COMMIT");
 pub struct Metrics {
     pub registry: Arc<Registry>,
     pub build_info: Family<BuildLabels, Gauge>,
+    pub call_durations: CallDurations,
     pub source: SourceMetrics,
     pub in_flight: InFlightMetrics,
     pub sink: SinkMetrics,
@@ -60,14 +61,16 @@ impl Metrics {
         build_info
             .get_or_create(&[("version", VERSION), ("commit", COMMIT)])
             .set(1);
+        let calls = register_call_durations(&mut registry);
         Metrics {
             build_info,
-            source: SourceMetrics::register(&mut registry),
+            source: SourceMetrics::register(&mut registry, &calls),
             in_flight: InFlightMetrics::register(&mut registry),
-            sink: SinkMetrics::register(&mut registry),
-            deleter: DeleterMetrics::register(&mut registry),
-            visibility: VisibilityMetrics::register(&mut registry),
-            dead_letter: DeadLetterMetrics::register(&mut registry),
+            sink: SinkMetrics::register(&mut registry, &calls),
+            deleter: DeleterMetrics::register(&mut registry, &calls),
+            visibility: VisibilityMetrics::register(&mut registry, &calls),
+            dead_letter: DeadLetterMetrics::register(&mut registry, &calls),
+            call_durations: calls,
             breaker: BreakerMetrics::register(&mut registry),
             http: HttpMetrics::register(&mut registry),
             shards: ShardMetrics::register(&mut registry),

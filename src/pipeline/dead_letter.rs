@@ -10,8 +10,9 @@ use aws_sdk_sqs::types::MessageAttributeValue;
 use prometheus_client::registry::Registry;
 
 use crate::aws::SQS_MAX_MESSAGE_BYTES;
-use crate::metrics::kit::{Counters, add, outcome, start_at_zero};
+use crate::metrics::kit::{CallDurations, Counters, add, call_duration, outcome, start_at_zero, timed};
 use crate::retry::{RetryEpisode, RetryPolicy, with_attempts};
+use prometheus_client::metrics::histogram::Histogram;
 
 /// Attempts per forwarded body before the original is left in the queue to come back.
 const ATTEMPTS: u32 = 3;
@@ -79,9 +80,7 @@ impl DeadLetterQueue {
         }
         let mut episode = RetryEpisode::new("SendMessage to the dead-letter queue", self.retry);
         with_attempts(&mut episode, ATTEMPTS, || async {
-            request
-                .clone()
-                .send()
+            timed(&self.metrics.send_duration, request.clone().send())
                 .await
                 .map(|_| ())
                 .map_err(|e| DisplayErrorContext(&e).to_string())
@@ -119,12 +118,14 @@ fn attributes_that_fit<'a>(body_len: usize, wanted: &[(&'a str, &'a str)]) -> Ve
 #[derive(Clone)]
 pub struct DeadLetterMetrics {
     pub dead_letters: Counters,
+    pub send_duration: Histogram,
 }
 
 impl DeadLetterMetrics {
     /// Registers the section's metrics, every series whose labels are known at 0.
-    pub fn register(registry: &mut Registry) -> Self {
+    pub fn register(registry: &mut Registry, calls: &CallDurations) -> Self {
         let section = DeadLetterMetrics {
+            send_duration: call_duration(calls, "SendMessage"),
             dead_letters: add(
                 registry,
                 "dead_letters",

@@ -31,8 +31,9 @@ use prometheus_client::registry::Registry;
 use super::message::InFlightMessage;
 use crate::aws::Queue;
 use crate::liveness::Activity;
-use crate::metrics::kit::{Counters, add, start_at_zero};
+use crate::metrics::kit::{CallDurations, Counters, add, call_duration, start_at_zero, timed};
 use crate::retry::{RetryEpisode, RetryPolicy};
+use prometheus_client::metrics::histogram::Histogram;
 
 /// The deleter's settings: its section of the configuration.
 #[derive(Debug, Clone, PartialEq)]
@@ -189,7 +190,7 @@ async fn delete_batch(
     let mut attempt = 0u32;
     loop {
         attempt += 1;
-        let result = call(&queue, &batch).await;
+        let result = timed(&metrics.delete_duration, call(&queue, &batch)).await;
         activity.progressed();
         let delay = match result {
             Ok(outcome) => {
@@ -317,12 +318,14 @@ pub struct DeleterMetrics {
     pub deletes: Counters,
     pub deletes_retried: Counter,
     pub messages_awaiting_delete: Gauge,
+    pub delete_duration: Histogram,
 }
 
 impl DeleterMetrics {
     /// Registers the section's metrics, every series whose labels are known at 0.
-    pub fn register(registry: &mut Registry) -> Self {
+    pub fn register(registry: &mut Registry, calls: &CallDurations) -> Self {
         let section = DeleterMetrics {
+            delete_duration: call_duration(calls, "DeleteMessageBatch"),
             deletes: add(
                 registry,
                 "deletes",

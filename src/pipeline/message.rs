@@ -17,14 +17,15 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
+use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use tokio::sync::OwnedSemaphorePermit;
 
-use crate::metrics::kit::{add, seconds_histogram};
+use crate::metrics::kit::{add, age_histogram, seconds_histogram};
 
 /// What the deleter needs to delete one message. The handle is a credential for the message:
 /// it is never logged.
@@ -210,6 +211,10 @@ pub struct InFlightMessage {
     given_up: AtomicU8,
     /// The raw body, kept only when dead-lettering is on, for a submission the stream refuses.
     body: OnceLock<String>,
+    /// When SQS accepted it (`SentTimestamp`), if SQS said.
+    sent_at: Option<SystemTime>,
+    /// Its submission's `time_created` (the sensor's clock), once decoded.
+    created_at: OnceLock<SystemTime>,
 }
 
 /// What a new message is made of. A message is made as soon as it is received, before its body
@@ -221,6 +226,8 @@ pub struct NewMessage {
     pub visibility_timeout: Duration,
     pub delete_margin: Duration,
     pub permit: OwnedSemaphorePermit,
+    /// When SQS accepted it (`SentTimestamp`), if SQS said.
+    pub sent_at: Option<SystemTime>,
 }
 
 impl InFlightMessage {
@@ -238,7 +245,15 @@ impl InFlightMessage {
             started: AtomicBool::new(false),
             given_up: AtomicU8::new(0),
             body: OnceLock::new(),
+            sent_at: new.sent_at,
+            created_at: OnceLock::new(),
         })
+    }
+
+    /// Its submission's `time_created`, read as UTC: what the freshness from the sensor is
+    /// measured from.
+    pub fn created_at(&self, time_created: SystemTime) {
+        let _ = self.created_at.set(time_created);
     }
 
     /// Its submission is valid with `event_count` events about to be queued: they are counted
@@ -291,8 +306,30 @@ impl InFlightMessage {
         let last = self.events.confirm_one();
         if last {
             self.capacity.release_bytes();
+            self.observe_freshness(SystemTime::now());
         }
         last
+    }
+
+    /// How old its submission is now that its last event is on the stream: since SQS accepted
+    /// it (queue wait included), and since the sensor made it (by the sensor's clock; a clock
+    /// ahead of ours gives a negative age, counted and clamped to 0).
+    fn observe_freshness(&self, now: SystemTime) {
+        let metrics = &self.capacity.metrics;
+        if let Some(sent_at) = self.sent_at {
+            let age = now.duration_since(sent_at).unwrap_or_default();
+            metrics.queue_to_stream.observe(age.as_secs_f64());
+        }
+        if let Some(created_at) = self.created_at.get() {
+            let age = match now.duration_since(*created_at) {
+                Ok(age) => age,
+                Err(_) => {
+                    metrics.sensor_clock_ahead.inc();
+                    Duration::ZERO
+                }
+            };
+            metrics.sensor_to_stream.observe(age.as_secs_f64());
+        }
     }
 
     /// Events not yet confirmed.
@@ -340,6 +377,9 @@ pub struct InFlightMetrics {
     pub messages_in_flight: Gauge,
     pub bytes_in_flight: Gauge,
     pub event_latency: Histogram,
+    pub queue_to_stream: Histogram,
+    pub sensor_to_stream: Histogram,
+    pub sensor_clock_ahead: Counter,
 }
 
 impl InFlightMetrics {
@@ -364,6 +404,24 @@ impl InFlightMetrics {
                 "From the ReceiveMessage call to the event's successful PutRecords result",
                 seconds_histogram(),
             ),
+            queue_to_stream: add(
+                registry,
+                "submission_queue_to_stream_seconds",
+                "Freshness: from when SQS accepted a submission (SentTimestamp) to the successful PutRecords result of its last event; queue wait included",
+                age_histogram(),
+            ),
+            sensor_to_stream: add(
+                registry,
+                "submission_sensor_to_stream_seconds",
+                "From a submission's time_created (the sensor's clock, read as UTC) to the successful PutRecords result of its last event; a clock ahead of the collector's counts as 0",
+                age_histogram(),
+            ),
+            sensor_clock_ahead: add(
+                registry,
+                "submission_sensor_clock_ahead",
+                "Submissions whose time_created was later than the collector's clock when their last event was published (sensor clock ahead)",
+                Counter::default(),
+            ),
         }
     }
 }
@@ -386,6 +444,7 @@ mod tests {
                 visibility_timeout: Duration::from_secs(10),
                 delete_margin: Duration::from_secs(1),
                 permit,
+                sent_at: None,
             },
             InFlightMetrics::register(&mut prometheus_client::registry::Registry::default()),
         );
@@ -493,5 +552,73 @@ mod tests {
         // An older, shorter extension answered late does not shorten it.
         lease.extended(start + Duration::from_secs(1), Duration::from_secs(10));
         assert_eq!(lease.ends(), start + Duration::from_secs(15));
+    }
+
+    #[test]
+    fn the_last_event_observes_the_ages_from_the_queue_and_from_the_sensor_clamping_a_clock_ahead() {
+        let permits = Arc::new(Semaphore::new(2));
+        let metrics = InFlightMetrics::register(&mut prometheus_client::registry::Registry::default());
+        let now = SystemTime::now();
+        let message = |sent_at| {
+            InFlightMessage::new(
+                NewMessage {
+                    receipt: Receipt {
+                        message_id: "m".into(),
+                        handle: "h".into(),
+                    },
+                    received_at: Instant::now(),
+                    visibility_timeout: Duration::from_secs(10),
+                    delete_margin: Duration::from_secs(1),
+                    permit: permits.clone().try_acquire_owned().unwrap(),
+                    sent_at,
+                },
+                metrics.clone(),
+            )
+        };
+        let sums = || {
+            let text = {
+                let mut registry = prometheus_client::registry::Registry::default();
+                registry.register("q", "", metrics.queue_to_stream.clone());
+                registry.register("s", "", metrics.sensor_to_stream.clone());
+                crate::metrics::kit::encode(&registry)
+            };
+            let value = |name: &str| {
+                text.lines()
+                    .find_map(|l| l.strip_prefix(name))
+                    .and_then(|v| v.trim().parse::<f64>().ok())
+                    .unwrap()
+            };
+            (value("q_sum"), value("q_count"), value("s_sum"), value("s_count"))
+        };
+        // Sent 30 s ago, made by a sensor 90 s ago: both ages seen once the last event is in.
+        let old = message(Some(now - Duration::from_secs(30)));
+        old.created_at(now - Duration::from_secs(90));
+        old.publishing(
+            2,
+            Arc::new(Semaphore::new(0)).try_acquire_many_owned(0).unwrap(),
+            0,
+            None,
+        );
+        assert!(!old.confirm_one(0));
+        assert_eq!(sums().1, 0.0, "nothing before the last event");
+        assert!(old.confirm_one(0));
+        let (q_sum, q_count, s_sum, s_count) = sums();
+        assert!((30.0..60.0).contains(&q_sum) && q_count == 1.0, "{q_sum}");
+        assert!((90.0..120.0).contains(&s_sum) && s_count == 1.0, "{s_sum}");
+        // A sensor clock an hour ahead: counted, and its age taken as 0; no SentTimestamp, no
+        // queue age.
+        let ahead = message(None);
+        ahead.created_at(now + Duration::from_secs(3600));
+        ahead.publishing(
+            1,
+            Arc::new(Semaphore::new(0)).try_acquire_many_owned(0).unwrap(),
+            0,
+            None,
+        );
+        assert!(ahead.confirm_one(0));
+        let (q_sum_after, q_count_after, s_sum_after, s_count_after) = sums();
+        assert_eq!((q_sum_after, q_count_after), (q_sum, 1.0));
+        assert_eq!((s_sum_after, s_count_after), (s_sum, 2.0));
+        assert_eq!(metrics.sensor_clock_ahead.get(), 1);
     }
 }

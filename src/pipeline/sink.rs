@@ -47,7 +47,7 @@ use super::deleter::DeleteQueue;
 use super::message::{GiveUp, InFlightMessage, Receipt};
 use super::shard_tally::ShardTally;
 use crate::liveness::Activity;
-use crate::metrics::kit::{Counters, add, seconds_histogram, start_at_zero};
+use crate::metrics::kit::{CallDurations, Counters, add, call_duration, start_at_zero};
 use crate::retry::{RetryEpisode, RetryPolicy};
 use telemetry_format::event::RECORD_OVERHEAD_BYTES;
 
@@ -682,7 +682,7 @@ pub struct SinkMetrics {
 
 impl SinkMetrics {
     /// Registers the section's metrics, every series whose labels are known at 0.
-    pub fn register(registry: &mut Registry) -> Self {
+    pub fn register(registry: &mut Registry, calls: &CallDurations) -> Self {
         let section = SinkMetrics {
             events_published: add(
                 registry,
@@ -696,12 +696,7 @@ impl SinkMetrics {
                 "PutRecords calls by outcome (ok, partial, error)",
                 Counters::default(),
             ),
-            put_records_duration: add(
-                registry,
-                "put_records_duration_seconds",
-                "PutRecords call latency",
-                seconds_histogram(),
-            ),
+            put_records_duration: call_duration(calls, "PutRecords"),
             records_retried: add(
                 registry,
                 "records_retried",
@@ -775,6 +770,7 @@ mod tests {
                 visibility_timeout: Duration::from_secs(60),
                 delete_margin: Duration::from_secs(1),
                 permit,
+                sent_at: None,
             },
             crate::pipeline::message::InFlightMetrics::register(&mut Registry::default()),
         );

@@ -11,10 +11,10 @@
 //! circuit breaker is open.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use aws_sdk_sqs::error::DisplayErrorContext;
-use aws_sdk_sqs::types::Message;
+use aws_sdk_sqs::types::{Message, MessageSystemAttributeName};
 use chrono::Utc;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
@@ -30,8 +30,9 @@ use super::message::{InFlightMessage, InFlightMetrics, NewMessage, Receipt};
 use super::sink::{OutboundRecord, lane_for};
 use crate::aws::Clients;
 use crate::liveness::Activity;
-use crate::metrics::kit::{Counters, add, start_at_zero};
+use crate::metrics::kit::{CallDurations, Counters, add, call_duration, start_at_zero, timed};
 use crate::retry::{RetryEpisode, RetryPolicy};
+use prometheus_client::metrics::histogram::Histogram;
 use telemetry_format::event::{self, PartitionKey, RECORD_OVERHEAD_BYTES};
 use telemetry_format::submission::{self, DECODE_HEAP_PER_BODY_BYTE, Rejection, TimeBounds};
 
@@ -214,17 +215,21 @@ impl Receiver {
         self.metrics.receive_calls.inc();
         self.activity.busy();
         let sent_at = Instant::now();
-        let call = self
-            .clients
-            .sqs
-            .receive_message()
-            .queue_url(&self.queue_url)
-            .max_number_of_messages(asked)
-            .wait_time_seconds(settings.wait_time.as_secs() as i32)
-            .visibility_timeout(settings.visibility_timeout.as_secs() as i32)
-            .customize()
-            .config_override(self.clients.receive_override(settings.wait_time))
-            .send();
+        let call = timed(
+            &self.metrics.receive_duration,
+            self.clients
+                .sqs
+                .receive_message()
+                .queue_url(&self.queue_url)
+                .max_number_of_messages(asked)
+                // For the freshness from the queue: when SQS accepted the message.
+                .message_system_attribute_names(MessageSystemAttributeName::SentTimestamp)
+                .wait_time_seconds(settings.wait_time.as_secs() as i32)
+                .visibility_timeout(settings.visibility_timeout.as_secs() as i32)
+                .customize()
+                .config_override(self.clients.receive_override(settings.wait_time))
+                .send(),
+        );
         tokio::pin!(call);
         let answer = tokio::select! {
             answer = &mut call => answer,
@@ -276,6 +281,7 @@ impl Receiver {
                 // SQS returned more than asked for; take a permit the ordinary way.
                 None => self.outputs.in_flight.clone().acquire_owned().await.ok()?,
             };
+            let sent_at = sent_timestamp(&message);
             let message_id = message.message_id.unwrap_or_default();
             let Some(handle) = message.receipt_handle else {
                 tracing::warn!(
@@ -297,6 +303,7 @@ impl Receiver {
                     visibility_timeout: self.settings.visibility_timeout,
                     delete_margin: self.settings.delete_margin,
                     permit,
+                    sent_at,
                 },
                 self.outputs.in_flight_metrics.clone(),
             );
@@ -307,6 +314,17 @@ impl Receiver {
         }
         Some(batch)
     }
+}
+
+/// When SQS accepted `message` (its `SentTimestamp` attribute, epoch milliseconds), if it says.
+fn sent_timestamp(message: &Message) -> Option<SystemTime> {
+    let millis: u64 = message
+        .attributes
+        .as_ref()?
+        .get(&MessageSystemAttributeName::SentTimestamp)?
+        .parse()
+        .ok()?;
+    SystemTime::UNIX_EPOCH.checked_add(Duration::from_millis(millis))
 }
 
 /// A received message, in flight, its body not decoded yet.
@@ -322,15 +340,20 @@ struct Received {
 /// workers, which the other stages need.
 const DECODE_INLINE_MAX_BYTES: usize = 64 * 1024;
 
-/// What decoding a body found: the submission's records, keyed, or why it is invalid.
-type Decoded = Result<(uuid::Uuid, String, Vec<Vec<u8>>), Rejection>;
+/// What decoding a body found: the submission's records, keyed, with its `time_created` read as
+/// UTC; or why it is invalid.
+type Decoded = Result<(uuid::Uuid, String, Vec<Vec<u8>>, Option<SystemTime>), Rejection>;
 
 fn decode(body: &str, settings: &SourceSettings) -> Decoded {
     let now = Utc::now();
     let time_processed = event::format_time_processed(now);
     submission::decode(body, &settings.time_bounds, now).and_then(|sub| {
-        event::to_records(&sub, &time_processed, settings.partition_key, settings.max_record_bytes)
-            .map(|(key, records)| (settings.partition_key.of(&sub), key, records))
+        event::to_records(&sub, &time_processed, settings.partition_key, settings.max_record_bytes).map(
+            |(key, records)| {
+                let created = sub.time_created_utc().map(SystemTime::from);
+                (settings.partition_key.of(&sub), key, records, created)
+            },
+        )
     })
 }
 
@@ -380,7 +403,7 @@ async fn route(
         return;
     };
     let (body, decoded) = decode_off_the_workers(body, settings).await;
-    let (key_id, partition_key, records) = match decoded {
+    let (key_id, partition_key, records, created) = match decoded {
         Err(rejection) => {
             drop(bytes);
             drop_invalid(entry.receipt(), &body, &rejection, settings.log_body_samples, metrics);
@@ -404,7 +427,7 @@ async fn route(
             outputs.deleter.send(entry).await;
             return;
         }
-        Ok((_, _, records)) if records.is_empty() => {
+        Ok((_, _, records, _)) if records.is_empty() => {
             drop((bytes, body, body_room));
             metrics.submissions_valid.inc();
             outputs.deleter.send(entry).await;
@@ -421,6 +444,9 @@ async fn route(
     let held = record_bytes.clamp(1, cap);
     if held < reserved {
         drop(bytes.split(reserved - held));
+    }
+    if let Some(created) = created {
+        entry.created_at(created);
     }
     entry.publishing(records.len(), bytes, record_bytes, kept_body);
     let lane = &outputs.lanes[lane_for(&key_id, outputs.lanes.len())];
@@ -456,6 +482,7 @@ fn drop_invalid(receipt: &Receipt, body: &str, rejection: &Rejection, samples: b
 pub struct SourceMetrics {
     pub receive_calls: Counter,
     pub receive_errors: Counter,
+    pub receive_duration: Histogram,
     pub messages_received: Counter,
     pub submissions_valid: Counter,
     pub submissions_invalid: Counters,
@@ -463,8 +490,9 @@ pub struct SourceMetrics {
 
 impl SourceMetrics {
     /// Registers the section's metrics, every series whose labels are known at 0.
-    pub fn register(registry: &mut Registry) -> Self {
+    pub fn register(registry: &mut Registry, calls: &CallDurations) -> Self {
         let section = SourceMetrics {
+            receive_duration: call_duration(calls, "ReceiveMessage"),
             receive_calls: add(
                 registry,
                 "receive_calls",

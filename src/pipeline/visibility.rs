@@ -20,8 +20,9 @@ use tokio::task::JoinSet;
 use super::message::{InFlightMessage, Receipt};
 use crate::aws::{Queue, SQS_BATCH_ENTRIES, SQS_MAX_VISIBILITY_SECS};
 use crate::liveness::Activity;
-use crate::metrics::kit::{Counters, add, outcome, start_at_zero};
+use crate::metrics::kit::{CallDurations, Counters, add, call_duration, outcome, start_at_zero, timed};
 use crate::retry::{RetryEpisode, RetryPolicy, with_attempts};
+use prometheus_client::metrics::histogram::Histogram;
 
 /// Whole-call attempts for giving messages back at shutdown.
 const GIVE_BACK_ATTEMPTS: u32 = 3;
@@ -156,10 +157,11 @@ async fn extend_due(
         while calls.len() < settings.concurrency {
             let Some(chunk) = chunks.next() else { break };
             let queue = queue.clone();
+            let duration = metrics.change_visibility_duration.clone();
             calls.spawn(async move {
                 let requested_at = Instant::now();
                 let items: Vec<(Receipt, Duration)> = chunk.iter().map(|(_, e, d)| (e.receipt().clone(), *d)).collect();
-                let results = change_visibility(&queue, &items).await;
+                let results = timed(&duration, change_visibility(&queue, &items)).await;
                 (chunk, requested_at, results)
             });
         }
@@ -231,7 +233,7 @@ async fn give_back(
     for chunk in receipts.chunks(SQS_BATCH_ENTRIES) {
         let items: Vec<(Receipt, Duration)> = chunk.iter().map(|r| (r.clone(), Duration::ZERO)).collect();
         let results = with_attempts(&mut episode, GIVE_BACK_ATTEMPTS, || async {
-            let results = change_visibility(queue, &items).await;
+            let results = timed(&metrics.change_visibility_duration, change_visibility(queue, &items)).await;
             activity.progressed();
             results
         })
@@ -320,14 +322,16 @@ async fn change_visibility(
 #[derive(Clone)]
 pub struct VisibilityMetrics {
     pub visibility_extensions: Counters,
+    pub change_visibility_duration: Histogram,
     /// Exported as `collector_messages_released`, the name dashboards and alerts already use.
     pub messages_given_back: Counters,
 }
 
 impl VisibilityMetrics {
     /// Registers the section's metrics, every series whose labels are known at 0.
-    pub fn register(registry: &mut Registry) -> Self {
+    pub fn register(registry: &mut Registry, calls: &CallDurations) -> Self {
         let section = VisibilityMetrics {
+            change_visibility_duration: call_duration(calls, "ChangeMessageVisibilityBatch"),
             visibility_extensions: add(
                 registry,
                 "visibility_extensions",

@@ -508,6 +508,20 @@ fn parse_dotted_quad(text: &str) -> Option<Ipv4Addr> {
     Some(Ipv4Addr::from(octets))
 }
 
+impl Submission {
+    /// `time_created` as UTC: with its offset applied; without one (device local time) read as
+    /// UTC, so off by the device's UTC offset. `None` only if it does not parse, which a
+    /// validated submission's always does.
+    pub fn time_created_utc(&self) -> Option<DateTime<Utc>> {
+        let (wall_clock, offset) = parse_time_created(&self.time_created)?;
+        let utc = match offset {
+            Some(offset) => wall_clock.checked_sub_offset(offset)?,
+            None => wall_clock,
+        };
+        Some(utc.and_utc())
+    }
+}
+
 /// Checks that `time_created` is a strict RFC 3339 date-time, with or without offset (see
 /// [`parse_time_created`]), and plausible: a device clock far in the past or future means the
 /// data cannot be placed in time.

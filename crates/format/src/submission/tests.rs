@@ -656,3 +656,15 @@ proptest! {
         prop_assert_eq!(rejection.label(), expected);
     }
 }
+
+#[test]
+fn time_created_is_read_as_utc_with_its_offset_applied_or_as_utc_without_one() {
+    let at = |time_created: &str| {
+        let sub = check(&with_field("time_created", &format!("\"{time_created}\""))).unwrap();
+        sub.time_created_utc().unwrap().to_rfc3339()
+    };
+    assert_eq!(at("2021-03-28T15:44:18.5"), "2021-03-28T15:44:18.500+00:00");
+    assert_eq!(at("2021-03-28T15:44:18Z"), "2021-03-28T15:44:18+00:00");
+    assert_eq!(at("2021-03-28T15:44:18+02:00"), "2021-03-28T13:44:18+00:00");
+    assert_eq!(at("2021-03-28T00:30:00-01:00"), "2021-03-28T01:30:00+00:00");
+}
