@@ -1,6 +1,7 @@
 //! The `telemetry-collector` daemon: reads its configuration, sets up JSON logs, and runs the
 //! pipeline until SIGTERM or SIGINT. `--help` and `--version` print and exit; `check` asks the
-//! endpoints about the queue and the stream and reports.
+//! endpoints about the queue and the stream and reports; `supervise` runs the shard supervisor
+//! instead of the collector.
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -32,6 +33,11 @@ USAGE:
                                    problem.
                                    Its probes change nothing: they receive, send, delete and
                                    publish nothing
+  telemetry-collector supervise    run the shard supervisor instead of the collector, as one
+                                   replica beside any number of collectors, until SIGTERM or
+                                   SIGINT: sizes EVENTS_DATA_STREAM_NAME from its CloudWatch
+                                   metrics (SHARD_* settings; resizes only with
+                                   SHARD_AUTOSCALE_ENABLED=true)
   telemetry-collector --help       print this and exit
   telemetry-collector --version    print the version and commit and exit
 
@@ -47,6 +53,7 @@ HTTP: /healthz, /readyz, /metrics on HTTP_LISTEN_ADDRESS (default 0.0.0.0:8080).
 enum Command {
     Run,
     Check,
+    Supervise,
     Help,
     Version,
 }
@@ -60,6 +67,7 @@ fn parse_args() -> Result<Command, lexopt::Error> {
             Short('h') | Long("help") => Command::Help,
             Short('V') | Long("version") => Command::Version,
             Value(word) if word == "check" => Command::Check,
+            Value(word) if word == "supervise" => Command::Supervise,
             _ => return Err(arg.unexpected()),
         };
     }
@@ -68,7 +76,7 @@ fn parse_args() -> Result<Command, lexopt::Error> {
 
 fn main() -> ExitCode {
     let command = match parse_args() {
-        Ok(command @ (Command::Run | Command::Check)) => command,
+        Ok(command @ (Command::Run | Command::Check | Command::Supervise)) => command,
         Ok(Command::Help) => {
             print!("{USAGE}");
             return ExitCode::SUCCESS;
@@ -123,6 +131,10 @@ fn main() -> ExitCode {
     };
     match command {
         Command::Check => runtime.block_on(check(config, region, shutdown)),
+        Command::Supervise => {
+            init_logs();
+            runtime.block_on(supervise(config, region, shutdown))
+        }
         _ => {
             init_logs();
             runtime.block_on(collect(config, region, shutdown))
@@ -167,15 +179,8 @@ static SDK_QUIET: AtomicBool = AtomicBool::new(false);
 
 /// The daemon: the HTTP endpoints, the SDK, then the collector until shutdown.
 async fn collect(config: Config, region: Region, shutdown: CancellationToken) -> ExitCode {
-    let http = match tokio::net::TcpListener::bind(config.http_listen_address).await {
-        Ok(http) => http,
-        Err(e) => {
-            eprintln!(
-                "telemetry-collector: configuration error: HTTP_LISTEN_ADDRESS=\"{}\" cannot be listened on: {e}",
-                config.http_listen_address
-            );
-            return ExitCode::from(2);
-        }
+    let Some(http) = listen(&config).await else {
+        return ExitCode::from(2);
     };
     let sdk_config = tokio::select! {
         sdk_config = load_sdk_config(region) => match sdk_config {
@@ -189,6 +194,43 @@ async fn collect(config: Config, region: Region, shutdown: CancellationToken) ->
         Err(e) => {
             tracing::error!(error = %e, "collector stopped because a stage failed");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// `telemetry-collector supervise`: the HTTP endpoints, the SDK, then the shard supervisor until
+/// shutdown.
+async fn supervise(config: Config, region: Region, shutdown: CancellationToken) -> ExitCode {
+    use telemetry_collector::shard_supervisor::{self, Supervise};
+    let Some(http) = listen(&config).await else {
+        return ExitCode::from(2);
+    };
+    let sdk_config = tokio::select! {
+        sdk_config = load_sdk_config(region) => match sdk_config {
+            Ok(sdk_config) => sdk_config,
+            Err(code) => return code,
+        },
+        _ = shutdown.cancelled() => return ExitCode::SUCCESS,
+    };
+    let settings = Supervise {
+        stream_name: config.stream_name,
+        settings: config.shard_supervisor,
+        call_timeout: config.call_timeout,
+    };
+    shard_supervisor::run(settings, &sdk_config, shutdown, http).await;
+    ExitCode::SUCCESS
+}
+
+/// The HTTP listener on HTTP_LISTEN_ADDRESS; `None` (the line printed) when it cannot be had.
+async fn listen(config: &Config) -> Option<tokio::net::TcpListener> {
+    match tokio::net::TcpListener::bind(config.http_listen_address).await {
+        Ok(http) => Some(http),
+        Err(e) => {
+            eprintln!(
+                "telemetry-collector: configuration error: HTTP_LISTEN_ADDRESS=\"{}\" cannot be listened on: {e}",
+                config.http_listen_address
+            );
+            None
         }
     }
 }

@@ -108,7 +108,10 @@ async fn each_shard_is_tallied_and_the_collector_never_resizes_a_busy_stream() {
         );
         assert_eq!(series, Some(*records), "records tallied for {shard}:\n{text}");
     }
-    assert_eq!(sum_over_shards(&text, "collector_shard_records_published_total"), events as f64);
+    assert_eq!(
+        sum_over_shards(&text, "collector_shard_records_published_total"),
+        events as f64
+    );
     // Each record's bytes include its 36-character partition key.
     assert!(sum_over_shards(&text, "collector_shard_bytes_published_total") > events as f64 * 36.0);
     // Nothing of the supervisor is left in the collector.

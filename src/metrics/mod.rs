@@ -18,10 +18,10 @@ use crate::pipeline::breaker::BreakerMetrics;
 use crate::pipeline::dead_letter::DeadLetterMetrics;
 use crate::pipeline::deleter::DeleterMetrics;
 use crate::pipeline::message::InFlightMetrics;
+use crate::pipeline::shard_tally::ShardTallyMetrics;
 use crate::pipeline::sink::SinkMetrics;
 use crate::pipeline::source::SourceMetrics;
 use crate::pipeline::visibility::VisibilityMetrics;
-use crate::shard_supervisor::ShardMetrics;
 use kit::{add, count, encode};
 
 /// `version` and `commit` of the running binary.
@@ -45,7 +45,7 @@ pub struct Metrics {
     pub dead_letter: DeadLetterMetrics,
     pub breaker: BreakerMetrics,
     pub http: HttpMetrics,
-    pub shards: ShardMetrics,
+    pub shards: ShardTallyMetrics,
 }
 
 impl Metrics {
@@ -70,7 +70,7 @@ impl Metrics {
             dead_letter: DeadLetterMetrics::register(&mut registry),
             breaker: BreakerMetrics::register(&mut registry),
             http: HttpMetrics::register(&mut registry),
-            shards: ShardMetrics::register(&mut registry),
+            shards: ShardTallyMetrics::register(&mut registry),
             registry: Arc::new(registry),
         }
     }

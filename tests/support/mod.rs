@@ -50,7 +50,11 @@ pub trait CollectorHarness {
     /// `AWS_ENDPOINT_URL`, so a test that puts a proxy in front must override them as well.
     fn binary_env(&self, overrides: &[(&str, &str)]) -> Vec<(String, String)>;
     /// Starts the real `telemetry-collector` binary; its logs go to a file under the target dir.
-    fn spawn_binary(&self, overrides: &[(&str, &str)], log_name: &str) -> tokio::process::Child;
+    fn spawn_binary(&self, overrides: &[(&str, &str)], log_name: &str) -> tokio::process::Child {
+        self.spawn_binary_with(&[], overrides, log_name)
+    }
+    /// The same, with command-line arguments (`supervise`: the shard supervisor).
+    fn spawn_binary_with(&self, args: &[&str], overrides: &[(&str, &str)], log_name: &str) -> tokio::process::Child;
 }
 
 impl CollectorHarness for TestEnv {
@@ -96,10 +100,11 @@ impl CollectorHarness for TestEnv {
         env
     }
 
-    fn spawn_binary(&self, overrides: &[(&str, &str)], log_name: &str) -> tokio::process::Child {
+    fn spawn_binary_with(&self, args: &[&str], overrides: &[(&str, &str)], log_name: &str) -> tokio::process::Child {
         let log_dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"));
         let log = std::fs::File::create(log_dir.join(format!("{log_name}.log"))).expect("log file");
         tokio::process::Command::new(env!("CARGO_BIN_EXE_telemetry-collector"))
+            .args(args)
             .env_clear()
             .envs(self.binary_env(overrides))
             .stdin(Stdio::null())
