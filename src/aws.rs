@@ -84,7 +84,8 @@ impl Clients {
     }
 }
 
-fn timeouts(attempt: Duration) -> TimeoutConfig {
+/// The connect and attempt timeouts of every call of a client.
+pub fn timeouts(attempt: Duration) -> TimeoutConfig {
     TimeoutConfig::builder()
         .connect_timeout(CONNECT_TIMEOUT.min(attempt))
         .operation_attempt_timeout(attempt)

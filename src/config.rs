@@ -237,49 +237,55 @@ pub const SHARD_SUPERVISOR_INTERVAL_SEC: Setting = setting(
     "SHARD_SUPERVISOR_INTERVAL_SEC",
     "60",
     "1-3600",
-    "Window of the shard supervisor: every interval it measures the records and bytes written to each shard, exports each shard's utilisation (the larger of records/s / 1000 and bytes/s / 1 MiB) and decides whether the shard count fits.",
+    "Supervise mode: how often the shard supervisor reads the stream's state and its last SHARD_SUPERVISOR_WINDOWS minutes of CloudWatch metrics, exports the utilisation (the larger of records/s / 1000 and bytes/s / 1 MiB per open shard) and decides whether the shard count fits.",
 );
 pub const SHARD_SUPERVISOR_WINDOWS: Setting = setting(
     "SHARD_SUPERVISOR_WINDOWS",
     "5",
     "1-1440",
-    "Consecutive intervals the stream's mean utilisation must stay above or below the target band before a resize is recommended (or made).",
+    "Supervise mode: consecutive 1-minute CloudWatch periods the stream's mean utilisation must all be above or all below the target band before a resize is recommended (or made). A window with any point missing decides nothing.",
+);
+pub const SHARD_SUPERVISOR_METRICS_DELAY_SEC: Setting = setting(
+    "SHARD_SUPERVISOR_METRICS_DELAY_SEC",
+    "180",
+    "0-3600",
+    "Supervise mode: how far behind now the window of minutes read from CloudWatch ends, so that Kinesis's metrics (delivered a minute or two late) are there; a point still missing is unknown, never zero traffic.",
 );
 pub const SHARD_UTILISATION_TARGET_LOW: Setting = setting(
     "SHARD_UTILISATION_TARGET_LOW",
     "30",
     "0-100 (percent, decimals allowed), below SHARD_UTILISATION_TARGET_HIGH",
-    "Lower bound of the target band of mean shard utilisation; persistently below it, fewer shards are recommended.",
+    "Supervise mode: lower bound of the target band of mean shard utilisation; persistently below it (and no shard above the band, nothing throttled), fewer shards are recommended.",
 );
 pub const SHARD_UTILISATION_TARGET_HIGH: Setting = setting(
     "SHARD_UTILISATION_TARGET_HIGH",
     "80",
     "0.01-100 (percent, decimals allowed)",
-    "Upper bound of the target band; persistently above it, more shards are recommended. A recommendation aims at the middle of the band.",
+    "Supervise mode: upper bound of the target band; persistently above it, more shards are recommended. A recommendation aims at the middle of the band.",
 );
 pub const SHARD_AUTOSCALE_ENABLED: Setting = setting(
     "SHARD_AUTOSCALE_ENABLED",
     "false",
     "`true` or `false`",
-    "When `true`, the recommended shard count is applied with UpdateShardCount (uniform scaling) on provisioned streams, never on on-demand ones. Enable it in one replica only; it needs `kinesis:UpdateShardCount`.",
+    "Supervise mode: when `true`, the recommended shard count is applied with UpdateShardCount (uniform scaling) on provisioned ACTIVE streams, never on on-demand ones, at most 10 calls per 24 hours; it needs `kinesis:UpdateShardCount`. The collectors never resize.",
 );
 pub const SHARD_COUNT_MIN: Setting = setting(
     "SHARD_COUNT_MIN",
     "1",
     "1-10000",
-    "Fewest shards the supervisor recommends or sets.",
+    "Supervise mode: fewest shards the supervisor recommends or sets.",
 );
 pub const SHARD_COUNT_MAX: Setting = setting(
     "SHARD_COUNT_MAX",
     "16",
     "SHARD_COUNT_MIN-10000",
-    "Most shards the supervisor recommends or sets.",
+    "Supervise mode: most shards the supervisor recommends or sets.",
 );
 pub const SHARD_RESIZE_COOLDOWN_SEC: Setting = setting(
     "SHARD_RESIZE_COOLDOWN_SEC",
     "3600",
     "0-86400",
-    "Least time between two UpdateShardCount calls (AWS allows 10 per stream per rolling 24 hours).",
+    "Supervise mode: least time between two UpdateShardCount calls (besides, AWS allows 10 per stream per rolling 24 hours, which the supervisor never exceeds).",
 );
 
 /// Every setting, in the order of the table in `docs/configuration.md`.
@@ -317,6 +323,7 @@ pub const SETTINGS: &[Setting] = &[
     LOG_INVALID_BODY_SAMPLES,
     SHARD_SUPERVISOR_INTERVAL_SEC,
     SHARD_SUPERVISOR_WINDOWS,
+    SHARD_SUPERVISOR_METRICS_DELAY_SEC,
     SHARD_UTILISATION_TARGET_LOW,
     SHARD_UTILISATION_TARGET_HIGH,
     SHARD_AUTOSCALE_ENABLED,
@@ -522,6 +529,7 @@ fn supervisor_settings(env: &Vars) -> Result<SupervisorSettings, ConfigError> {
     let min_shards: u32 = env.int(&SHARD_COUNT_MIN, 1, 10_000)?;
     Ok(SupervisorSettings {
         interval: Duration::from_secs(env.int(&SHARD_SUPERVISOR_INTERVAL_SEC, 1, 3600)?),
+        metrics_delay: Duration::from_secs(env.int(&SHARD_SUPERVISOR_METRICS_DELAY_SEC, 0, 3600)?),
         policy: Policy {
             band_low: band_low / 100.0,
             band_high: band_high / 100.0,

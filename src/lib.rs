@@ -9,8 +9,10 @@
 //! calls and limits shared by several stages, [`retry`] paces every retry, [`liveness`] tells
 //! `/healthz` whether every stage that has work makes progress, [`http_server`] answers
 //! `/healthz`, `/readyz` and `/metrics`, [`metrics`] gathers every stage's metrics, [`drop_log`] keeps
-//! drop logs readable, and [`shard_supervisor`] watches the shards' utilisation (and, opt-in,
-//! resizes the stream).
+//! drop logs readable. The sink lanes tally what they write to each shard (metrics only).
+//!
+//! [`shard_supervisor`] is the other mode of the same binary (`telemetry-collector supervise`):
+//! one replica beside the fleet that sizes the stream from its CloudWatch metrics.
 
 pub mod aws;
 pub mod check;
@@ -114,8 +116,8 @@ pub async fn run(
     failure.map_or(Ok(()), Err)
 }
 
-/// What runs beside the pipeline once the stream is found: the breaker's probe, the shard
-/// supervisor and the throughput log.
+/// What runs beside the pipeline once the stream is found: the breaker's probe and the
+/// throughput log.
 fn spawn_beside_the_pipeline(services: &mut Stages, config: &Config, shared: &pipeline::Shared) {
     let (kinesis, stream, retry) = (&shared.clients.kinesis, &config.stream_name, shared.retry);
     services.spawn(
@@ -127,18 +129,6 @@ fn spawn_beside_the_pipeline(services: &mut Stages, config: &Config, shared: &pi
             retry,
             shared.metrics.breaker.clone(),
             shared.metrics.sink.events_in_flight.clone(),
-            shared.shutdown.clone(),
-        ),
-    );
-    services.spawn(
-        "shard supervisor",
-        shard_supervisor::run(
-            kinesis.clone(),
-            stream.clone(),
-            config.shard_supervisor.clone(),
-            retry,
-            shared.shard_tally.clone(),
-            shared.metrics.shards.clone(),
             shared.shutdown.clone(),
         ),
     );

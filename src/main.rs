@@ -1,6 +1,7 @@
 //! The `telemetry-collector` daemon: reads its configuration, sets up JSON logs, and runs the
 //! pipeline until SIGTERM or SIGINT. `--help` and `--version` print and exit; `check` asks the
-//! endpoints about the queue and the stream and reports.
+//! endpoints about the queue and the stream and reports; `supervise` runs the shard supervisor
+//! instead of the collector.
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -35,6 +36,11 @@ USAGE:
   telemetry-collector healthcheck  ask this host's collector (HTTP_LISTEN_ADDRESS) for /healthz:
                                    exit 0 on 200, else 1 with the answer or the error on
                                    stderr; the container health check (the image has no curl)
+  telemetry-collector supervise    run the shard supervisor instead of the collector, as one
+                                   replica beside any number of collectors, until SIGTERM or
+                                   SIGINT: sizes EVENTS_DATA_STREAM_NAME from its CloudWatch
+                                   metrics (SHARD_* settings; resizes only with
+                                   SHARD_AUTOSCALE_ENABLED=true)
   telemetry-collector --help       print this and exit
   telemetry-collector --version    print the version and commit and exit
 
@@ -51,6 +57,7 @@ enum Command {
     Run,
     Check,
     Healthcheck,
+    Supervise,
     Help,
     Version,
 }
@@ -65,6 +72,7 @@ fn parse_args() -> Result<Command, lexopt::Error> {
             Short('V') | Long("version") => Command::Version,
             Value(word) if word == "check" => Command::Check,
             Value(word) if word == "healthcheck" => Command::Healthcheck,
+            Value(word) if word == "supervise" => Command::Supervise,
             _ => return Err(arg.unexpected()),
         };
     }
@@ -73,7 +81,7 @@ fn parse_args() -> Result<Command, lexopt::Error> {
 
 fn main() -> ExitCode {
     let command = match parse_args() {
-        Ok(command @ (Command::Run | Command::Check)) => command,
+        Ok(command @ (Command::Run | Command::Check | Command::Supervise)) => command,
         Ok(Command::Help) => {
             print!("{USAGE}");
             return ExitCode::SUCCESS;
@@ -129,6 +137,10 @@ fn main() -> ExitCode {
     };
     match command {
         Command::Check => runtime.block_on(check(config, region, shutdown)),
+        Command::Supervise => {
+            init_logs();
+            runtime.block_on(supervise(config, region, shutdown))
+        }
         _ => {
             init_logs();
             runtime.block_on(collect(config, region, shutdown))
@@ -192,15 +204,8 @@ static SDK_QUIET: AtomicBool = AtomicBool::new(false);
 
 /// The daemon: the HTTP endpoints, the SDK, then the collector until shutdown.
 async fn collect(config: Config, region: Region, shutdown: CancellationToken) -> ExitCode {
-    let http = match tokio::net::TcpListener::bind(config.http_listen_address).await {
-        Ok(http) => http,
-        Err(e) => {
-            eprintln!(
-                "telemetry-collector: configuration error: HTTP_LISTEN_ADDRESS=\"{}\" cannot be listened on: {e}",
-                config.http_listen_address
-            );
-            return ExitCode::from(2);
-        }
+    let Some(http) = listen(&config).await else {
+        return ExitCode::from(2);
     };
     let sdk_config = tokio::select! {
         sdk_config = load_sdk_config(region) => match sdk_config {
@@ -214,6 +219,43 @@ async fn collect(config: Config, region: Region, shutdown: CancellationToken) ->
         Err(e) => {
             tracing::error!(error = %e, "collector stopped because a stage failed");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// `telemetry-collector supervise`: the HTTP endpoints, the SDK, then the shard supervisor until
+/// shutdown.
+async fn supervise(config: Config, region: Region, shutdown: CancellationToken) -> ExitCode {
+    use telemetry_collector::shard_supervisor::{self, Supervise};
+    let Some(http) = listen(&config).await else {
+        return ExitCode::from(2);
+    };
+    let sdk_config = tokio::select! {
+        sdk_config = load_sdk_config(region) => match sdk_config {
+            Ok(sdk_config) => sdk_config,
+            Err(code) => return code,
+        },
+        _ = shutdown.cancelled() => return ExitCode::SUCCESS,
+    };
+    let settings = Supervise {
+        stream_name: config.stream_name,
+        settings: config.shard_supervisor,
+        call_timeout: config.call_timeout,
+    };
+    shard_supervisor::run(settings, &sdk_config, shutdown, http).await;
+    ExitCode::SUCCESS
+}
+
+/// The HTTP listener on HTTP_LISTEN_ADDRESS; `None` (the line printed) when it cannot be had.
+async fn listen(config: &Config) -> Option<tokio::net::TcpListener> {
+    match tokio::net::TcpListener::bind(config.http_listen_address).await {
+        Ok(http) => Some(http),
+        Err(e) => {
+            eprintln!(
+                "telemetry-collector: configuration error: HTTP_LISTEN_ADDRESS=\"{}\" cannot be listened on: {e}",
+                config.http_listen_address
+            );
+            None
         }
     }
 }

@@ -1,7 +1,8 @@
 //! The deployment files agree with the code: every metric the alerting rules and the dashboard
 //! use is one `/metrics` exports, under the name a scrape shows (counters with `_total`,
-//! histograms as `_bucket`/`_sum`/`_count`); and the IAM policy grants exactly the actions the
-//! code's AWS calls need. Plain file reads: no emulator needed.
+//! histograms as `_bucket`/`_sum`/`_count`); and each IAM policy grants exactly the actions its
+//! mode's AWS calls need: the collector's, and the shard supervisor's (`supervise`). Plain file
+//! reads: no emulator needed.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -15,19 +16,12 @@ fn read(path: &str) -> String {
 }
 
 /// The metrics with a series in every family: those whose labels are known start at 0
-/// already; the ones labelled by what the stream and the supervisor find get one here.
+/// already; the ones labelled by the shards the stream has get one here.
 fn sampled_metrics() -> Metrics {
     let m = Metrics::new();
     let shard = || [("shard", "shardId-000000000000".to_owned())];
     drop(m.shards.shard_records_published.get_or_create(&shard()));
     drop(m.shards.shard_bytes_published.get_or_create(&shard()));
-    drop(m.shards.shard_utilisation.get_or_create(&shard()));
-    drop(m.shards.stream_utilisation.get_or_create(&[("stat", "mean")]));
-    drop(
-        m.shards
-            .shard_supervisor_decisions
-            .get_or_create(&[("decision", "within_band")]),
-    );
     m
 }
 
@@ -235,7 +229,15 @@ fn kinesis_action(operation: &str) -> String {
     format!("kinesis:{pascal}")
 }
 
-/// The daemon's source files: `src/` (the tools are a crate of their own, `crates/fleet`).
+/// CloudWatch's operations (the SDK's method names) and their IAM actions.
+const CLOUDWATCH_OPERATIONS: &[(&str, &str)] = &[
+    ("get_metric_data", "cloudwatch:GetMetricData"),
+    ("get_metric_statistics", "cloudwatch:GetMetricStatistics"),
+    ("list_metrics", "cloudwatch:ListMetrics"),
+    ("put_metric_data", "cloudwatch:PutMetricData"),
+];
+
+/// The binary's source files: `src/` (the tools are a crate of their own, `crates/fleet`).
 fn daemon_sources() -> Vec<(String, String)> {
     fn walk(dir: &Path, out: &mut Vec<(String, String)>) {
         for entry in std::fs::read_dir(dir).expect("read src/").flatten() {
@@ -255,14 +257,23 @@ fn daemon_sources() -> Vec<(String, String)> {
     out
 }
 
-/// The IAM actions of every SQS and Kinesis call in the daemon's source, with where each is.
-fn actions_the_code_calls() -> std::collections::BTreeMap<String, Vec<String>> {
+/// Where the shard supervisor's code is: everything else is the collector's.
+const SUPERVISOR_SOURCES: &str = "src/shard_supervisor/";
+
+/// The IAM actions of every SQS, Kinesis and CloudWatch call in the collector's source
+/// (`supervisor` false) or the shard supervisor's, with where each is.
+fn actions_the_code_calls(supervisor: bool) -> std::collections::BTreeMap<String, Vec<String>> {
     let mut actions = std::collections::BTreeMap::<String, Vec<String>>::new();
     let operations = SQS_OPERATIONS
         .iter()
+        .chain(CLOUDWATCH_OPERATIONS)
         .map(|(op, action)| (*op, (*action).to_owned()))
         .chain(KINESIS_OPERATIONS.iter().map(|op| (*op, kinesis_action(op))));
-    let sources = daemon_sources();
+    let prefix = Path::new(ROOT).join(SUPERVISOR_SOURCES).display().to_string();
+    let sources: Vec<_> = daemon_sources()
+        .into_iter()
+        .filter(|(path, _)| path.starts_with(&prefix) == supervisor)
+        .collect();
     for (op, action) in operations {
         let call = format!(".{op}()");
         for (path, text) in &sources {
@@ -274,7 +285,7 @@ fn actions_the_code_calls() -> std::collections::BTreeMap<String, Vec<String>> {
     actions
 }
 
-/// The sqs: and kinesis: actions a policy file grants, by the resource they are granted on.
+/// The actions a policy file grants, by the resource they are granted on.
 fn granted(path: &str) -> BTreeSet<(String, String)> {
     let policy: serde_json::Value = serde_json::from_str(&read(path)).expect("policy is JSON");
     let as_list = |v: &serde_json::Value| -> Vec<String> {
@@ -296,29 +307,48 @@ fn granted(path: &str) -> BTreeSet<(String, String)> {
     out
 }
 
+/// Fails naming what `grants` has and the code does not call, and what it calls and lacks.
+fn assert_exactly(
+    policy: &str,
+    grants: &BTreeSet<(String, String)>,
+    called: &std::collections::BTreeMap<String, Vec<String>>,
+) {
+    let all: BTreeSet<String> = grants.iter().map(|(action, _)| action.clone()).collect();
+    let needed: BTreeSet<String> = called.keys().cloned().collect();
+    let unused: Vec<_> = all.difference(&needed).collect();
+    let missing: Vec<_> = needed.difference(&all).map(|a| (a, &called[a])).collect();
+    assert!(unused.is_empty(), "{policy}: granted but never called: {unused:?}");
+    assert!(missing.is_empty(), "{policy}: called but not granted: {missing:?}");
+}
+
 #[test]
 fn the_iam_policies_grant_exactly_the_actions_the_code_calls() {
-    let called = actions_the_code_calls();
+    let called = actions_the_code_calls(false);
     // The scan finds what the pipeline is known to call.
     for action in ["sqs:ReceiveMessage", "sqs:DeleteMessage", "kinesis:PutRecords"] {
         assert!(called.contains_key(action), "{action} in {called:?}");
     }
+    // The collectors never resize.
+    assert!(!called.contains_key("kinesis:UpdateShardCount"), "{called:?}");
     let base = granted("deploy/iam/collector-policy.json");
-    let autoscale = granted("deploy/iam/collector-shard-autoscale-policy.json");
-    let actions = |grants: &BTreeSet<(String, String)>| -> BTreeSet<String> {
-        grants.iter().map(|(action, _)| action.clone()).collect()
-    };
-    // UpdateShardCount is opt-in (SHARD_AUTOSCALE_ENABLED), so it has a policy of its own.
-    assert_eq!(
-        actions(&autoscale),
-        BTreeSet::from(["kinesis:UpdateShardCount".to_owned()])
-    );
-    let all: BTreeSet<String> = actions(&base).union(&actions(&autoscale)).cloned().collect();
-    let needed: BTreeSet<String> = called.keys().cloned().collect();
-    let unused: Vec<_> = all.difference(&needed).collect();
-    let missing: Vec<_> = needed.difference(&all).map(|a| (a, &called[a])).collect();
-    assert!(unused.is_empty(), "granted but never called: {unused:?}");
-    assert!(missing.is_empty(), "called but not granted: {missing:?}");
+    assert_exactly("collector-policy.json", &base, &called);
+
+    // The supervisor: the stream's state and size, and its metrics; nothing of the queue.
+    let supervisor_called = actions_the_code_calls(true);
+    for action in [
+        "kinesis:UpdateShardCount",
+        "kinesis:DescribeStreamSummary",
+        "cloudwatch:GetMetricData",
+    ] {
+        assert!(
+            supervisor_called.contains_key(action),
+            "{action} in {supervisor_called:?}"
+        );
+    }
+    let supervisor = granted("deploy/iam/supervisor-policy.json");
+    assert_exactly("supervisor-policy.json", &supervisor, &supervisor_called);
+    // GetMetricData takes no resource-level permissions.
+    assert!(supervisor.contains(&("cloudwatch:GetMetricData".to_owned(), "*".to_owned())));
 
     // Each on its resource: the dead-letter queue only receives; the source queue never does.
     let on = |action: &str| -> BTreeSet<&str> {

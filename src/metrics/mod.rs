@@ -18,10 +18,10 @@ use crate::pipeline::breaker::BreakerMetrics;
 use crate::pipeline::dead_letter::DeadLetterMetrics;
 use crate::pipeline::deleter::DeleterMetrics;
 use crate::pipeline::message::InFlightMetrics;
+use crate::pipeline::shard_tally::ShardTallyMetrics;
 use crate::pipeline::sink::SinkMetrics;
 use crate::pipeline::source::SourceMetrics;
 use crate::pipeline::visibility::VisibilityMetrics;
-use crate::shard_supervisor::ShardMetrics;
 use kit::{CallDurations, add, count, encode, register_call_durations};
 
 /// `version` and `commit` of the running binary.
@@ -46,7 +46,7 @@ pub struct Metrics {
     pub dead_letter: DeadLetterMetrics,
     pub breaker: BreakerMetrics,
     pub http: HttpMetrics,
-    pub shards: ShardMetrics,
+    pub shards: ShardTallyMetrics,
 }
 
 impl Metrics {
@@ -73,7 +73,7 @@ impl Metrics {
             call_durations: calls,
             breaker: BreakerMetrics::register(&mut registry),
             http: HttpMetrics::register(&mut registry),
-            shards: ShardMetrics::register(&mut registry),
+            shards: ShardTallyMetrics::register(&mut registry),
             registry: Arc::new(registry),
         }
     }

@@ -1,6 +1,8 @@
 //! The shard tally: what the sink lanes have written to each shard, from the ShardId of each
-//! successful PutRecords result. The lanes add to it; the shard supervisor reads it to measure
-//! each shard's utilisation.
+//! successful PutRecords result, exported per shard. It is one replica's share: summed by shard
+//! across replicas (Prometheus `sum by (shard)`), it shows a hot shard, i.e. a skewed partition
+//! key. The collector decides nothing from it; the shard supervisor (`supervise` mode) sizes
+//! the stream from CloudWatch, which sees every replica's writes.
 
 use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError};
@@ -8,7 +10,9 @@ use std::sync::{Mutex, PoisonError};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 
-use crate::metrics::kit::ShardLabels;
+use prometheus_client::registry::Registry;
+
+use crate::metrics::kit::{ShardLabels, add};
 
 /// Records and bytes written to one shard since start.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -89,6 +93,32 @@ impl ShardTally {
         self.records.remove(&label);
         self.bytes.remove(&label);
         true
+    }
+}
+
+/// The per-shard counters.
+#[derive(Clone)]
+pub struct ShardTallyMetrics {
+    pub shard_records_published: Family<ShardLabels, Counter>,
+    pub shard_bytes_published: Family<ShardLabels, Counter>,
+}
+
+impl ShardTallyMetrics {
+    pub fn register(registry: &mut Registry) -> Self {
+        ShardTallyMetrics {
+            shard_records_published: add(
+                registry,
+                "shard_records_published",
+                "Records this replica wrote to each shard (successful PutRecords results, resends included), by shard",
+                Family::default(),
+            ),
+            shard_bytes_published: add(
+                registry,
+                "shard_bytes_published",
+                "Bytes (data + partition key) this replica wrote to each shard, by shard",
+                Family::default(),
+            ),
+        }
     }
 }
 

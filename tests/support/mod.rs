@@ -51,7 +51,11 @@ pub trait CollectorHarness {
     fn binary_env(&self, overrides: &[(&str, &str)]) -> Vec<(String, String)>;
     /// Starts the real `telemetry-collector` binary (or `COLLECTOR_BIN`); its logs go to a file
     /// under the target dir.
-    fn spawn_binary(&self, overrides: &[(&str, &str)], log_name: &str) -> tokio::process::Child;
+    fn spawn_binary(&self, overrides: &[(&str, &str)], log_name: &str) -> tokio::process::Child {
+        self.spawn_binary_with(&[], overrides, log_name)
+    }
+    /// The same, with command-line arguments (`supervise`: the shard supervisor).
+    fn spawn_binary_with(&self, args: &[&str], overrides: &[(&str, &str)], log_name: &str) -> tokio::process::Child;
 }
 
 impl CollectorHarness for TestEnv {
@@ -97,7 +101,7 @@ impl CollectorHarness for TestEnv {
         env
     }
 
-    fn spawn_binary(&self, overrides: &[(&str, &str)], log_name: &str) -> tokio::process::Child {
+    fn spawn_binary_with(&self, args: &[&str], overrides: &[(&str, &str)], log_name: &str) -> tokio::process::Child {
         let log_dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"));
         let log = std::fs::File::create(log_dir.join(format!("{log_name}.log"))).expect("log file");
         // `COLLECTOR_BIN` runs another build against the same test (e.g. an older commit's, to
@@ -105,6 +109,7 @@ impl CollectorHarness for TestEnv {
         let binary =
             std::env::var_os("COLLECTOR_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_telemetry-collector").into());
         tokio::process::Command::new(binary)
+            .args(args)
             .env_clear()
             .envs(self.binary_env(overrides))
             .stdin(Stdio::null())

@@ -1,0 +1,124 @@
+//! The collector's per-shard tally against a real Kinesis emulator: each replica exports what
+//! it wrote to each shard (for the dashboard's fleet-wide per-shard view), and decides nothing
+//! from it: even with every shard supervisor setting at its most eager, a busy stream keeps its
+//! shard count. Resizing is the shard supervisor's (`supervise` mode, tests/supervise.rs).
+
+// Needs the emulator that script/test starts: built with the `emulator-tests` feature.
+#![cfg(feature = "emulator-tests")]
+
+mod support;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use support::checks::{verify, wait_for_events, wait_for_queue_empty};
+use support::submissions::{self, Expected};
+use support::{CollectorHarness, TestEnv, free_port, http_get, sample, sigterm, wait_until};
+
+/// A stream of this test's own, with `shards` shards, waited for until ACTIVE.
+async fn create_stream(env: &TestEnv, label: &str, shards: u32) -> String {
+    let name = format!("events-{label}-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+    let request = env.kinesis.create_stream().stream_name(&name);
+    request.shard_count(shards as i32).send().await.expect("CreateStream");
+    wait_until("stream active", Duration::from_secs(60), || async {
+        summary(env, &name).await.0 == "ACTIVE"
+    })
+    .await;
+    name
+}
+
+/// (status, open shards) of a stream.
+async fn summary(env: &TestEnv, stream: &str) -> (String, i32) {
+    env.kinesis
+        .describe_stream_summary()
+        .stream_name(stream)
+        .send()
+        .await
+        .ok()
+        .and_then(|o| o.stream_description_summary)
+        .map(|s| (s.stream_status.as_str().to_owned(), s.open_shard_count))
+        .unwrap_or_default()
+}
+
+async fn scrape(addr: SocketAddr) -> String {
+    http_get(addr, "/metrics").await.1
+}
+
+fn value(text: &str, name: &str) -> f64 {
+    sample(text, name).unwrap_or(0.0)
+}
+
+/// Sum of a per-shard family's samples.
+fn sum_over_shards(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(&format!("{name}{{shard=")))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+fn load(salt: u64, count: u64) -> (Vec<String>, Vec<Expected>) {
+    (0..count)
+        .map(|n| submissions::valid(salt + n, 3 + (n % 4) as usize, 2, n % 2 == 0))
+        .unzip()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_shard_is_tallied_and_the_collector_never_resizes_a_busy_stream() {
+    let base = TestEnv::new("tally").await;
+    let stream = create_stream(&base, "tally", 1).await;
+    let env = base.retarget(&base.queue_url, &stream);
+    let addr = format!("127.0.0.1:{}", free_port());
+    // What made the collector resize a busy stream before the supervisor was its own mode.
+    let mut collector = env.spawn_binary(
+        &[
+            ("HTTP_LISTEN_ADDRESS", addr.as_str()),
+            ("SHARD_SUPERVISOR_INTERVAL_SEC", "1"),
+            ("SHARD_SUPERVISOR_WINDOWS", "1"),
+            ("SHARD_UTILISATION_TARGET_LOW", "0"),
+            ("SHARD_UTILISATION_TARGET_HIGH", "0.1"),
+            ("SHARD_AUTOSCALE_ENABLED", "true"),
+            ("SHARD_COUNT_MAX", "4"),
+            ("SHARD_RESIZE_COOLDOWN_SEC", "0"),
+        ],
+        "shard-tally",
+    );
+    let addr: SocketAddr = addr.parse().unwrap();
+
+    let (bodies, expected) = load(50_000, 150);
+    for chunk in bodies.chunks(30) {
+        env.send(chunk).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    wait_for_queue_empty(&env, Duration::from_secs(180)).await;
+    wait_for_events(&env, &expected, Duration::from_secs(60)).await;
+
+    let text = scrape(addr).await;
+    let events: usize = expected.iter().map(|e| e.events.len()).sum();
+    assert_eq!(value(&text, "collector_events_published_total"), events as f64);
+    // Each shard's tally is what the shard holds (no failures, so no resends).
+    let mut held: HashMap<String, f64> = HashMap::new();
+    for r in env.read_stream().await {
+        *held.entry(r.shard_id).or_default() += 1.0;
+    }
+    for (shard, records) in &held {
+        let series = sample(
+            &text,
+            &format!("collector_shard_records_published_total{{shard=\"{shard}\"}}"),
+        );
+        assert_eq!(series, Some(*records), "records tallied for {shard}:\n{text}");
+    }
+    assert_eq!(
+        sum_over_shards(&text, "collector_shard_records_published_total"),
+        events as f64
+    );
+    // Each record's bytes include its 36-character partition key.
+    assert!(sum_over_shards(&text, "collector_shard_bytes_published_total") > events as f64 * 36.0);
+    // Nothing of the supervisor is left in the collector.
+    assert!(!text.contains("shard_supervisor") && !text.contains("resize"), "{text}");
+
+    sigterm(&collector);
+    assert!(collector.wait().await.expect("exit").success());
+    assert_eq!(summary(&env, &env.stream_name).await, ("ACTIVE".to_owned(), 1));
+    verify(&env.read_stream().await, &expected, true);
+}
