@@ -11,11 +11,18 @@
 //! are counted by their `"Data"` and `"PartitionKey"` members (base64 data and partition keys
 //! cannot contain those strings), the two counts must agree, and the answer carries one result
 //! per record. The small SQS batch calls are parsed.
+//!
+//! On request ([`FakeState::tracked`]) it also notes, memory-cheaply, when each message was
+//! served and deleted and, for each submission of the pool, which of its events arrived in
+//! which order and when its first record was sent and its last one acknowledged: every record's
+//! data is then decoded for its `submission_id` and `event_index`.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use base64::Engine as _;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
@@ -38,6 +45,9 @@ pub struct PooledMessage {
     pub body_literal: String,
     /// The events it must become on the stream (0 for an invalid submission).
     pub events: u64,
+    /// The submission id its records carry, when it has events and the id is known: what
+    /// tracking follows.
+    pub submission_id: Option<u128>,
 }
 
 impl PooledMessage {
@@ -45,7 +55,13 @@ impl PooledMessage {
         PooledMessage {
             body_literal: serde_json::to_string(body).expect("a string serialises"),
             events,
+            submission_id: None,
         }
+    }
+
+    pub fn with_submission_id(mut self, id: u128) -> PooledMessage {
+        self.submission_id = Some(id);
+        self
     }
 }
 
@@ -101,6 +117,99 @@ pub struct FakeState {
     deleted: Mutex<Vec<bool>>,
     /// When the first message was handed out.
     pub first_served_at: OnceLock<Instant>,
+    /// What is noted per message and submission, when asked for.
+    pub tracking: Option<Mutex<Tracking>>,
+}
+
+/// Times in microseconds after [`Tracking::base`]; 0 means "not yet".
+pub struct Tracking {
+    pub base: Instant,
+    /// Per message number: when it was first served.
+    pub served_us: Vec<u64>,
+    /// Per message number: when its first delete arrived.
+    pub deleted_us: Vec<u64>,
+    /// One per submission of the pool that has events, in pool order.
+    pub submissions: Vec<SubmissionTrack>,
+    by_id: HashMap<u128, usize>,
+    /// Records whose submission id is none of the pool's.
+    pub unknown_records: u64,
+    /// Records whose data is not base64 or lacks `submission_id` or `event_index`.
+    pub unreadable_records: u64,
+    /// Reused buffer for a record's decoded data.
+    data: Vec<u8>,
+}
+
+/// What the stream received of one submission.
+#[derive(Debug, Clone)]
+pub struct SubmissionTrack {
+    pub id: u128,
+    /// Its position in the pool.
+    pub pool_index: usize,
+    pub events: u64,
+    /// The next event index due: every index below it arrived, in order.
+    pub next: u64,
+    /// Records that repeated an index already received (at least once is allowed).
+    pub repeated: u64,
+    /// Records that came ahead of `next`: an earlier event missing, or out of order.
+    pub skipped_ahead: u64,
+    /// When the PutRecords call that carried its first record arrived.
+    pub first_sent_us: u64,
+    /// When the PutRecords call that carried its last record (index `events - 1`, once all
+    /// before it had arrived) was answered.
+    pub last_acked_us: u64,
+}
+
+impl Tracking {
+    fn now_us(&self) -> u64 {
+        (self.base.elapsed().as_micros() as u64).max(1)
+    }
+
+    /// Notes one record's data (base64); returns the submission it completed, if it did.
+    fn record(&mut self, data_base64: &[u8], now_us: u64) -> Option<usize> {
+        let mut data = std::mem::take(&mut self.data);
+        data.clear();
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode_vec(data_base64, &mut data)
+            .is_ok();
+        let parsed = decoded.then(|| record_ids(&data)).flatten();
+        self.data = data;
+        let Some((id, index)) = parsed else {
+            self.unreadable_records += 1;
+            return None;
+        };
+        let Some(&at) = self.by_id.get(&id) else {
+            self.unknown_records += 1;
+            return None;
+        };
+        let track = &mut self.submissions[at];
+        if track.first_sent_us == 0 {
+            track.first_sent_us = now_us;
+        }
+        if index < track.next {
+            track.repeated += 1;
+        } else if index > track.next {
+            track.skipped_ahead += 1;
+        } else {
+            track.next += 1;
+            if track.next == track.events {
+                return Some(at);
+            }
+        }
+        None
+    }
+}
+
+/// The `submission_id` and `event_index` of a record's data (the collector's event JSON).
+fn record_ids(data: &[u8]) -> Option<(u128, u64)> {
+    const ID: &[u8] = br#""submission_id":""#;
+    const INDEX: &[u8] = br#""event_index":"#;
+    let at = find(data, ID)? + ID.len();
+    let id = std::str::from_utf8(data.get(at..at + 36)?).ok()?;
+    let id = uuid::Uuid::parse_str(id).ok()?.as_u128();
+    let at = find(data, INDEX)? + INDEX.len();
+    let digits = data[at..].iter().take_while(|b| b.is_ascii_digit()).count();
+    let index = std::str::from_utf8(&data[at..at + digits]).ok()?.parse().ok()?;
+    Some((id, index))
 }
 
 impl FakeState {
@@ -127,7 +236,50 @@ impl FakeState {
             first_bad_request: Mutex::new(None),
             deleted: Mutex::new(Vec::new()),
             first_served_at: OnceLock::new(),
+            tracking: None,
         }
+    }
+
+    /// Notes what each message and submission went through (see [`Tracking`]). Each submission
+    /// id must occur once in the backlog: the pool is not served twice.
+    pub fn tracked(mut self) -> FakeState {
+        assert!(
+            self.total_messages <= self.pool.len() as u64,
+            "tracking needs a pool as large as the backlog"
+        );
+        let messages = self.total_messages as usize;
+        let submissions: Vec<SubmissionTrack> = self.pool[..messages]
+            .iter()
+            .enumerate()
+            .filter(|(_, m)| m.events > 0)
+            .map(|(pool_index, m)| SubmissionTrack {
+                id: m.submission_id.expect("a message with events has its submission id"),
+                pool_index,
+                events: m.events,
+                next: 0,
+                repeated: 0,
+                skipped_ahead: 0,
+                first_sent_us: 0,
+                last_acked_us: 0,
+            })
+            .collect();
+        let by_id: HashMap<u128, usize> = submissions.iter().enumerate().map(|(i, t)| (t.id, i)).collect();
+        assert_eq!(by_id.len(), submissions.len(), "submission ids are distinct");
+        self.tracking = Some(Mutex::new(Tracking {
+            base: Instant::now(),
+            served_us: vec![0; messages],
+            deleted_us: vec![0; messages],
+            submissions,
+            by_id,
+            unknown_records: 0,
+            unreadable_records: 0,
+            data: Vec::new(),
+        }));
+        self
+    }
+
+    pub fn pool(&self) -> &[PooledMessage] {
+        &self.pool
     }
 
     pub fn total_messages(&self) -> u64 {
@@ -281,6 +433,13 @@ async fn receive_message(state: &FakeState, body: &[u8]) -> Response<Full<Bytes>
         return json_response(SQS_CONTENT_TYPE, r#"{"Messages":[]}"#.to_owned());
     }
     state.first_served_at.get_or_init(Instant::now);
+    if let Some(tracking) = &state.tracking {
+        let mut tracking = tracking.lock().unwrap();
+        let now = tracking.now_us();
+        for number in first..first + taken {
+            tracking.served_us[number as usize] = now;
+        }
+    }
     let mut out = String::with_capacity(64 * 1024);
     out.push_str(r#"{"Messages":["#);
     let mut events = 0;
@@ -346,6 +505,13 @@ fn delete_message_batch(state: &FakeState, body: &[u8]) -> Response<Full<Bytes>>
             state.duplicate_deletes.fetch_add(1, Ordering::Relaxed);
         } else {
             deleted[number] = true;
+            if let Some(tracking) = &state.tracking {
+                let mut tracking = tracking.lock().unwrap();
+                let now = tracking.now_us();
+                if let Some(at) = tracking.deleted_us.get_mut(number) {
+                    *at = now;
+                }
+            }
             state.messages_deleted.fetch_add(1, Ordering::SeqCst);
         }
     }
@@ -399,6 +565,7 @@ async fn put_records(state: &FakeState, body: &[u8]) -> Response<Full<Bytes>> {
     if records == 0 || records != keys || records > 500 {
         return state.bad_request(format!("PutRecords with {records} data and {keys} partition keys"));
     }
+    let completed = state.tracking.as_ref().map(|t| track_records(t, body));
     let delay_us = state.put_records_delay_us.load(Ordering::Relaxed);
     if delay_us > 0 {
         state.put_records_waiting.fetch_add(1, Ordering::SeqCst);
@@ -415,6 +582,36 @@ async fn put_records(state: &FakeState, body: &[u8]) -> Response<Full<Bytes>> {
         out.push_str(RECORD_RESULT);
     }
     out.push_str("]}");
+    if let (Some(tracking), Some(completed)) = (&state.tracking, completed)
+        && !completed.is_empty()
+    {
+        let mut tracking = tracking.lock().unwrap();
+        let now = tracking.now_us();
+        for at in completed {
+            tracking.submissions[at].last_acked_us = now;
+        }
+    }
     state.records_acknowledged.fetch_add(records as u64, Ordering::SeqCst);
     json_response(KINESIS_CONTENT_TYPE, out)
+}
+
+/// Notes every record of a PutRecords body; returns the submissions whose last record it holds.
+fn track_records(tracking: &Mutex<Tracking>, body: &[u8]) -> Vec<usize> {
+    const DATA: &[u8] = br#""Data":""#;
+    let mut tracking = tracking.lock().unwrap();
+    let now = tracking.now_us();
+    let mut completed = Vec::new();
+    let mut at = 0;
+    while let Some(found) = find(&body[at..], DATA) {
+        let start = at + found + DATA.len();
+        let len = body[start..]
+            .iter()
+            .position(|&b| b == b'"')
+            .unwrap_or(body.len() - start);
+        if let Some(done) = tracking.record(&body[start..start + len], now) {
+            completed.push(done);
+        }
+        at = start + len;
+    }
+    completed
 }

@@ -41,11 +41,13 @@ pub fn fleet_pool(messages: usize, seed: u64, invalid_share: f64) -> Vec<PooledM
     (0..messages.max(1))
         .map(|_| {
             let generated = fleet.next(now);
-            let events = match &generated.outcome {
-                Outcome::Valid(expected) => expected.events.len() as u64,
-                Outcome::Invalid(_) => 0,
-            };
-            PooledMessage::new(&generated.body, events)
+            match &generated.outcome {
+                Outcome::Valid(expected) => {
+                    let id = uuid::Uuid::parse_str(&expected.submission_id).expect("a valid submission's id");
+                    PooledMessage::new(&generated.body, expected.events.len() as u64).with_submission_id(id.as_u128())
+                }
+                Outcome::Invalid(_) => PooledMessage::new(&generated.body, 0),
+            }
         })
         .collect()
 }
@@ -96,6 +98,12 @@ impl CollectorProcess {
     /// settings (`MAX_IN_FLIGHT_MESSAGES`, ...) set in the benchmark's environment are passed on.
     /// `COLLECTOR_BIN` runs another build instead of this one's, to compare two versions.
     pub fn start(endpoint: &str, name: &str) -> CollectorProcess {
+        CollectorProcess::start_with(endpoint, name, &[])
+    }
+
+    /// [`CollectorProcess::start`] with `settings` added to the collector's environment (the
+    /// endpoint, credentials and HTTP address are set after them and win).
+    pub fn start_with(endpoint: &str, name: &str, settings: &[(String, String)]) -> CollectorProcess {
         let binary = std::env::var_os("COLLECTOR_BIN")
             .map(PathBuf::from)
             .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_telemetry-collector")));
@@ -106,6 +114,7 @@ impl CollectorProcess {
             .map(|a| a.port())
             .expect("a free port");
         let child = Command::new(&binary)
+            .envs(settings.iter().map(|(k, v)| (k, v)))
             .env("AWS_ENDPOINT_URL", endpoint)
             .env("AWS_REGION", "us-east-1")
             .env("AWS_ACCESS_KEY_ID", "bench")
