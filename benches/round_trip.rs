@@ -4,7 +4,7 @@
 //!
 //! `cargo bench --bench round_trip` prints, per added latency, the events/s from the moment
 //! the collector is ready until every event is published and every message deleted, its ratio
-//! to the 0 ms run, and the largest deleter backlog (`collector_messages_awaiting_delete`) and
+//! to the 0 ms run, and the largest deleter backlog (`telemetry_collector_messages_awaiting_delete`) and
 //! messages in flight seen on `/metrics` (sampled every 50 ms). Each run gets freshly started
 //! emulators. Nothing is asserted about time; the run fails only if the stream or the queue is
 //! wrong afterwards (events missing, messages left).
@@ -183,18 +183,18 @@ async fn run(binary: &str, bodies: &[String], events: u64, latency_ms: u64, time
     loop {
         let (_, text) = http_get(addr, "/metrics").await;
         let value = |name: &str| sample(&text, name).unwrap_or(0.0);
-        peak_awaiting_delete = peak_awaiting_delete.max(value("collector_messages_awaiting_delete"));
-        peak_in_flight = peak_in_flight.max(value("collector_messages_in_flight"));
-        if value("collector_events_published_total") >= events as f64
-            && value("collector_deletes_total{outcome=\"ok\"}") >= messages
+        peak_awaiting_delete = peak_awaiting_delete.max(value("telemetry_collector_messages_awaiting_delete"));
+        peak_in_flight = peak_in_flight.max(value("telemetry_collector_messages_in_flight"));
+        if value("telemetry_collector_events_published_total") >= events as f64
+            && value("telemetry_collector_deletes_total{outcome=\"ok\"}") >= messages
         {
             break;
         }
         assert!(
             Instant::now() < deadline,
             "not drained within {timeout:?}: {} of {events} events, {} of {messages} deletes; see {log_path:?}",
-            value("collector_events_published_total"),
-            value("collector_deletes_total{outcome=\"ok\"}")
+            value("telemetry_collector_events_published_total"),
+            value("telemetry_collector_deletes_total{outcome=\"ok\"}")
         );
         assert!(
             child.try_wait().ok().flatten().is_none(),

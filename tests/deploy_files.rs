@@ -50,19 +50,19 @@ fn exported_sample_names() -> BTreeSet<String> {
     names
 }
 
-/// Every `collector_…` identifier in `text`.
+/// Every `telemetry_collector_…` identifier in `text`.
 fn collector_names(text: &str) -> BTreeSet<String> {
     let mut names = BTreeSet::new();
     let bytes = text.as_bytes();
     let is_ident = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
     let mut i = 0;
-    while let Some(found) = text[i..].find("collector_") {
+    while let Some(found) = text[i..].find("telemetry_collector_") {
         let start = i + found;
         let mut end = start;
         while end < bytes.len() && is_ident(bytes[end]) {
             end += 1;
         }
-        // Part of a longer identifier (say `telemetry_collector_x`): not a metric reference.
+        // Part of a longer identifier (say `my_telemetry_collector_x`): not a metric reference.
         if start == 0 || !is_ident(bytes[start - 1]) {
             names.insert(text[start..end].to_owned());
         }
@@ -84,21 +84,21 @@ fn assert_all_exported(file: &str, used: &BTreeSet<String>) {
 fn the_exposition_names_counters_with_total_and_histograms_with_buckets() {
     let exported = exported_sample_names();
     for name in [
-        "collector_messages_received_total",
-        "collector_event_latency_seconds_bucket",
-        "collector_messages_awaiting_delete",
-        "collector_build_info",
+        "telemetry_collector_messages_received_total",
+        "telemetry_collector_event_latency_seconds_bucket",
+        "telemetry_collector_messages_awaiting_delete",
+        "telemetry_collector_build_info",
     ] {
         assert!(exported.contains(name), "{name} in {exported:?}");
     }
-    assert!(!exported.contains("collector_messages_received"));
+    assert!(!exported.contains("telemetry_collector_messages_received"));
     // Failures are exported at 0 from the start, so that `increase()` sees the first one.
     let fresh = Metrics::new().encode();
     for series in [
-        "collector_deletes_total{outcome=\"failed\"} 0",
-        "collector_deletes_total{outcome=\"expired\"} 0",
-        "collector_submissions_refused_total{reason=\"record_too_large\"} 0",
-        "collector_messages_abandoned_total 0",
+        "telemetry_collector_deletes_total{outcome=\"failed\"} 0",
+        "telemetry_collector_deletes_total{outcome=\"expired\"} 0",
+        "telemetry_collector_submissions_refused_total{reason=\"record_too_large\"} 0",
+        "telemetry_collector_messages_abandoned_total 0",
     ] {
         assert!(fresh.lines().any(|l| l == series), "{series}");
     }
@@ -111,14 +111,14 @@ fn every_metric_the_alerting_rules_use_is_exported() {
     assert_all_exported("deploy/prometheus/alerts.yaml", &used);
     // The conditions an operator must hear about each have a rule.
     for needed in [
-        "collector_messages_received_total",
-        "collector_breaker_open",
-        "collector_submissions_invalid_total",
-        "collector_messages_abandoned_total",
-        "collector_messages_awaiting_delete",
-        "collector_submissions_refused_total",
-        "collector_deletes_total",
-        "collector_ready",
+        "telemetry_collector_messages_received_total",
+        "telemetry_collector_breaker_open",
+        "telemetry_collector_submissions_invalid_total",
+        "telemetry_collector_messages_abandoned_total",
+        "telemetry_collector_messages_awaiting_delete",
+        "telemetry_collector_submissions_refused_total",
+        "telemetry_collector_deletes_total",
+        "telemetry_collector_ready",
     ] {
         assert!(used.contains(needed), "no alerting rule uses {needed}");
     }
@@ -148,10 +148,12 @@ fn every_metric_the_dashboard_uses_is_exported_and_every_metric_is_on_it() {
 
 #[test]
 fn the_name_scanner_finds_references_and_skips_longer_identifiers() {
-    let names = collector_names("rate(collector_a_total[5m]) telemetry_collector_x collector_b{x=\"1\"}");
+    let names = collector_names(
+        "rate(telemetry_collector_a_total[5m]) my_telemetry_collector_x telemetry_collector_b{x=\"1\"}",
+    );
     assert_eq!(
         names.into_iter().collect::<Vec<_>>(),
-        ["collector_a_total", "collector_b"]
+        ["telemetry_collector_a_total", "telemetry_collector_b"]
     );
 }
 

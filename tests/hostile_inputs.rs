@@ -103,16 +103,16 @@ async fn hostile_bodies_are_dropped_by_reason_and_valid_neighbours_are_published
     wait_for_queue_empty(&env, Duration::from_secs(180)).await;
     wait_for_events(&env, &expected, Duration::from_secs(60)).await;
     for (label, count) in &invalid_by_reason {
-        let name = format!("collector_submissions_invalid_total{{reason=\"{label}\"}}");
+        let name = format!("telemetry_collector_submissions_invalid_total{{reason=\"{label}\"}}");
         assert_eq!(metric(&collector.metrics, &name), *count, "{name}");
     }
     let invalid: u64 = invalid_by_reason.values().sum();
     assert_eq!(
-        metric(&collector.metrics, "collector_submissions_valid_total"),
+        metric(&collector.metrics, "telemetry_collector_submissions_valid_total"),
         expected.len() as u64
     );
     assert_eq!(
-        metric(&collector.metrics, "collector_messages_received_total"),
+        metric(&collector.metrics, "telemetry_collector_messages_received_total"),
         expected.len() as u64 + invalid,
         "every message was received once: none stalled and came back"
     );

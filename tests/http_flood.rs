@@ -148,13 +148,13 @@ async fn healthz_answers_every_probe_through_a_flood_of_half_sent_requests_with_
         "the flood holds every slot and keeps knocking",
         Duration::from_secs(120),
         || async {
-            metric(&metrics, "collector_http_connections_open") == MAX_CONNECTIONS as u64
-                && metric(&metrics, "collector_http_connections_evicted_total") > MAX_CONNECTIONS as u64
+            metric(&metrics, "telemetry_collector_http_connections_open") == MAX_CONNECTIONS as u64
+                && metric(&metrics, "telemetry_collector_http_connections_evicted_total") > MAX_CONNECTIONS as u64
         },
     )
     .await;
 
-    let evicted_before_probes = metric(&metrics, "collector_http_connections_evicted_total");
+    let evicted_before_probes = metric(&metrics, "telemetry_collector_http_connections_evicted_total");
     let mut statuses = Vec::with_capacity(PROBES);
     for _ in 0..PROBES {
         let status = tokio::time::timeout(PROBE_HANG_GUARD, status_of(addr, "/healthz"))
@@ -168,21 +168,24 @@ async fn healthz_answers_every_probe_through_a_flood_of_half_sent_requests_with_
             held <= flood + MAX_CONNECTIONS + 32,
             "{held} descriptors opened during a flood of {flood}"
         );
-        assert!(metric(&metrics, "collector_http_connections_open") <= MAX_CONNECTIONS as u64);
+        assert!(metric(&metrics, "telemetry_collector_http_connections_open") <= MAX_CONNECTIONS as u64);
     }
     assert!(
         statuses.iter().all(|s| *s == Some(200)),
         "every probe answered 200 (None: closed without an answer): {statuses:?}; {} connections refused, {} evicted",
-        metric(&metrics, "collector_http_connections_refused_total"),
-        metric(&metrics, "collector_http_connections_evicted_total")
+        metric(&metrics, "telemetry_collector_http_connections_refused_total"),
+        metric(&metrics, "telemetry_collector_http_connections_evicted_total")
     );
     // The flood went on throughout: each probe, arriving at the cap, made room by closing an
     // idle connection, and none was turned away.
     assert!(
-        metric(&metrics, "collector_http_connections_evicted_total") >= evicted_before_probes + PROBES as u64,
+        metric(&metrics, "telemetry_collector_http_connections_evicted_total") >= evicted_before_probes + PROBES as u64,
         "the probes arrived at the cap"
     );
-    assert_eq!(metric(&metrics, "collector_http_connections_refused_total"), 0);
+    assert_eq!(
+        metric(&metrics, "telemetry_collector_http_connections_refused_total"),
+        0
+    );
 
     stop.cancel();
     flood_thread.join().expect("the flood's thread");

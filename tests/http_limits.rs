@@ -84,7 +84,8 @@ async fn idle_half_sent_requests_far_above_the_cap_hold_no_descriptors_and_stop_
         "every connection beyond the cap made room by closing the oldest",
         Duration::from_secs(30),
         || async {
-            metric(&metrics, "collector_http_connections_evicted_total") >= (IDLE_CONNECTIONS - MAX_CONNECTIONS) as u64
+            metric(&metrics, "telemetry_collector_http_connections_evicted_total")
+                >= (IDLE_CONNECTIONS - MAX_CONNECTIONS) as u64
         },
     )
     .await;
@@ -95,10 +96,13 @@ async fn idle_half_sent_requests_far_above_the_cap_hold_no_descriptors_and_stop_
         server_side <= MAX_CONNECTIONS + 32,
         "{server_side} descriptors beyond the test's own sockets"
     );
-    assert!(metric(&metrics, "collector_http_connections_open") <= MAX_CONNECTIONS as u64);
+    assert!(metric(&metrics, "telemetry_collector_http_connections_open") <= MAX_CONNECTIONS as u64);
     // At the cap, the probe is answered: the oldest half-sent request makes room for it.
     assert_eq!(status_of(addr, "/healthz").await, Some(200));
-    assert_eq!(metric(&metrics, "collector_http_connections_refused_total"), 0);
+    assert_eq!(
+        metric(&metrics, "telemetry_collector_http_connections_refused_total"),
+        0
+    );
 
     // The pipeline keeps receiving, publishing and deleting meanwhile.
     let (bodies, expected): (Vec<String>, Vec<Expected>) = (0..60u64)

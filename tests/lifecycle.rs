@@ -51,7 +51,7 @@ async fn sigterm_mid_load_then_a_fresh_collector_leaves_no_loss_and_no_duplicate
     let addr: std::net::SocketAddr = addr.parse().unwrap();
     wait_until("the first collector publishes", Duration::from_secs(60), || async {
         let (_, text) = http_get(addr, "/metrics").await;
-        sample(&text, "collector_events_published_total").unwrap_or(0.0) > 0.0
+        sample(&text, "telemetry_collector_events_published_total").unwrap_or(0.0) > 0.0
     })
     .await;
     assert!(
@@ -106,17 +106,20 @@ async fn past_the_drain_deadline_nothing_unpublished_is_deleted_and_unstarted_me
         Duration::from_secs(60),
         || async {
             metrics.in_flight.messages_in_flight.get() >= 5
-                && metric(&metrics, "collector_put_records_calls_total{outcome=\"error\"}") >= 1
+                && metric(
+                    &metrics,
+                    "telemetry_collector_put_records_calls_total{outcome=\"error\"}",
+                ) >= 1
         },
     )
     .await;
     collector.stop().await;
 
-    let received = metric(&metrics, "collector_messages_received_total");
-    let given_back = metric(&metrics, "collector_messages_released_total{outcome=\"ok\"}");
+    let received = metric(&metrics, "telemetry_collector_messages_received_total");
+    let given_back = metric(&metrics, "telemetry_collector_messages_released_total{outcome=\"ok\"}");
     assert!(given_back >= 1, "no message was given back");
     assert!(given_back < received, "the started messages must not be given back");
-    assert_eq!(metric(&metrics, "collector_deletes_total{outcome=\"ok\"}"), 0);
+    assert_eq!(metric(&metrics, "telemetry_collector_deletes_total{outcome=\"ok\"}"), 0);
     assert!(env.read_stream().await.is_empty());
     assert_eq!(env.queue_total().await, 20, "nothing unpublished may be deleted");
     // Given back means visible at once, not after the 120 s visibility timeout. Every receipt
@@ -155,12 +158,18 @@ async fn a_kinesis_outage_pauses_receiving_keeps_messages_hidden_and_loses_nothi
     })
     .await;
     assert_eq!(http_get(collector.http_addr, "/readyz").await.0, 503);
-    let receives_before = metric(&metrics, "collector_receive_calls_total");
-    let puts_before = metric(&metrics, "collector_put_records_calls_total{outcome=\"error\"}");
+    let receives_before = metric(&metrics, "telemetry_collector_receive_calls_total");
+    let puts_before = metric(
+        &metrics,
+        "telemetry_collector_put_records_calls_total{outcome=\"error\"}",
+    );
     // The outage lasts four visibility timeouts.
     tokio::time::sleep(Duration::from_secs(16)).await;
-    let receives = metric(&metrics, "collector_receive_calls_total") - receives_before;
-    let puts = metric(&metrics, "collector_put_records_calls_total{outcome=\"error\"}") - puts_before;
+    let receives = metric(&metrics, "telemetry_collector_receive_calls_total") - receives_before;
+    let puts = metric(
+        &metrics,
+        "telemetry_collector_put_records_calls_total{outcome=\"error\"}",
+    ) - puts_before;
     // No hot loop: no polling while open; each of the 4 lanes retries at most every second
     // once its backoff (20 ms doubling, capped at 1 s) has grown.
     assert!(
@@ -168,8 +177,13 @@ async fn a_kinesis_outage_pauses_receiving_keeps_messages_hidden_and_loses_nothi
         "{receives} ReceiveMessage calls while the breaker was open"
     );
     assert!(puts <= 4 * (16 + 7), "{puts} PutRecords calls in 16 s of outage");
-    assert_eq!(metric(&metrics, "collector_deletes_total{outcome=\"ok\"}"), 0);
-    assert!(metric(&metrics, "collector_visibility_extensions_total{outcome=\"ok\"}") >= 1);
+    assert_eq!(metric(&metrics, "telemetry_collector_deletes_total{outcome=\"ok\"}"), 0);
+    assert!(
+        metric(
+            &metrics,
+            "telemetry_collector_visibility_extensions_total{outcome=\"ok\"}"
+        ) >= 1
+    );
 
     proxy.faults.set_kinesis_down(false);
     wait_for_queue_empty(&env, Duration::from_secs(120)).await;
@@ -179,8 +193,8 @@ async fn a_kinesis_outage_pauses_receiving_keeps_messages_hidden_and_loses_nothi
 
     // Every message was delivered once (ApproximateReceiveCount 1), none was abandoned, and
     // every event is on the stream exactly once.
-    assert_eq!(metric(&metrics, "collector_messages_received_total"), 40);
-    assert_eq!(metric(&metrics, "collector_messages_abandoned_total"), 0);
+    assert_eq!(metric(&metrics, "telemetry_collector_messages_received_total"), 40);
+    assert_eq!(metric(&metrics, "telemetry_collector_messages_abandoned_total"), 0);
     verify(&env.read_stream().await, &expected, true);
 }
 
@@ -229,7 +243,7 @@ async fn in_flight_messages_and_bytes_stay_under_their_caps_while_kinesis_cannot
     assert!(samples > 1);
     assert!(peak_messages <= MAX_MESSAGES, "{peak_messages} messages in flight");
     assert!(peak_bytes <= MAX_BYTES, "{peak_bytes} bytes in flight");
-    let received = metric(&metrics, "collector_messages_received_total");
+    let received = metric(&metrics, "telemetry_collector_messages_received_total");
     assert!(received < 80, "receiving did not pause: {received} received");
 
     proxy.faults.set_put_records_failure_rate(0.0);
@@ -289,7 +303,10 @@ async fn at_start_it_waits_for_the_endpoint_queue_and_stream_then_works_without_
     })
     .await;
     wait_until("the stream is looked for", Duration::from_secs(30), || async {
-        metric(&collector.metrics, "collector_kinesis_probes_total{outcome=\"failed\"}") >= 2
+        metric(
+            &collector.metrics,
+            "telemetry_collector_kinesis_probes_total{outcome=\"failed\"}",
+        ) >= 2
     })
     .await;
     assert!(cut >= 3);
@@ -320,40 +337,55 @@ async fn the_metrics_endpoint_counts_exactly_what_was_sent() {
     let addr = collector.http_addr;
     wait_until("all deletes counted", Duration::from_secs(30), || async {
         let (_, text) = http_get(addr, "/metrics").await;
-        sample(&text, "collector_deletes_total{outcome=\"ok\"}") == Some(bodies.len() as f64)
+        sample(&text, "telemetry_collector_deletes_total{outcome=\"ok\"}") == Some(bodies.len() as f64)
     })
     .await;
 
     let (status, text) = http_get(addr, "/metrics").await;
     assert_eq!(status, 200);
     let value = |name: &str| sample(&text, name).unwrap_or_else(|| panic!("{name} missing from /metrics:\n{text}"));
-    assert_eq!(value("collector_messages_received_total"), bodies.len() as f64);
-    assert_eq!(value("collector_submissions_valid_total"), expected.len() as f64);
-    assert_eq!(value("collector_events_published_total"), events as f64);
-    assert_eq!(value("collector_event_latency_seconds_count"), events as f64);
+    assert_eq!(
+        value("telemetry_collector_messages_received_total"),
+        bodies.len() as f64
+    );
+    assert_eq!(
+        value("telemetry_collector_submissions_valid_total"),
+        expected.len() as f64
+    );
+    assert_eq!(value("telemetry_collector_events_published_total"), events as f64);
+    assert_eq!(value("telemetry_collector_event_latency_seconds_count"), events as f64);
     for call in ["ReceiveMessage", "PutRecords", "DeleteMessageBatch"] {
-        assert!(value(&format!("collector_aws_call_duration_seconds_count{{call=\"{call}\"}}")) >= 1.0);
+        assert!(
+            value(&format!(
+                "telemetry_collector_aws_call_duration_seconds_count{{call=\"{call}\"}}"
+            )) >= 1.0
+        );
     }
     // Freshness: one observation per submission with events, when its last event is published.
     let with_events = expected.iter().filter(|e| !e.events.is_empty()).count() as f64;
-    assert_eq!(value("collector_submission_queue_to_stream_seconds_count"), with_events);
     assert_eq!(
-        value("collector_submission_sensor_to_stream_seconds_count"),
+        value("telemetry_collector_submission_queue_to_stream_seconds_count"),
         with_events
     );
-    assert_eq!(value("collector_submission_sensor_clock_ahead_total"), 0.0);
-    assert_eq!(value("collector_messages_in_flight"), 0.0);
-    assert_eq!(value("collector_events_in_flight"), 0.0);
-    assert_eq!(value("collector_bytes_in_flight"), 0.0);
-    assert_eq!(value("collector_breaker_open"), 0.0);
-    assert_eq!(value("collector_ready"), 1.0);
+    assert_eq!(
+        value("telemetry_collector_submission_sensor_to_stream_seconds_count"),
+        with_events
+    );
+    assert_eq!(value("telemetry_collector_submission_sensor_clock_ahead_total"), 0.0);
+    assert_eq!(value("telemetry_collector_messages_in_flight"), 0.0);
+    assert_eq!(value("telemetry_collector_events_in_flight"), 0.0);
+    assert_eq!(value("telemetry_collector_in_flight_bytes"), 0.0);
+    assert_eq!(value("telemetry_collector_breaker_open"), 0.0);
+    assert_eq!(value("telemetry_collector_ready"), 1.0);
     let mut by_reason: HashMap<&str, f64> = HashMap::new();
     for (label, _, _) in &invalid {
         *by_reason.entry(label).or_default() += 1.0;
     }
     for (label, count) in by_reason {
         assert_eq!(
-            value(&format!("collector_submissions_invalid_total{{reason=\"{label}\"}}")),
+            value(&format!(
+                "telemetry_collector_submissions_invalid_total{{reason=\"{label}\"}}"
+            )),
             count,
             "{label}"
         );
@@ -433,13 +465,16 @@ async fn when_the_dead_letter_send_fails_the_invalid_original_is_not_deleted() {
         "valid ones done, invalid ones not forwarded",
         Duration::from_secs(60),
         || async {
-            metric(&metrics, "collector_dead_letters_total{outcome=\"failed\"}") >= 4
-                && metric(&metrics, "collector_deletes_total{outcome=\"ok\"}") >= 5
+            metric(&metrics, "telemetry_collector_dead_letters_total{outcome=\"failed\"}") >= 4
+                && metric(&metrics, "telemetry_collector_deletes_total{outcome=\"ok\"}") >= 5
         },
     )
     .await;
     collector.stop().await;
-    assert_eq!(metric(&metrics, "collector_dead_letters_total{outcome=\"ok\"}"), 0);
+    assert_eq!(
+        metric(&metrics, "telemetry_collector_dead_letters_total{outcome=\"ok\"}"),
+        0
+    );
     assert_eq!(env.queue_total().await, 4, "the invalid originals stay in the queue");
     verify(&env.read_stream().await, &expected, true);
 }
@@ -521,8 +556,11 @@ async fn receive_count_stays_one_for_messages_kept_hidden_past_their_timeout() {
     env.send(&bodies).await;
     let metrics = collector.metrics.clone();
     wait_until("all received and extended twice", Duration::from_secs(60), || async {
-        metric(&metrics, "collector_messages_received_total") == 5
-            && metric(&metrics, "collector_visibility_extensions_total{outcome=\"ok\"}") >= 10
+        metric(&metrics, "telemetry_collector_messages_received_total") == 5
+            && metric(
+                &metrics,
+                "telemetry_collector_visibility_extensions_total{outcome=\"ok\"}",
+            ) >= 10
     })
     .await;
     // While the collector holds them, nobody else can see them, and SQS counts one receive.
@@ -531,7 +569,7 @@ async fn receive_count_stays_one_for_messages_kept_hidden_past_their_timeout() {
     proxy.faults.set_kinesis_down(false);
     wait_for_queue_empty(&env, Duration::from_secs(60)).await;
     collector.stop().await;
-    assert_eq!(metric(&metrics, "collector_messages_received_total"), 5);
+    assert_eq!(metric(&metrics, "telemetry_collector_messages_received_total"), 5);
     verify(&env.read_stream().await, &expected, true);
 }
 
@@ -554,13 +592,19 @@ async fn refused_visibility_extensions_are_counted_and_the_message_is_processed_
         "extensions refused, messages abandoned and received again",
         Duration::from_secs(60),
         || async {
-            metric(&metrics, "collector_visibility_extensions_total{outcome=\"failed\"}") >= 1
-                && metric(&metrics, "collector_messages_abandoned_total") >= 1
+            metric(
+                &metrics,
+                "telemetry_collector_visibility_extensions_total{outcome=\"failed\"}",
+            ) >= 1
+                && metric(&metrics, "telemetry_collector_messages_abandoned_total") >= 1
         },
     )
     .await;
     assert_eq!(
-        metric(&metrics, "collector_visibility_extensions_total{outcome=\"ok\"}"),
+        metric(
+            &metrics,
+            "telemetry_collector_visibility_extensions_total{outcome=\"ok\"}"
+        ),
         0
     );
     proxy.faults.set_visibility_failure_rate(0.0);
@@ -568,7 +612,7 @@ async fn refused_visibility_extensions_are_counted_and_the_message_is_processed_
     wait_for_queue_empty(&env, Duration::from_secs(60)).await;
     wait_for_events(&env, &expected, Duration::from_secs(30)).await;
     collector.stop().await;
-    assert!(metric(&metrics, "collector_messages_received_total") > 3);
+    assert!(metric(&metrics, "telemetry_collector_messages_received_total") > 3);
     verify(&env.read_stream().await, &expected, false);
 }
 
@@ -602,8 +646,8 @@ async fn after_shutdown_is_signalled_no_new_receive_starts() {
         "every receiver waiting for the lane",
         Duration::from_secs(60),
         || async {
-            metric(&metrics, "collector_receive_calls_total") >= 4
-                && metric(&metrics, "collector_messages_received_total") >= 8
+            metric(&metrics, "telemetry_collector_receive_calls_total") >= 4
+                && metric(&metrics, "telemetry_collector_messages_received_total") >= 8
         },
     )
     .await;

@@ -24,9 +24,20 @@ async fn valid_submissions_are_published_once_in_order_and_deleted() {
     wait_for_queue_empty(&env, Duration::from_secs(120)).await;
     wait_for_events(&env, &expected, Duration::from_secs(30)).await;
     let events: u64 = expected.iter().map(|e| e.events.len() as u64).sum();
-    assert_eq!(metric(&collector.metrics, "collector_events_published_total"), events);
-    assert_eq!(metric(&collector.metrics, "collector_submissions_valid_total"), 203);
-    assert!(metric(&collector.metrics, "collector_put_records_calls_total{outcome=\"ok\"}") >= 2);
+    assert_eq!(
+        metric(&collector.metrics, "telemetry_collector_events_published_total"),
+        events
+    );
+    assert_eq!(
+        metric(&collector.metrics, "telemetry_collector_submissions_valid_total"),
+        203
+    );
+    assert!(
+        metric(
+            &collector.metrics,
+            "telemetry_collector_put_records_calls_total{outcome=\"ok\"}"
+        ) >= 2
+    );
     collector.stop().await;
 
     verify(&env.read_stream().await, &expected, true);
@@ -56,11 +67,11 @@ async fn invalid_submissions_are_dropped_and_deleted_without_harming_valid_ones(
         *by_reason.entry(label).or_default() += 1;
     }
     for (label, count) in &by_reason {
-        let name = format!("collector_submissions_invalid_total{{reason=\"{label}\"}}");
+        let name = format!("telemetry_collector_submissions_invalid_total{{reason=\"{label}\"}}");
         assert_eq!(metric(&collector.metrics, &name), *count, "{name}");
     }
     assert_eq!(
-        metric(&collector.metrics, "collector_submissions_valid_total"),
+        metric(&collector.metrics, "telemetry_collector_submissions_valid_total"),
         expected.len() as u64
     );
     collector.stop().await;
@@ -122,13 +133,13 @@ async fn put_records_failures_are_resent_in_order_and_nothing_is_deleted_early()
     assert!(
         metric(
             &collector.metrics,
-            "collector_records_retried_total{error_code=\"ProvisionedThroughputExceededException\"}"
+            "telemetry_collector_records_retried_total{error_code=\"ProvisionedThroughputExceededException\"}"
         ) > 0
     );
     assert!(
         metric(
             &collector.metrics,
-            "collector_put_records_calls_total{outcome=\"partial\"}"
+            "telemetry_collector_put_records_calls_total{outcome=\"partial\"}"
         ) > 0
     );
     collector.stop().await;
@@ -153,16 +164,22 @@ async fn failed_deletes_are_counted_and_their_messages_are_processed_again() {
         .await;
 
     wait_until("failed deletes counted", Duration::from_secs(60), || async {
-        metric(&collector.metrics, "collector_deletes_total{outcome=\"failed\"}") >= 5
+        metric(
+            &collector.metrics,
+            "telemetry_collector_deletes_total{outcome=\"failed\"}",
+        ) >= 5
     })
     .await;
     proxy.faults.set_delete_failure_rate(0.0);
     wait_for_queue_empty(&env, Duration::from_secs(120)).await;
-    let failed = metric(&collector.metrics, "collector_deletes_total{outcome=\"failed\"}");
+    let failed = metric(
+        &collector.metrics,
+        "telemetry_collector_deletes_total{outcome=\"failed\"}",
+    );
     let injected = proxy.faults.deletes_failed.load(std::sync::atomic::Ordering::Relaxed);
     assert_eq!(failed, injected, "every failed entry is counted");
     // Each failed delete brought its message back: it was received and published again.
-    assert!(metric(&collector.metrics, "collector_messages_received_total") >= 40 + failed);
+    assert!(metric(&collector.metrics, "telemetry_collector_messages_received_total") >= 40 + failed);
     collector.stop().await;
 
     let records = env.read_stream().await;
@@ -198,7 +215,10 @@ async fn deletes_given_up_because_their_receipts_expired_are_counted() {
         )
         .await;
     wait_until("expired deletes counted", Duration::from_secs(60), || async {
-        metric(&collector.metrics, "collector_deletes_total{outcome=\"expired\"}") >= 3
+        metric(
+            &collector.metrics,
+            "telemetry_collector_deletes_total{outcome=\"expired\"}",
+        ) >= 3
     })
     .await;
     proxy.faults.set_access_denied(None);

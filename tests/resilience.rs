@@ -113,7 +113,7 @@ async fn publishing(label: &str, salt: u64, visibility_timeout: &str) -> (TestEn
     let (before, expected) = small_submissions(salt * 1_000, 30);
     env.send(&before).await;
     wait_until("events published before the fault", Duration::from_secs(60), || async {
-        collector.counter("collector_events_published_total").await > 0
+        collector.counter("telemetry_collector_events_published_total").await > 0
     })
     .await;
     (env, proxy, collector, expected)
@@ -154,10 +154,13 @@ async fn a_black_holed_kinesis_path_wedges_nothing_and_loses_nothing_once_it_hea
     // PutRecords call upstream when the hole began may have been written without its answer
     // arriving: its records are sent again, so duplicates are allowed, gaps and disorder not.
     assert_eq!(
-        collector.counter("collector_messages_received_total").await,
+        collector.counter("telemetry_collector_messages_received_total").await,
         expected.len() as u64
     );
-    assert_eq!(collector.counter("collector_messages_abandoned_total").await, 0);
+    assert_eq!(
+        collector.counter("telemetry_collector_messages_abandoned_total").await,
+        0
+    );
     verify(&env.read_stream().await, &expected, false);
     let status = collector.stop().await;
     assert!(status.success(), "exit status {status}");
@@ -200,7 +203,7 @@ async fn a_black_holed_sqs_path_is_survived_and_receiving_resumes_within_the_sta
             >= 2,
         "the black hole swallowed no SQS call: the test proves nothing"
     );
-    let received_before_healing = collector.counter("collector_messages_received_total").await;
+    let received_before_healing = collector.counter("telemetry_collector_messages_received_total").await;
     proxy.faults.set_sqs_black_hole(false);
     let healed_at = Instant::now();
     // Receives that were in flight when the hole began may have taken messages whose answers
@@ -215,7 +218,7 @@ async fn a_black_holed_sqs_path_is_survived_and_receiving_resumes_within_the_sta
     // slack for a loaded machine.
     let bound = Duration::from_secs_f64(2.0 * (1.0 + 1.0) + 0.5 + 5.0);
     wait_until("receiving resumes after the black hole", bound, || async {
-        collector.counter("collector_messages_received_total").await > received_before_healing
+        collector.counter("telemetry_collector_messages_received_total").await > received_before_healing
     })
     .await;
     eprintln!("receiving resumed {:?} after the network healed", healed_at.elapsed());
@@ -298,8 +301,11 @@ async fn a_batch_waiting_behind_a_full_byte_cap_keeps_every_message_hidden() {
         "the batch is received and PutRecords fails",
         Duration::from_secs(60),
         || async {
-            metric(&metrics, "collector_messages_received_total") == 10
-                && metric(&metrics, "collector_put_records_calls_total{outcome=\"error\"}") >= 1
+            metric(&metrics, "telemetry_collector_messages_received_total") == 10
+                && metric(
+                    &metrics,
+                    "telemetry_collector_put_records_calls_total{outcome=\"error\"}",
+                ) >= 1
         },
     )
     .await;
@@ -309,18 +315,23 @@ async fn a_batch_waiting_behind_a_full_byte_cap_keeps_every_message_hidden() {
         Instant::now() >= outage_until
     })
     .await;
-    assert_eq!(metric(&metrics, "collector_events_published_total"), 0);
+    assert_eq!(metric(&metrics, "telemetry_collector_events_published_total"), 0);
     proxy.faults.set_put_records_call_failure_rate(0.0);
 
     wait_for_queue_empty(&env, Duration::from_secs(120)).await;
     wait_for_events(&env, &expected, Duration::from_secs(30)).await;
     collector.stop().await;
     assert_eq!(
-        metric(&metrics, "collector_messages_received_total"),
+        metric(&metrics, "telemetry_collector_messages_received_total"),
         10,
         "a message of the batch was received twice"
     );
-    assert!(metric(&metrics, "collector_visibility_extensions_total{outcome=\"ok\"}") >= 7);
+    assert!(
+        metric(
+            &metrics,
+            "telemetry_collector_visibility_extensions_total{outcome=\"ok\"}"
+        ) >= 7
+    );
     verify(&env.read_stream().await, &expected, true);
 }
 
@@ -375,7 +386,7 @@ async fn a_record_the_stream_refuses_keeps_its_submission_in_the_queue_and_stops
     wait_until("the poison submission refused", Duration::from_secs(60), || async {
         metric(
             &metrics,
-            "collector_submissions_refused_total{reason=\"record_too_large\"}",
+            "telemetry_collector_submissions_refused_total{reason=\"record_too_large\"}",
         ) >= 1
     })
     .await;
@@ -407,7 +418,7 @@ async fn refusal_episode(label: &str, salt: u64, refuse: impl Fn(&FaultProxy, bo
         wait_until(
             "events published before the refusals",
             Duration::from_secs(60),
-            || async { metric(&metrics, "collector_events_published_total") > 0 },
+            || async { metric(&metrics, "telemetry_collector_events_published_total") > 0 },
         )
         .await;
         refuse(&proxy, true);
@@ -470,7 +481,7 @@ async fn a_refused_submission_is_deleted_only_once_it_is_in_the_dead_letter_queu
     assert_eq!(
         metric(
             &metrics,
-            "collector_submissions_refused_total{reason=\"record_too_large\"}"
+            "telemetry_collector_submissions_refused_total{reason=\"record_too_large\"}"
         ),
         1
     );
@@ -496,7 +507,7 @@ async fn a_message_arriving_late_in_a_long_poll_is_not_expired_on_arrival() {
         .await;
     let metrics = collector.metrics.clone();
     wait_until("the first long poll is waiting", Duration::from_secs(60), || async {
-        metric(&metrics, "collector_receive_calls_total") == 1
+        metric(&metrics, "telemetry_collector_receive_calls_total") == 1
     })
     .await;
     // The scenario itself, not a synchronisation: the message must arrive late in the poll.
@@ -506,8 +517,8 @@ async fn a_message_arriving_late_in_a_long_poll_is_not_expired_on_arrival() {
     wait_for_queue_empty(&env, Duration::from_secs(60)).await;
     wait_for_events(&env, &expected, Duration::from_secs(30)).await;
     collector.stop().await;
-    assert_eq!(metric(&metrics, "collector_messages_abandoned_total"), 0);
-    assert_eq!(metric(&metrics, "collector_messages_received_total"), 1);
+    assert_eq!(metric(&metrics, "telemetry_collector_messages_abandoned_total"), 0);
+    assert_eq!(metric(&metrics, "telemetry_collector_messages_received_total"), 1);
     verify(&env.read_stream().await, &expected, true);
 }
 
@@ -545,7 +556,12 @@ async fn entries_sqs_fails_through_no_fault_of_the_sender_are_retried_not_taken_
     wait_until(
         "an extension failed internally and was asked again",
         Duration::from_secs(60),
-        || async { metric(&metrics, "collector_visibility_extensions_total{outcome=\"retried\"}") >= 1 },
+        || async {
+            metric(
+                &metrics,
+                "telemetry_collector_visibility_extensions_total{outcome=\"retried\"}",
+            ) >= 1
+        },
     )
     .await;
     proxy.faults.set_kinesis_down(false);
@@ -560,16 +576,25 @@ async fn entries_sqs_fails_through_no_fault_of_the_sender_are_retried_not_taken_
             >= 1
     );
     assert!(
-        metric(&metrics, "collector_deletes_retried_total") >= 1,
+        metric(&metrics, "telemetry_collector_deletes_retried_total") >= 1,
         "no delete was retried"
     );
     // Not one entry was taken for a refusal, and no delete was given up.
     assert_eq!(
-        metric(&metrics, "collector_visibility_extensions_total{outcome=\"failed\"}"),
+        metric(
+            &metrics,
+            "telemetry_collector_visibility_extensions_total{outcome=\"failed\"}"
+        ),
         0
     );
-    assert_eq!(metric(&metrics, "collector_deletes_total{outcome=\"failed\"}"), 0);
-    assert_eq!(metric(&metrics, "collector_deletes_total{outcome=\"ok\"}"), 20);
+    assert_eq!(
+        metric(&metrics, "telemetry_collector_deletes_total{outcome=\"failed\"}"),
+        0
+    );
+    assert_eq!(
+        metric(&metrics, "telemetry_collector_deletes_total{outcome=\"ok\"}"),
+        20
+    );
     verify(&env.read_stream().await, &expected, false);
 }
 
@@ -631,7 +656,10 @@ async fn an_error_no_record_can_get_past_opens_the_breaker_with_its_reason_until
         "{reason}"
     );
     // Nothing is dropped for it: the records wait, and go once the permission is back.
-    assert_eq!(metric(&collector.metrics, "collector_deletes_total{outcome=\"ok\"}"), 0);
+    assert_eq!(
+        metric(&collector.metrics, "telemetry_collector_deletes_total{outcome=\"ok\"}"),
+        0
+    );
     proxy.faults.set_put_records_error(None);
     wait_for_queue_empty(&env, Duration::from_secs(60)).await;
     wait_for_events(&env, &expected, Duration::from_secs(30)).await;
@@ -666,14 +694,14 @@ async fn an_answer_to_describe_stream_does_not_make_a_collector_denied_put_recor
     wait_until(
         "DescribeStreamSummary answered twice while PutRecords is denied",
         Duration::from_secs(120),
-        || async { metric(&metrics, "collector_kinesis_probes_total{outcome=\"ok\"}") >= 3 },
+        || async { metric(&metrics, "telemetry_collector_kinesis_probes_total{outcome=\"ok\"}") >= 3 },
     )
     .await;
     let (status, reason) = http_get(collector.http_addr, "/readyz").await;
     assert_eq!(status, 503, "{reason}");
     assert!(reason.contains("AccessDeniedException"), "{reason}");
     assert_eq!(metrics.breaker.breaker_open.get(), 1);
-    assert_eq!(metric(&metrics, "collector_deletes_total{outcome=\"ok\"}"), 0);
+    assert_eq!(metric(&metrics, "telemetry_collector_deletes_total{outcome=\"ok\"}"), 0);
     // Fixed: a trial receive writes, the breaker closes, everything is published.
     proxy.faults.set_put_records_error(None);
     wait_for_queue_empty(&env, Duration::from_secs(60)).await;
@@ -712,8 +740,14 @@ async fn an_invalid_body_near_the_size_limit_still_reaches_the_dead_letter_queue
     wait_for_queue_empty(&env, Duration::from_secs(60)).await;
     let metrics = collector.metrics.clone();
     collector.stop().await;
-    assert_eq!(metric(&metrics, "collector_dead_letters_total{outcome=\"ok\"}"), 1);
-    assert_eq!(metric(&metrics, "collector_dead_letters_total{outcome=\"failed\"}"), 0);
+    assert_eq!(
+        metric(&metrics, "telemetry_collector_dead_letters_total{outcome=\"ok\"}"),
+        1
+    );
+    assert_eq!(
+        metric(&metrics, "telemetry_collector_dead_letters_total{outcome=\"failed\"}"),
+        0
+    );
     assert_eq!(
         proxy.faults.messages_too_long.load(std::sync::atomic::Ordering::SeqCst),
         0

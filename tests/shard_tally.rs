@@ -95,7 +95,10 @@ async fn each_shard_is_tallied_and_the_collector_never_resizes_a_busy_stream() {
 
     let text = scrape(addr).await;
     let events: usize = expected.iter().map(|e| e.events.len()).sum();
-    assert_eq!(value(&text, "collector_events_published_total"), events as f64);
+    assert_eq!(
+        value(&text, "telemetry_collector_events_published_total"),
+        events as f64
+    );
     // Each shard's tally is what the shard holds (no failures, so no resends).
     let mut held: HashMap<String, f64> = HashMap::new();
     for r in env.read_stream().await {
@@ -104,16 +107,16 @@ async fn each_shard_is_tallied_and_the_collector_never_resizes_a_busy_stream() {
     for (shard, records) in &held {
         let series = sample(
             &text,
-            &format!("collector_shard_records_published_total{{shard=\"{shard}\"}}"),
+            &format!("telemetry_collector_shard_records_published_total{{shard=\"{shard}\"}}"),
         );
         assert_eq!(series, Some(*records), "records tallied for {shard}:\n{text}");
     }
     assert_eq!(
-        sum_over_shards(&text, "collector_shard_records_published_total"),
+        sum_over_shards(&text, "telemetry_collector_shard_records_published_total"),
         events as f64
     );
     // Each record's bytes include its 36-character partition key.
-    assert!(sum_over_shards(&text, "collector_shard_bytes_published_total") > events as f64 * 36.0);
+    assert!(sum_over_shards(&text, "telemetry_collector_shard_published_bytes_total") > events as f64 * 36.0);
     // Nothing of the supervisor is left in the collector.
     assert!(!text.contains("shard_supervisor") && !text.contains("resize"), "{text}");
 

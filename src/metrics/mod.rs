@@ -27,7 +27,7 @@ use kit::{CallDurations, add, count, encode, register_call_durations};
 /// `version` and `commit` of the running binary.
 type BuildLabels = [(&'static str, &'static str); 2];
 
-/// The crate version, as `--version` prints it and `collector_build_info` labels it.
+/// The crate version, as `--version` prints it and `telemetry_collector_build_info` labels it.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 /// The commit the binary was built from (`build.rs`): `GIT_COMMIT` at build time, else
 /// `git rev-parse`, else `unknown`.
@@ -51,7 +51,7 @@ pub struct Metrics {
 
 impl Metrics {
     pub fn new() -> Metrics {
-        let mut registry = Registry::with_prefix("collector");
+        let mut registry = Registry::with_prefix("telemetry_collector");
         let build_info: Family<BuildLabels, Gauge> = add(
             &mut registry,
             "build_info",
@@ -150,7 +150,7 @@ mod tests {
     #[test]
     fn build_info_names_the_version_and_commit_with_value_one() {
         let text = Metrics::new().encode();
-        let expected = format!("collector_build_info{{version=\"{VERSION}\",commit=\"{COMMIT}\"}} 1");
+        let expected = format!("telemetry_collector_build_info{{version=\"{VERSION}\",commit=\"{COMMIT}\"}} 1");
         assert!(text.lines().any(|l| l == expected), "{expected} in:\n{text}");
         assert!(!COMMIT.is_empty());
     }

@@ -394,7 +394,7 @@ impl InFlightMetrics {
             ),
             bytes_in_flight: add(
                 registry,
-                "bytes_in_flight",
+                "in_flight_bytes",
                 "Record bytes (data + partition key) of the messages in flight",
                 Gauge::default(),
             ),

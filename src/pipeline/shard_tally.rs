@@ -114,7 +114,7 @@ impl ShardTallyMetrics {
             ),
             shard_bytes_published: add(
                 registry,
-                "shard_bytes_published",
+                "shard_published_bytes",
                 "Bytes (data + partition key) this replica wrote to each shard, by shard",
                 Family::default(),
             ),

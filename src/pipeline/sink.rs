@@ -53,7 +53,7 @@ use telemetry_format::event::RECORD_OVERHEAD_BYTES;
 
 /// One event on its way to the stream.
 ///
-/// It counts in `collector_events_in_flight` from [`OutboundRecord::new`] until it is dropped,
+/// It counts in `telemetry_collector_events_in_flight` from [`OutboundRecord::new`] until it is dropped,
 /// whichever way it leaves the pipeline (published, given back, abandoned, refused, or left
 /// unfinished at shutdown): no path has to remember to count it out.
 pub struct OutboundRecord {
@@ -647,7 +647,7 @@ fn code_of(result: &PutRecordsResultEntry) -> String {
     result.error_code().unwrap_or("unknown").to_owned()
 }
 
-/// The `error_code` labels of `collector_records_retried_total`: Kinesis's retryable codes,
+/// The `error_code` labels of `telemetry_collector_records_retried_total`: Kinesis's retryable codes,
 /// the in-order suffix resent after a failure, whole-call failures, and `other`.
 const RETRY_CODES: [&str; 6] = [
     "ProvisionedThroughputExceededException",

@@ -323,7 +323,7 @@ async fn change_visibility(
 pub struct VisibilityMetrics {
     pub visibility_extensions: Counters,
     pub change_visibility_duration: Histogram,
-    /// Exported as `collector_messages_released`, the name dashboards and alerts already use.
+    /// Exported as `telemetry_collector_messages_released`, the name dashboards and alerts already use.
     pub messages_given_back: Counters,
 }
 
