@@ -40,7 +40,8 @@ RUN cargo build --release --locked -p telemetry-fleet --bins \
  && test -x /out-tools/sensor-fleet && test -x /out-tools/stream-reader
 
 FROM debian:bookworm-slim AS runtime
-# ca-certificates: rustls verifies AWS endpoints against the system roots.
+# ca-certificates: rustls verifies AWS endpoints against the system roots (the production image
+# takes its bundle from here).
 # Versions follow the bookworm security updates rather than a pin that would stop resolving.
 # hadolint ignore=DL3008
 RUN apt-get update \
@@ -55,9 +56,21 @@ COPY --from=tools-builder /out-tools/ /usr/local/bin/
 USER 10001:10001
 CMD ["sensor-fleet", "--help"]
 
-# The production image (the last stage, so the default target): the daemon alone.
-FROM runtime AS collector
-COPY --from=builder /out/telemetry-collector /usr/local/bin/telemetry-collector
+# The production image's files: the daemon, exactly the shared libraries it loads (at their
+# paths), and the CA roots; no shell, no package manager, nothing else to patch or to exploit.
+FROM builder AS rootfs
+SHELL ["/bin/bash", "-o", "pipefail", "-c"]
+COPY --from=runtime /etc/ssl/certs/ca-certificates.crt /rootfs/etc/ssl/certs/ca-certificates.crt
+RUN install -D -m 0755 /out/telemetry-collector /rootfs/usr/local/bin/telemetry-collector \
+ && ldd /out/telemetry-collector | grep -oE '/[^ ]+' | sort -u \
+    | xargs -I{} cp --parents -L {} /rootfs/ \
+ && test -n "$(ls /rootfs/lib* 2>/dev/null)"
+
+# The production image (the last stage, so the default target): the daemon alone, on an empty
+# base. Its health check is the binary's own `healthcheck` command, in exec form.
+FROM scratch AS collector
+COPY --from=rootfs /rootfs/ /
+ENV PATH=/usr/local/bin
 USER 10001:10001
 ENV HTTP_LISTEN_ADDRESS=0.0.0.0:8080
 EXPOSE 8080

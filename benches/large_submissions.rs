@@ -2,7 +2,7 @@
 //! with ordinary ones, with the settings of the shipped Kubernetes manifest.
 //!
 //! `cargo bench --bench large_submissions` reads the pipeline settings from
-//! `deploy/kubernetes/configmap.yaml` and gives them to the real binary (release build), pointed
+//! `deploy/kubernetes/collector.env` and gives them to the real binary (release build), pointed
 //! at a fake SQS + Kinesis that answers at once. For each mix a fresh collector and fake drain a
 //! backlog of `LARGE_MESSAGES` large submissions spread evenly among `LARGE_ORDINARY` ordinary
 //! (sensor-fleet) ones:
@@ -42,7 +42,7 @@ use support::fake_aws::{FakeAws, FakeState, PooledMessage, SubmissionTrack};
 use support::{CollectorProcess, env_or, fleet_pool, mib};
 
 const SAMPLE: Duration = Duration::from_millis(50);
-const MANIFEST: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/kubernetes/configmap.yaml");
+const MANIFEST: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/kubernetes/collector.env");
 /// The manifest's variables that name AWS resources or this process's surroundings: the
 /// benchmark points the collector at the fake instead.
 const NOT_PASSED: &[&str] = &[
@@ -102,25 +102,16 @@ impl Mix {
     }
 }
 
-/// The `data:` entries of the ConfigMap, in order.
+/// The `VAR=value` lines of the ConfigMap's env file, in order.
 fn manifest_settings() -> Vec<(String, String)> {
     let text = std::fs::read_to_string(MANIFEST).unwrap_or_else(|e| panic!("cannot read {MANIFEST}: {e}"));
-    let mut in_data = false;
-    let mut settings = Vec::new();
-    for line in text.lines() {
-        if line.trim_start().starts_with('#') || line.trim().is_empty() {
-            continue;
-        }
-        if !line.starts_with(' ') {
-            in_data = line.trim_end() == "data:";
-            continue;
-        }
-        if in_data && let Some((key, value)) = line.trim().split_once(':') {
-            let value = value.trim().trim_matches('"').to_owned();
-            settings.push((key.trim().to_owned(), value));
-        }
-    }
-    assert!(!settings.is_empty(), "no data: entries in {MANIFEST}");
+    let settings: Vec<(String, String)> = text
+        .lines()
+        .filter(|line| !line.trim_start().starts_with('#') && !line.trim().is_empty())
+        .filter_map(|line| line.split_once('='))
+        .map(|(key, value)| (key.trim().to_owned(), value.trim().to_owned()))
+        .collect();
+    assert!(!settings.is_empty(), "no VAR=value lines in {MANIFEST}");
     settings
 }
 
@@ -552,7 +543,7 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(4);
     println!(
-        "large_submissions: collector settings from deploy/kubernetes/configmap.yaml: {}",
+        "large_submissions: collector settings from deploy/kubernetes/collector.env: {}",
         settings
             .iter()
             .map(|(k, v)| format!("{k}={v}"))

@@ -6,6 +6,7 @@
 //! Metrics live in a Prometheus registry; the periodic summary log line reads the same counters.
 
 pub mod kit;
+pub mod process;
 
 use std::sync::Arc;
 
@@ -51,9 +52,13 @@ pub struct Metrics {
 
 impl Metrics {
     pub fn new() -> Metrics {
-        let mut registry = Registry::with_prefix("telemetry_collector");
+        // The process's standard figures keep their standard names; the collector's own carry
+        // its prefix.
+        let mut root = Registry::default();
+        root.register_collector(Box::new(process::ProcessCollector));
+        let registry = root.sub_registry_with_prefix("telemetry_collector");
         let build_info: Family<BuildLabels, Gauge> = add(
-            &mut registry,
+            registry,
             "build_info",
             "Always 1; the labels name the running build (crate version, commit)",
             Family::default(),
@@ -61,20 +66,20 @@ impl Metrics {
         build_info
             .get_or_create(&[("version", VERSION), ("commit", COMMIT)])
             .set(1);
-        let calls = register_call_durations(&mut registry);
+        let calls = register_call_durations(registry);
         Metrics {
             build_info,
-            source: SourceMetrics::register(&mut registry, &calls),
-            in_flight: InFlightMetrics::register(&mut registry),
-            sink: SinkMetrics::register(&mut registry, &calls),
-            deleter: DeleterMetrics::register(&mut registry, &calls),
-            visibility: VisibilityMetrics::register(&mut registry, &calls),
-            dead_letter: DeadLetterMetrics::register(&mut registry, &calls),
+            source: SourceMetrics::register(registry, &calls),
+            in_flight: InFlightMetrics::register(registry),
+            sink: SinkMetrics::register(registry, &calls),
+            deleter: DeleterMetrics::register(registry, &calls),
+            visibility: VisibilityMetrics::register(registry, &calls),
+            dead_letter: DeadLetterMetrics::register(registry, &calls),
             call_durations: calls,
-            breaker: BreakerMetrics::register(&mut registry),
-            http: HttpMetrics::register(&mut registry),
-            shards: ShardTallyMetrics::register(&mut registry),
-            registry: Arc::new(registry),
+            breaker: BreakerMetrics::register(registry),
+            http: HttpMetrics::register(registry),
+            shards: ShardTallyMetrics::register(registry),
+            registry: Arc::new(root),
         }
     }
 
@@ -152,6 +157,15 @@ mod tests {
         let text = Metrics::new().encode();
         let expected = format!("telemetry_collector_build_info{{version=\"{VERSION}\",commit=\"{COMMIT}\"}} 1");
         assert!(text.lines().any(|l| l == expected), "{expected} in:\n{text}");
+        // The process's standard figures keep their standard, unprefixed names.
+        for standard in [
+            "process_cpu_seconds_total ",
+            "process_resident_memory_bytes ",
+            "process_open_fds ",
+        ] {
+            assert!(text.lines().any(|l| l.starts_with(standard)), "{standard} in:\n{text}");
+        }
+        assert!(!text.contains("telemetry_collector_process_"));
         assert!(!COMMIT.is_empty());
     }
 }
