@@ -394,3 +394,50 @@ fn kinesis_operations_map_to_their_iam_actions() {
         "kinesis:DescribeStreamSummary"
     );
 }
+
+/// The documented metric names of `docs/observability.md`'s tables: the first cell of each row
+/// that names a metric.
+fn documented_metrics() -> BTreeSet<String> {
+    read("docs/observability.md")
+        .lines()
+        .filter_map(|l| l.strip_prefix("| `"))
+        .filter_map(|l| l.split('`').next())
+        .filter(|name| {
+            name.starts_with("telemetry_collector_")
+                || name.starts_with("shard_supervisor_")
+                || name.starts_with("process_")
+        })
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Every metric family a scrape shows, by the name an operator queries (counters with `_total`),
+/// of the collector and of the shard supervisor.
+fn exported_families() -> BTreeSet<String> {
+    let mut supervisor = prometheus_client::registry::Registry::with_prefix("shard_supervisor");
+    let metrics = telemetry_collector::shard_supervisor::SupervisorMetrics::register(&mut supervisor);
+    // A family shows only once it has a series; this one gets its first from CloudWatch.
+    drop(metrics.stream_utilisation.get_or_create(&[("stat", "hottest")]));
+    let text = sampled_metrics().encode() + &telemetry_collector::metrics::kit::encode(&supervisor);
+    text.lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| {
+            let mut parts = l.split_whitespace();
+            match (parts.next()?, parts.next()?) {
+                (name, "counter") => Some(format!("{name}_total")),
+                (name, _) => Some(name.to_owned()),
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn every_metric_exported_is_documented_and_every_documented_metric_is_exported() {
+    let (documented, exported) = (documented_metrics(), exported_families());
+    let undocumented: Vec<_> = exported.difference(&documented).collect();
+    let unexported: Vec<_> = documented.difference(&exported).collect();
+    assert!(
+        undocumented.is_empty() && unexported.is_empty(),
+        "docs/observability.md lacks {undocumented:?}; it lists {unexported:?}, which are not exported"
+    );
+}
