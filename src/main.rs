@@ -1,7 +1,7 @@
 //! The `telemetry-collector` daemon: reads its configuration, sets up JSON logs, and runs the
 //! pipeline until SIGTERM or SIGINT. `--help` and `--version` print and exit; `check` asks the
 //! endpoints about the queue and the stream and reports; `supervise` runs the shard supervisor
-//! instead of the collector.
+//! instead of the collector, and `supervise --check` asks about what the supervisor needs.
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -41,6 +41,13 @@ USAGE:
                                    SIGINT: sizes EVENTS_DATA_STREAM_NAME from its CloudWatch
                                    metrics (SHARD_* settings; resizes only with
                                    SHARD_AUTOSCALE_ENABLED=true)
+  telemetry-collector supervise --check
+                                   the supervisor's check: validate the configuration, then
+                                   describe the stream (status, mode, shards) and make the
+                                   supervisor's CloudWatch query over the window it would read
+                                   now, reporting whether kinesis:DescribeStreamSummary or
+                                   cloudwatch:GetMetricData is refused or fails; exit 1 on a
+                                   problem. Both are reads: nothing changes
   telemetry-collector --help       print this and exit
   telemetry-collector --version    print the version and commit and exit
 
@@ -58,6 +65,7 @@ enum Command {
     Check,
     Healthcheck,
     Supervise,
+    SuperviseCheck,
     Help,
     Version,
 }
@@ -73,6 +81,7 @@ fn parse_args() -> Result<Command, lexopt::Error> {
             Value(word) if word == "check" => Command::Check,
             Value(word) if word == "healthcheck" => Command::Healthcheck,
             Value(word) if word == "supervise" => Command::Supervise,
+            Long("check") if matches!(command, Command::Supervise) => Command::SuperviseCheck,
             _ => return Err(arg.unexpected()),
         };
     }
@@ -81,7 +90,7 @@ fn parse_args() -> Result<Command, lexopt::Error> {
 
 fn main() -> ExitCode {
     let command = match parse_args() {
-        Ok(command @ (Command::Run | Command::Check | Command::Supervise)) => command,
+        Ok(command @ (Command::Run | Command::Check | Command::Supervise | Command::SuperviseCheck)) => command,
         Ok(Command::Help) => {
             print!("{USAGE}");
             return ExitCode::SUCCESS;
@@ -136,7 +145,8 @@ fn main() -> ExitCode {
         }
     };
     match command {
-        Command::Check => runtime.block_on(check(config, region, shutdown)),
+        Command::Check => runtime.block_on(check(config, region, shutdown, Checked::Collector)),
+        Command::SuperviseCheck => runtime.block_on(check(config, region, shutdown, Checked::Supervisor)),
         Command::Supervise => {
             init_logs();
             runtime.block_on(supervise(config, region, shutdown))
@@ -260,13 +270,23 @@ async fn listen(config: &Config) -> Option<tokio::net::TcpListener> {
     }
 }
 
-/// `telemetry-collector check`: one line per finding on stdout, exit 1 when any is a failure.
-async fn check(config: Config, region: Region, shutdown: CancellationToken) -> ExitCode {
+/// Whose check: `check` (the collector's) or `supervise --check`.
+enum Checked {
+    Collector,
+    Supervisor,
+}
+
+/// `telemetry-collector check` and `supervise --check`: one line per finding on stdout, exit 1
+/// when any is a failure.
+async fn check(config: Config, region: Region, shutdown: CancellationToken, checked: Checked) -> ExitCode {
     use telemetry_collector::check::Verdict;
     let findings = tokio::select! {
         findings = async {
             let sdk_config = load_sdk_config(region).await?;
-            Ok(telemetry_collector::check::run(&config, &sdk_config).await)
+            Ok(match checked {
+                Checked::Collector => telemetry_collector::check::run(&config, &sdk_config).await,
+                Checked::Supervisor => telemetry_collector::shard_supervisor::check::run(&config, &sdk_config).await,
+            })
         } => match findings {
             Ok(findings) => findings,
             Err(code) => return code,

@@ -441,3 +441,85 @@ fn every_metric_exported_is_documented_and_every_documented_metric_is_exported()
         "docs/observability.md lacks {undocumented:?}; it lists {unexported:?}, which are not exported"
     );
 }
+
+/// A container's `environment` list as (name, value) pairs.
+fn ecs_environment(container: &serde_json::Value) -> Vec<(String, String)> {
+    container["environment"]
+        .as_array()
+        .expect("environment list")
+        .iter()
+        .map(|e| {
+            (
+                e["name"].as_str().expect("name").to_owned(),
+                e["value"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn the_ecs_supervisor_runs_supervise_alone_with_a_role_of_its_own() {
+    let json = |path: &str| -> serde_json::Value { serde_json::from_str(&read(path)).expect("JSON") };
+    let collector = json("deploy/ecs/task-definition.json");
+    let supervisor = json("deploy/ecs/supervisor-task-definition.json");
+    let service = json("deploy/ecs/supervisor-service.json");
+
+    let containers = supervisor["containerDefinitions"].as_array().expect("containers");
+    assert_eq!(containers.len(), 1);
+    let container = &containers[0];
+    // The image has no ENTRYPOINT: the command replaces its CMD, binary first, as the
+    // collector's does.
+    assert_eq!(
+        container["command"],
+        serde_json::json!(["telemetry-collector", "supervise"])
+    );
+    assert_eq!(
+        collector["containerDefinitions"][0]["command"],
+        serde_json::json!(["telemetry-collector"])
+    );
+    assert_eq!(
+        container["healthCheck"]["command"],
+        serde_json::json!(["CMD", "/usr/local/bin/telemetry-collector", "healthcheck"])
+    );
+    assert_eq!(
+        container["healthCheck"]["command"],
+        collector["containerDefinitions"][0]["healthCheck"]["command"]
+    );
+    // Its own role (deploy/iam/supervisor-policy.json), not the collector's.
+    assert_ne!(supervisor["taskRoleArn"], collector["taskRoleArn"]);
+    assert!(
+        supervisor["taskRoleArn"]
+            .as_str()
+            .is_some_and(|r| r.ends_with(":role/telemetry-shard-supervisor")),
+        "{}",
+        supervisor["taskRoleArn"]
+    );
+    // Every variable it sets is one the program reads; the SHARD_* settings have their
+    // documented defaults, as in the compose file and the ConfigMap.
+    let known: BTreeSet<&str> = telemetry_collector::config::SETTINGS.iter().map(|s| s.name).collect();
+    for (name, value) in ecs_environment(container) {
+        assert!(
+            known.contains(name.as_str()) || name.starts_with("AWS_") || name == "RUST_LOG",
+            "{name} is not read by the program"
+        );
+        if name.starts_with("SHARD_") {
+            let setting = telemetry_collector::config::SETTINGS
+                .iter()
+                .find(|s| s.name == name)
+                .expect("setting");
+            assert_eq!(value, setting.default, "{name}");
+        }
+    }
+    assert!(
+        ecs_environment(container)
+            .iter()
+            .any(|(n, v)| n == "EVENTS_DATA_STREAM_NAME" && v == "events")
+    );
+
+    // Exactly one task, and a rollout stops the old one before the new one starts.
+    assert_eq!(service["taskDefinition"], supervisor["family"]);
+    assert_eq!(service["desiredCount"], 1);
+    assert_eq!(service["deploymentConfiguration"]["minimumHealthyPercent"], 0);
+    assert_eq!(service["deploymentConfiguration"]["maximumPercent"], 100);
+    assert_eq!(service["schedulingStrategy"], "REPLICA");
+}

@@ -6,7 +6,8 @@
 //! sustained low load, and does nothing on a window with missing points, on an on-demand
 //! stream, while the stream is UPDATING, or when CloudWatch cannot be reached (counted, logged,
 //! `/healthz` still 200). The daily call budget is the pure policy's unit tests' (a paused
-//! clock); here it is seen to be spent by a call.
+//! clock); here it is seen to be spent by a call. `supervise --check` reads the stream and its
+//! metrics and fails, naming the action, when CloudWatch cannot be reached or refuses.
 
 // Needs the emulator that script/test starts: built with the `emulator-tests` feature.
 #![cfg(feature = "emulator-tests")]
@@ -395,4 +396,165 @@ async fn with_cloudwatch_unreachable_nothing_is_done_and_it_stays_healthy() {
     assert_eq!(warnings.len(), 1, "logged once, not every interval");
     assert_eq!(warnings[0]["level"], "WARN");
     assert_eq!(summary(&env, &stream).await, ("ACTIVE".to_owned(), 1));
+}
+
+/// Runs `telemetry-collector supervise --check` on `stream`, with `overrides`.
+async fn supervise_check(env: &TestEnv, stream: &str, overrides: &[(&str, &str)]) -> (Option<i32>, String, String) {
+    let home = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("check-empty-home");
+    std::fs::create_dir_all(&home).expect("empty HOME");
+    let mut vars = vec![
+        ("EVENTS_DATA_STREAM_NAME", stream),
+        ("AWS_CALL_TIMEOUT_SEC", "10"),
+        ("SHARD_SUPERVISOR_WINDOWS", "3"),
+        ("SHARD_SUPERVISOR_METRICS_DELAY_SEC", "0"),
+    ];
+    vars.extend_from_slice(overrides);
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_telemetry-collector"))
+        .args(["supervise", "--check"])
+        .env_clear()
+        .env("HOME", &home)
+        .envs(env.binary_env(&vars))
+        .output()
+        .await
+        .expect("run telemetry-collector supervise --check");
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// A CBOR text string (major type 3), as the rpc-v2-cbor protocol of CloudWatch's SDK reads.
+fn cbor_text(text: &str) -> Vec<u8> {
+    let len = text.len();
+    let mut out = match len {
+        0..24 => vec![0x60 | len as u8],
+        24..256 => vec![0x78, len as u8],
+        _ => vec![0x79, (len >> 8) as u8, len as u8],
+    };
+    out.extend_from_slice(text.as_bytes());
+    out
+}
+
+/// A stand-in CloudWatch endpoint that refuses every call as IAM does (HTTP 400, AccessDenied,
+/// in the SDK's protocol); its address.
+async fn refusing_cloudwatch() -> String {
+    use http_body_util::Full;
+    use hyper::body::Bytes;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("address");
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(|_request| async {
+                    let mut body = vec![0xa2];
+                    body.extend(cbor_text("__type"));
+                    body.extend(cbor_text("AccessDenied"));
+                    body.extend(cbor_text("message"));
+                    body.extend(cbor_text(
+                        "User: arn:aws:sts::123456789012:assumed-role/supervisor/test is not authorized to perform: cloudwatch:GetMetricData because no identity-based policy allows the cloudwatch:GetMetricData action",
+                    ));
+                    hyper::Response::builder()
+                        .status(400)
+                        .header("content-type", "application/cbor")
+                        .header("smithy-protocol", "rpc-v2-cbor")
+                        .header("x-amzn-query-error", "AccessDenied;Sender")
+                        .body(Full::new(Bytes::from(body)))
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    format!("http://{addr}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn supervise_check_reads_the_stream_and_its_metrics_and_fails_naming_what_cannot_be_read() {
+    let env = TestEnv::new("sup-check").await;
+    let stream = create_stream(&env, "check", Some(2)).await;
+    put_metrics(&env, &stream, load(54_000.0), |_| true).await;
+
+    // Everything there: both reads allowed, the window complete.
+    let (code, stdout, stderr) = supervise_check(&env, &stream, &[]).await;
+    assert_eq!(code, Some(0), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    for expected in [
+        "ok   configuration: every setting is valid; every 60 s the last 3 minutes ending 0 s ago, band 30-80%"
+            .to_owned(),
+        format!("ok   permission: kinesis:DescribeStreamSummary allowed on {stream}"),
+        format!("ok   stream: {stream} is ACTIVE, PROVISIONED, 2 open shards"),
+        "ok   stream: shard-level metrics are off".to_owned(),
+        format!("ok   permission: cloudwatch:GetMetricData allowed on the AWS/Kinesis metrics of {stream}"),
+        "ok   metrics: the 3 minutes from ".to_owned(),
+    ] {
+        assert!(
+            stdout.lines().any(|l| l.starts_with(&expected)),
+            "{expected:?} in:\n{stdout}"
+        );
+    }
+    assert!(stdout.contains("every minute has its figures"), "{stdout}");
+    assert_eq!(stdout.lines().last(), Some("check: ok"));
+    assert!(stderr.is_empty(), "{stderr}");
+
+    // CloudWatch cannot be reached: the probe fails, named.
+    let closed = format!("http://127.0.0.1:{}", free_port());
+    let (code, stdout, _) = supervise_check(&env, &stream, &[("AWS_ENDPOINT_URL_CLOUDWATCH", closed.as_str())]).await;
+    assert_eq!(code, Some(1), "{stdout}");
+    let fails: Vec<&str> = stdout.lines().filter(|l| l.starts_with("FAIL")).collect();
+    assert_eq!(fails.len(), 1, "{stdout}");
+    assert!(
+        fails[0].starts_with(&format!(
+            "FAIL permission: cloudwatch:GetMetricData on the AWS/Kinesis metrics of {stream} failed (endpoint, region, network?)"
+        )),
+        "{}",
+        fails[0]
+    );
+    assert_eq!(stdout.lines().last(), Some("check: 1 problem(s)"));
+
+    // CloudWatch refuses the role: the action to grant is named.
+    let refusing = refusing_cloudwatch().await;
+    let (code, stdout, _) = supervise_check(&env, &stream, &[("AWS_ENDPOINT_URL_CLOUDWATCH", refusing.as_str())]).await;
+    assert_eq!(code, Some(1), "{stdout}");
+    let fails: Vec<&str> = stdout.lines().filter(|l| l.starts_with("FAIL")).collect();
+    assert_eq!(fails.len(), 1, "{stdout}");
+    assert!(
+        fails[0].starts_with(&format!(
+            "FAIL permission: cloudwatch:GetMetricData refused on the AWS/Kinesis metrics of {stream} (AccessDenied: User: "
+        )),
+        "{}",
+        fails[0]
+    );
+    assert!(
+        fails[0]
+            .contains("grant cloudwatch:GetMetricData to the supervisor's role (deploy/iam/supervisor-policy.json)"),
+        "{}",
+        fails[0]
+    );
+
+    // A stream that does not exist: DescribeStreamSummary's answer is named; its metrics are
+    // merely empty.
+    let missing = format!("no-such-stream-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+    let (code, stdout, _) = supervise_check(&env, &missing, &[]).await;
+    assert_eq!(code, Some(1), "{stdout}");
+    let fails: Vec<&str> = stdout.lines().filter(|l| l.starts_with("FAIL")).collect();
+    assert_eq!(fails.len(), 1, "{stdout}");
+    assert!(
+        fails[0].starts_with(&format!(
+            "FAIL permission: kinesis:DescribeStreamSummary on {missing} was answered ResourceNotFoundException"
+        )),
+        "{}",
+        fails[0]
+    );
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("warn metrics: ") && l.contains("3 of 3 minutes lack a figure")),
+        "{stdout}"
+    );
+    // Nothing changed.
+    assert_eq!(summary(&env, &stream).await, ("ACTIVE".to_owned(), 2));
 }

@@ -12,10 +12,10 @@
 use std::collections::HashMap;
 
 use aws_sdk_cloudwatch::Client;
-use aws_sdk_cloudwatch::error::DisplayErrorContext;
 use aws_sdk_cloudwatch::primitives::DateTime;
 use aws_sdk_cloudwatch::types::{Dimension, Metric, MetricDataQuery, MetricStat, ScanBy};
 
+use super::CallError;
 use super::policy::{Minute, PERIOD, utilisation};
 
 pub const NAMESPACE: &str = "AWS/Kinesis";
@@ -65,7 +65,7 @@ pub async fn read(
     stream: &str,
     (start, end): (i64, i64),
     shards: &[String],
-) -> Result<Vec<Minute>, String> {
+) -> Result<Vec<Minute>, CallError> {
     let stream_dim = || vec![dimension("StreamName", stream)];
     let mut queries = vec![
         query("records".to_owned(), INCOMING_RECORDS, stream_dim()),
@@ -92,7 +92,7 @@ pub async fn read(
             .set_next_token(token.take())
             .send()
             .await
-            .map_err(|e| DisplayErrorContext(e).to_string())?;
+            .map_err(CallError::from_sdk)?;
         for result in output.metric_data_results() {
             let series = points.entry(result.id().unwrap_or_default().to_owned()).or_default();
             for (at, value) in result.timestamps().iter().zip(result.values()) {

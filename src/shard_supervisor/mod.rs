@@ -17,6 +17,7 @@
 //! It serves `/healthz`, `/readyz` and `/metrics` (its own small set) like the collector, and
 //! logs each decision once with its figures.
 
+pub mod check;
 pub mod cloudwatch;
 pub mod policy;
 pub mod stream;
@@ -38,6 +39,44 @@ use crate::metrics::kit::{Counters, Labels, Ratio, add, outcome, start_at_zero};
 use crate::pipeline::breaker::{Breaker, BreakerMetrics};
 pub use policy::{Decider, Decision, Direction, Held, Observation, Policy, Recommendation, StreamMode, StreamState};
 use stream::ResizeOutcome;
+
+/// A failed AWS call: its error code and message when the service answered one (to tell a
+/// refusal of the caller from anything else), and the whole error as text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallError {
+    pub code: Option<String>,
+    pub message: Option<String>,
+    pub detail: String,
+}
+
+impl CallError {
+    pub fn from_sdk<E, R>(error: aws_sdk_kinesis::error::SdkError<E, R>) -> CallError
+    where
+        E: aws_sdk_kinesis::error::ProvideErrorMetadata + std::error::Error + 'static,
+        R: std::fmt::Debug,
+    {
+        use aws_sdk_kinesis::error::ProvideErrorMetadata as _;
+        CallError {
+            code: error.code().map(str::to_owned),
+            message: error.message().map(str::to_owned),
+            detail: aws_sdk_kinesis::error::DisplayErrorContext(&error).to_string(),
+        }
+    }
+
+    /// The caller was refused (IAM): AccessDenied and the like.
+    pub fn is_refusal(&self) -> bool {
+        crate::check::is_refusal(
+            self.code.as_deref().unwrap_or_default(),
+            self.message.as_deref().unwrap_or_default(),
+        )
+    }
+}
+
+impl std::fmt::Display for CallError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.detail)
+    }
+}
 
 /// The shard supervisor's settings: its section of the configuration.
 #[derive(Debug, Clone, PartialEq)]
@@ -160,7 +199,7 @@ impl Supervisor {
                 if !std::mem::replace(&mut self.describe_failing, true) {
                     tracing::warn!(
                         stream = self.stream,
-                        error,
+                        error = %error,
                         "DescribeStreamSummary failed; nothing decided until it answers (tried every interval)"
                     );
                 }
@@ -216,7 +255,7 @@ impl Supervisor {
                 if !std::mem::replace(&mut self.cloudwatch_failing, true) {
                     tracing::warn!(
                         stream = self.stream,
-                        error,
+                        error = %error,
                         "CloudWatch GetMetricData failed; nothing decided until it answers (tried every interval; check cloudwatch:GetMetricData and AWS_ENDPOINT_URL_CLOUDWATCH)"
                     );
                 }
@@ -289,7 +328,7 @@ impl Supervisor {
                 outcome(&self.metrics.resize_calls, "stream_changed", 1);
                 tracing::warn!(
                     stream,
-                    error,
+                    error = %error,
                     "DescribeStreamSummary failed before resizing; not resizing"
                 );
                 return;

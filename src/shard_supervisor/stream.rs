@@ -6,6 +6,7 @@ use aws_sdk_kinesis::Client;
 use aws_sdk_kinesis::error::{DisplayErrorContext, ProvideErrorMetadata};
 use aws_sdk_kinesis::types::{MetricsName, ScalingType, StreamMode as SdkStreamMode, StreamStatus as SdkStatus};
 
+use super::CallError;
 use super::policy::{StreamMode, StreamState, StreamStatus};
 
 /// DescribeStreamSummary, with whether the shard-level `IncomingRecords` and `IncomingBytes`
@@ -16,16 +17,18 @@ pub struct Described {
     pub shard_metrics: bool,
 }
 
-pub async fn describe(client: &Client, stream: &str) -> Result<Described, String> {
+pub async fn describe(client: &Client, stream: &str) -> Result<Described, CallError> {
     let output = client
         .describe_stream_summary()
         .stream_name(stream)
         .send()
         .await
-        .map_err(|e| DisplayErrorContext(e).to_string())?;
-    let summary = output
-        .stream_description_summary
-        .ok_or_else(|| "DescribeStreamSummary answered without a description".to_owned())?;
+        .map_err(CallError::from_sdk)?;
+    let summary = output.stream_description_summary.ok_or_else(|| CallError {
+        code: None,
+        message: None,
+        detail: "DescribeStreamSummary answered without a description".to_owned(),
+    })?;
     let mode = match summary.stream_mode_details.map(|d| d.stream_mode) {
         Some(SdkStreamMode::OnDemand) => StreamMode::OnDemand,
         // Endpoints that predate on-demand streams do not say: those are provisioned.
