@@ -36,6 +36,7 @@ use tokio_util::sync::CancellationToken;
 use crate::http_server::{self, HttpMetrics, Readiness};
 use crate::liveness::Liveness;
 use crate::metrics::kit::{Counters, Labels, Ratio, add, outcome, start_at_zero};
+use crate::metrics::process::ProcessCollector;
 use crate::pipeline::breaker::{Breaker, BreakerMetrics};
 pub use policy::{Decider, Decision, Direction, Held, Observation, Policy, Recommendation, StreamMode, StreamState};
 use stream::ResizeOutcome;
@@ -116,8 +117,10 @@ pub fn clients(
 
 /// Runs the supervisor until `shutdown`; the HTTP endpoints are served on `http` throughout.
 pub async fn run(config: Supervise, sdk_config: &SdkConfig, shutdown: CancellationToken, http: TcpListener) {
-    let mut registry = Registry::with_prefix("shard_supervisor");
-    let metrics = SupervisorMetrics::register(&mut registry);
+    // The process's standard figures unprefixed, as the collector's.
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(ProcessCollector));
+    let metrics = SupervisorMetrics::register(registry.sub_registry_with_prefix("shard_supervisor"));
     // The collector's HTTP server, with nothing that can stall or trip: the supervisor is live
     // while it runs, and ready from the start.
     let mut unused = Registry::default();
