@@ -147,6 +147,100 @@ fn every_metric_the_dashboard_uses_is_exported_and_every_metric_is_on_it() {
     assert!(missing.is_empty(), "metrics not on the dashboard: {missing:?}");
 }
 
+/// The alerts of the rule file: (name, its lines), by `- alert:` line.
+fn alert_rules(rules: &str) -> Vec<(String, Vec<String>)> {
+    let mut alerts: Vec<(String, Vec<String>)> = Vec::new();
+    for line in rules.lines() {
+        let trimmed = line.trim_start();
+        if let Some(name) = trimmed.strip_prefix("- alert:") {
+            alerts.push((name.trim().to_owned(), Vec::new()));
+        } else if trimmed.starts_with("- ") && !trimmed.starts_with("- alert:") && line.len() - trimmed.len() <= 4 {
+            // A rule group: ends the alert before it.
+            alerts.push((String::new(), Vec::new()));
+        } else if let Some((_, lines)) = alerts.last_mut() {
+            lines.push(trimmed.to_owned());
+        }
+    }
+    alerts.retain(|(name, _)| !name.is_empty());
+    alerts
+}
+
+/// The anchor GitHub gives a heading: lower case, spaces to `-`, other punctuation dropped.
+fn github_anchor(heading: &str) -> String {
+    heading
+        .trim()
+        .to_lowercase()
+        .chars()
+        .filter_map(|c| match c {
+            ' ' => Some('-'),
+            c if c.is_alphanumeric() || c == '-' || c == '_' => Some(c),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn every_alert_waits_with_for_and_names_a_runbook_section_that_exists() {
+    let rules = read("deploy/prometheus/alerts.yaml");
+    let alerts = alert_rules(&rules);
+    assert!(alerts.len() >= 18, "alerts found: {alerts:?}");
+    let operations = read("docs/operations.md");
+    let anchors: BTreeSet<String> = operations
+        .lines()
+        .filter_map(|l| {
+            l.trim_start_matches('#')
+                .strip_prefix(' ')
+                .filter(|_| l.starts_with('#'))
+        })
+        .map(github_anchor)
+        .collect();
+    let mut problems = Vec::new();
+    for (name, lines) in &alerts {
+        if !lines.iter().any(|l| l.starts_with("for: ")) {
+            problems.push(format!("{name}: no `for:`"));
+        }
+        let runbooks: Vec<&str> = lines
+            .iter()
+            .filter_map(|l| l.strip_prefix("runbook_url: "))
+            .map(str::trim)
+            .collect();
+        match runbooks.as_slice() {
+            [url] => match url.split_once('#') {
+                Some(("docs/operations.md", anchor)) if anchors.contains(anchor) => {
+                    // The section is the alert's own.
+                    if anchor != github_anchor(name) {
+                        problems.push(format!("{name}: runbook {url} is not its own section"));
+                    }
+                }
+                _ => problems.push(format!("{name}: runbook_url {url} is no heading of docs/operations.md")),
+            },
+            _ => problems.push(format!("{name}: {} runbook_url annotations", runbooks.len())),
+        }
+    }
+    assert!(problems.is_empty(), "{problems:#?}");
+}
+
+#[test]
+fn no_rule_or_panel_selects_a_job_by_name() {
+    // The metric prefix is unique: a job name would tie them to one scrape configuration.
+    for file in ["deploy/prometheus/alerts.yaml", "deploy/grafana/collector.json"] {
+        let text = read(file);
+        for pattern in ["job=\\\"", "job=\"", "job=~\"telemetry"] {
+            assert!(!text.contains(pattern), "{file} selects a job: {pattern}");
+        }
+    }
+}
+
+#[test]
+fn anchors_follow_github_rules() {
+    assert_eq!(github_anchor("CollectorBreakerOpen"), "collectorbreakeropen");
+    assert_eq!(github_anchor("Alerts: runbooks"), "alerts-runbooks");
+    assert_eq!(
+        github_anchor("Redrive policy: `maxReceiveCount` well above what a healthy message can see"),
+        "redrive-policy-maxreceivecount-well-above-what-a-healthy-message-can-see"
+    );
+}
+
 #[test]
 fn the_name_scanner_finds_references_and_skips_longer_identifiers() {
     let names = collector_names(

@@ -93,8 +93,11 @@ mod fault_injection {
         if target != name {
             return stage.await;
         }
+        // Pinned here, not moved into the select: a hanging stage keeps what it holds (its
+        // buffers, its channel), as a stage stuck in a call would, instead of dropping it.
+        let mut stage = std::pin::pin!(stage);
         tokio::select! {
-            () = stage => return,
+            () = &mut stage => return,
             () = tokio::time::sleep(Duration::from_secs(1)) => {}
         }
         match how {
