@@ -169,7 +169,7 @@ async fn main() {
             next_minute += 60;
         }
         let text = http_get(addr, "/metrics").await.1;
-        if sample(&text, "shard_supervisor_resize_calls_total{outcome=\"ok\"}").unwrap_or(0.0) >= 1.0 {
+        if sample(&text, "telemetry_shard_supervisor_resize_calls_total{outcome=\"ok\"}").unwrap_or(0.0) >= 1.0 {
             break true;
         }
         if now as i64 > deadline {

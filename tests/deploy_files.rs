@@ -498,7 +498,7 @@ fn documented_metrics() -> BTreeSet<String> {
         .filter_map(|l| l.split('`').next())
         .filter(|name| {
             name.starts_with("telemetry_collector_")
-                || name.starts_with("shard_supervisor_")
+                || name.starts_with("telemetry_shard_supervisor_")
                 || name.starts_with("process_")
         })
         .map(str::to_owned)
@@ -508,7 +508,7 @@ fn documented_metrics() -> BTreeSet<String> {
 /// Every metric family a scrape shows, by the name an operator queries (counters with `_total`),
 /// of the collector and of the shard supervisor.
 fn exported_families() -> BTreeSet<String> {
-    let mut supervisor = prometheus_client::registry::Registry::with_prefix("shard_supervisor");
+    let mut supervisor = prometheus_client::registry::Registry::with_prefix("telemetry_shard_supervisor");
     let metrics = telemetry_collector::shard_supervisor::SupervisorMetrics::register(&mut supervisor);
     // A family shows only once it has a series; this one gets its first from CloudWatch.
     drop(metrics.stream_utilisation.get_or_create(&[("stat", "hottest")]));

@@ -158,14 +158,14 @@ fn value(text: &str, name: &str) -> f64 {
 fn decisions(text: &str, decision: &str) -> f64 {
     value(
         text,
-        &format!("shard_supervisor_decisions_total{{decision=\"{decision}\"}}"),
+        &format!("telemetry_shard_supervisor_decisions_total{{decision=\"{decision}\"}}"),
     )
 }
 
 fn resize_calls(text: &str, outcome: &str) -> f64 {
     value(
         text,
-        &format!("shard_supervisor_resize_calls_total{{outcome=\"{outcome}\"}}"),
+        &format!("telemetry_shard_supervisor_resize_calls_total{{outcome=\"{outcome}\"}}"),
     )
 }
 
@@ -207,7 +207,10 @@ async fn grows_a_one_shard_stream_under_sustained_load_above_the_band() {
     put_metrics(&env, &stream, load(54_000.0), |_| true).await;
     let (supervisor, addr) = spawn_supervisor(&env, &stream, "supervise-grow", &[]);
     assert_eq!(
-        value(&scrape_when_up(addr).await, "shard_supervisor_resize_budget_remaining"),
+        value(
+            &scrape_when_up(addr).await,
+            "telemetry_shard_supervisor_resize_budget_remaining"
+        ),
         10.0
     );
 
@@ -219,12 +222,17 @@ async fn grows_a_one_shard_stream_under_sustained_load_above_the_band() {
     let text = wait_for_decisions(addr, "within_band", 2.0).await;
     assert_eq!(resize_calls(&text, "ok"), 1.0, "{text}");
     assert_eq!(decisions(&text, "resize_up"), 1.0);
-    assert_eq!(value(&text, "shard_supervisor_resize_budget_remaining"), 9.0);
-    assert_eq!(value(&text, "shard_supervisor_stream_open_shards"), 2.0);
-    assert!(value(&text, "shard_supervisor_cloudwatch_calls_total{outcome=\"ok\"}") >= 2.0);
+    assert_eq!(value(&text, "telemetry_shard_supervisor_resize_budget_remaining"), 9.0);
+    assert_eq!(value(&text, "telemetry_shard_supervisor_stream_open_shards"), 2.0);
+    assert!(
+        value(
+            &text,
+            "telemetry_shard_supervisor_cloudwatch_calls_total{outcome=\"ok\"}"
+        ) >= 2.0
+    );
     let mean = value(
         &text,
-        "shard_supervisor_stream_utilisation_ratio{stat=\"highest_mean\"}",
+        "telemetry_shard_supervisor_stream_utilisation_ratio{stat=\"highest_mean\"}",
     );
     assert!((mean - 0.45).abs() < 1e-9, "{text}");
     stop(supervisor).await;
@@ -380,9 +388,17 @@ async fn with_cloudwatch_unreachable_nothing_is_done_and_it_stays_healthy() {
     );
 
     let text = wait_for_decisions(addr, "metrics_unavailable", 3.0).await;
-    assert!(value(&text, "shard_supervisor_cloudwatch_calls_total{outcome=\"failed\"}") >= 3.0);
+    assert!(
+        value(
+            &text,
+            "telemetry_shard_supervisor_cloudwatch_calls_total{outcome=\"failed\"}"
+        ) >= 3.0
+    );
     assert_eq!(
-        value(&text, "shard_supervisor_cloudwatch_calls_total{outcome=\"ok\"}"),
+        value(
+            &text,
+            "telemetry_shard_supervisor_cloudwatch_calls_total{outcome=\"ok\"}"
+        ),
         0.0
     );
     assert_no_resize(&text);

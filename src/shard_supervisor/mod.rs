@@ -120,7 +120,7 @@ pub async fn run(config: Supervise, sdk_config: &SdkConfig, shutdown: Cancellati
     // The process's standard figures unprefixed, as the collector's.
     let mut registry = Registry::default();
     registry.register_collector(Box::new(ProcessCollector));
-    let metrics = SupervisorMetrics::register(registry.sub_registry_with_prefix("shard_supervisor"));
+    let metrics = SupervisorMetrics::register(registry.sub_registry_with_prefix("telemetry_shard_supervisor"));
     // The collector's HTTP server, with nothing that can stall or trip: the supervisor is live
     // while it runs, and ready from the start.
     let mut unused = Registry::default();

@@ -250,7 +250,7 @@ pub enum Decision {
 }
 
 impl Decision {
-    /// The `decision` label of `shard_supervisor_decisions_total`.
+    /// The `decision` label of `telemetry_shard_supervisor_decisions_total`.
     pub fn label(&self) -> &'static str {
         match self {
             Decision::WithinBand => "within_band",

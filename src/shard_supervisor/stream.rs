@@ -93,7 +93,7 @@ pub enum ResizeOutcome {
 }
 
 impl ResizeOutcome {
-    /// The `outcome` label of `shard_supervisor_resize_calls_total`.
+    /// The `outcome` label of `telemetry_shard_supervisor_resize_calls_total`.
     pub fn label(&self) -> &'static str {
         match self {
             ResizeOutcome::Accepted => "ok",
