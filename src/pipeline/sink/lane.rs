@@ -1,0 +1,415 @@
+//! A lane: its buffer, its one PutRecords call at a time, and what it does with the answer.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Instant;
+
+use aws_sdk_kinesis::primitives::Blob;
+use aws_sdk_kinesis::types::{PutRecordsRequestEntry, PutRecordsResultEntry};
+use tokio::sync::mpsc;
+use tokio::time::sleep_until;
+
+use crate::liveness::Activity;
+use crate::pipeline::message::{GiveUp, InFlightMessage};
+use crate::retry::RetryEpisode;
+use telemetry_format::event::RECORD_OVERHEAD_BYTES;
+
+use super::settle::{CallFailure, MAX_REFUSALS_IN_A_ROW, classify_call, refusal_label, settle, stream_unusable};
+use super::{LaneContext, OutboundRecord};
+
+/// Runs one lane until its input is closed and everything it holds is published (or given up
+/// because its receipt expired, or given back at shutdown).
+pub async fn run_lane(
+    lane: usize,
+    context: LaneContext,
+    mut input: mpsc::Receiver<OutboundRecord>,
+    activity: Arc<Activity>,
+) {
+    let shutdown = context.shutdown.clone();
+    let mut lane = Lane::new(lane, context, activity);
+    // Two calls' worth: one being sent, one filling. Beyond that the lane stops reading its
+    // channel, the channel fills, and the source stops receiving from SQS.
+    let capacity = lane.context.settings.max_records * 2;
+    let mut closed = false;
+    loop {
+        if lane.buffer.is_empty() {
+            lane.activity.idle();
+        } else {
+            lane.activity.busy();
+        }
+        // Checked here too: a lane busy retrying full batches may not reach a select below.
+        if !lane.stopping && shutdown.is_cancelled() {
+            lane.stop();
+        }
+        if lane.stopping {
+            // Take in whatever the sources still hand over, so that messages waiting in the
+            // channel are given back now rather than after the lane's retries.
+            while let Ok(record) = input.try_recv() {
+                lane.push(record);
+            }
+        }
+        if let Some(retry_at) = lane.retry_at {
+            // Backing off after a failed call: keep taking records in meanwhile.
+            tokio::select! {
+                _ = sleep_until(retry_at.into()) => lane.retry_at = None,
+                record = input.recv(), if !closed && lane.buffer.len() < capacity => match record {
+                    Some(record) => lane.push(record),
+                    None => closed = true,
+                },
+                _ = shutdown.cancelled(), if !lane.stopping => lane.stop(),
+            }
+            continue;
+        }
+        if !lane.buffer.is_empty() && (closed || lane.has_full_batch()) {
+            lane.send_batch().await;
+            continue;
+        }
+        if closed {
+            break;
+        }
+        let deadline = lane
+            .buffer
+            .front()
+            .map(|r| r.enqueued_at + lane.context.settings.flush_interval);
+        // Records already waiting come first: after a slow call the flush deadline of the
+        // records queued meanwhile has passed, and a fair choice would send them one or two
+        // per call, slowing the lane to a crawl just when it has the most to send.
+        tokio::select! {
+            biased;
+            record = input.recv(), if lane.buffer.len() < capacity => match record {
+                Some(record) => lane.push(record),
+                None => closed = true,
+            },
+            _ = shutdown.cancelled(), if !lane.stopping => lane.stop(),
+            _ = sleep_until(deadline.unwrap_or_else(Instant::now).into()), if deadline.is_some() => {
+                lane.send_batch().await;
+            }
+        }
+    }
+}
+
+struct Lane {
+    buffer: VecDeque<OutboundRecord>,
+    buffered_bytes: usize,
+    /// Records per call: the configured maximum, halved while looking for a record the stream
+    /// refuses without saying which.
+    batch_cap: usize,
+    /// Submissions dropped as refused with no record written in between: a refusal that every
+    /// record meets is the stream's problem, not the records'.
+    refusals_in_a_row: u32,
+    activity: Arc<Activity>,
+    episode: RetryEpisode,
+    /// Shutdown has begun: messages not started are given back instead of sent.
+    stopping: bool,
+    /// After a failed call, when to send again.
+    retry_at: Option<Instant>,
+    context: LaneContext,
+}
+
+impl Lane {
+    fn new(index: usize, context: LaneContext, activity: Arc<Activity>) -> Lane {
+        Lane {
+            buffer: VecDeque::new(),
+            buffered_bytes: 0,
+            batch_cap: context.settings.max_records,
+            refusals_in_a_row: 0,
+            activity,
+            episode: RetryEpisode::new(
+                format!("PutRecords to {} (lane {index})", context.stream_name),
+                context.retry,
+            ),
+            stopping: false,
+            retry_at: None,
+            context,
+        }
+    }
+
+    fn push(&mut self, record: OutboundRecord) {
+        if self.stopping && !record.message.started() {
+            self.give_back(record);
+            return;
+        }
+        if record.message.is_given_up() {
+            return;
+        }
+        self.buffered_bytes += record.size();
+        self.buffer.push_back(record);
+    }
+
+    /// Shutdown: gives back every buffered message none of whose events has been sent.
+    fn stop(&mut self) {
+        self.stopping = true;
+        let buffered = std::mem::take(&mut self.buffer);
+        self.buffered_bytes = 0;
+        tracing::debug!(buffered = buffered.len(), "lane stopping");
+        for record in buffered {
+            self.push(record);
+        }
+    }
+
+    /// Drops a record of a message that goes back to the queue untouched; the first record of
+    /// the message sends its receipt to the keeper.
+    fn give_back(&self, record: OutboundRecord) {
+        if record.message.give_up(GiveUp::GivenBack) {
+            tracing::debug!(
+                message_id = record.message.message_id(),
+                "giving the message back to the queue"
+            );
+            let _ = self.context.give_back.send(record.message.receipt().clone());
+        }
+    }
+
+    fn pop(&mut self) -> Option<OutboundRecord> {
+        let record = self.buffer.pop_front()?;
+        self.buffered_bytes -= record.size();
+        Some(record)
+    }
+
+    fn has_full_batch(&self) -> bool {
+        let settings = &self.context.settings;
+        self.buffer.len() >= self.batch_cap || self.buffered_bytes >= settings.max_request_bytes
+    }
+
+    /// Puts records back at the head of the buffer, keeping their order.
+    fn push_front_in_order(&mut self, records: Vec<OutboundRecord>) {
+        for record in records.into_iter().rev() {
+            self.buffered_bytes += record.size();
+            self.buffer.push_front(record);
+        }
+    }
+
+    /// Takes the next call's records from the head of the buffer, within the record and byte
+    /// limits, and drops the records of messages whose receipt has expired.
+    fn next_batch(&mut self) -> Vec<OutboundRecord> {
+        let now = Instant::now();
+        let (max_records, max_bytes) = (self.batch_cap, self.context.settings.max_request_bytes);
+        let mut batch = Vec::new();
+        let mut bytes = 0;
+        while let Some(front) = self.buffer.front() {
+            if front.message.is_given_up() || front.message.lease.expiring(now) {
+                // Refused and given-back messages are already accounted for; only an expiry is news.
+                if let Some(record) = self.pop() {
+                    self.give_up_expired(record);
+                }
+                continue;
+            }
+            let size = front.size();
+            if batch.len() == max_records || bytes + size > max_bytes {
+                break;
+            }
+            bytes += size;
+            batch.extend(self.pop());
+        }
+        batch
+    }
+
+    fn give_up_expired(&self, record: OutboundRecord) {
+        if !record.message.is_given_up() && record.message.give_up(GiveUp::Expired) {
+            tracing::warn!(
+                message_id = record.message.message_id(),
+                unpublished_events = record.message.outstanding(),
+                "receipt expired before all events were published (visibility could not be extended further); the message will be delivered again"
+            );
+            self.context.metrics.messages_abandoned.inc();
+        }
+    }
+
+    async fn send_batch(&mut self) {
+        let batch = self.next_batch();
+        if batch.is_empty() {
+            return;
+        }
+        for record in &batch {
+            record.message.mark_started();
+        }
+        let metrics = self.context.metrics.clone();
+        let started = Instant::now();
+        let result = self.put_records(&batch).await;
+        self.activity.progressed();
+        metrics.put_records_duration.observe(started.elapsed().as_secs_f64());
+        match result {
+            Ok(results) => self.settle_answer(batch, &results),
+            Err(failure) => self.call_failed(batch, failure).await,
+        }
+    }
+
+    /// One PutRecords call; its per-record results, as many as records sent.
+    async fn put_records(&self, batch: &[OutboundRecord]) -> Result<Vec<PutRecordsResultEntry>, CallFailure> {
+        let entries = batch
+            .iter()
+            .map(|r| {
+                PutRecordsRequestEntry::builder()
+                    .data(Blob::new(r.data.clone()))
+                    .partition_key(&r.partition_key)
+                    .build()
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| CallFailure::Transient(e.to_string()))?;
+        let output = self
+            .context
+            .client
+            .put_records()
+            .stream_name(&self.context.stream_name)
+            .set_records(Some(entries))
+            .send()
+            .await
+            .map_err(|e| classify_call(&e))?;
+        if output.records().len() != batch.len() {
+            return Err(CallFailure::Transient(format!(
+                "PutRecords answered {} results for {} records",
+                output.records().len(),
+                batch.len()
+            )));
+        }
+        Ok(output.records)
+    }
+
+    /// An answered call: confirms what was written, puts back what was not.
+    fn settle_answer(&mut self, batch: Vec<OutboundRecord>, results: &[PutRecordsResultEntry]) {
+        let metrics = self.context.metrics.clone();
+        let sent = batch.len();
+        // What each shard took, for the shard supervisor: every written record counts,
+        // resends included, as they use the shard's capacity all the same.
+        self.context.shard_tally.add_response(
+            batch
+                .iter()
+                .zip(results)
+                .filter(|(_, result)| result.error_code().is_none())
+                .filter_map(|(record, result)| Some((result.shard_id()?, record.size()))),
+        );
+        let settled = settle(batch, results);
+        if settled.confirmed.is_empty() {
+            self.context.breaker.failed();
+        } else {
+            self.context.breaker.succeeded();
+            self.refusals_in_a_row = 0;
+        }
+        for record in settled.confirmed {
+            if record.message.confirm_one(record.size() + RECORD_OVERHEAD_BYTES) {
+                self.context.deleter.push(record.message.clone());
+            }
+            metrics.events_published.inc();
+        }
+        if settled.resend.is_empty() {
+            metrics.put_records_call("ok");
+            self.episode.succeeded();
+            // Calls were halved to find a refused record; grow them back.
+            self.batch_cap = (self.batch_cap * 2).min(self.context.settings.max_records);
+            return;
+        }
+        metrics.put_records_call("partial");
+        for (code, n) in &settled.failed_by_code {
+            metrics.records_retried(code, *n);
+        }
+        metrics.records_retried("resend_after_failure", settled.resent_after_failure);
+        let reason = format!(
+            "{} of {} records failed ({:?}); resending them and the later events of their submissions",
+            settled.failed_by_code.values().sum::<u64>(),
+            sent,
+            settled.failed_by_code
+        );
+        if let Some(code) = settled.failed_by_code.keys().find(|code| stream_unusable(code)) {
+            self.context
+                .breaker
+                .open_because(format!("PutRecords records fail with {code}"));
+        }
+        self.push_front_in_order(settled.resend);
+        let delay = self.episode.failed(&reason);
+        self.retry_at = Some(Instant::now() + delay);
+    }
+
+    /// A call that failed whole.
+    async fn call_failed(&mut self, batch: Vec<OutboundRecord>, failure: CallFailure) {
+        let metrics = self.context.metrics.clone();
+        let error = match failure {
+            CallFailure::Refused { record, reason } => {
+                metrics.put_records_call("refused");
+                let Some(culprit) = record.filter(|i| *i < batch.len()) else {
+                    // No record named: the request or the stream is at fault. Smaller calls
+                    // get past a request-size limit; anything else waits with backoff like any
+                    // failed call, and nothing is dropped for it.
+                    self.batch_cap = (batch.len() / 2).max(1);
+                    self.context.breaker.failed();
+                    metrics.put_records_call("error");
+                    metrics.records_retried("call_failed", batch.len() as u64);
+                    let reason = format!(
+                        "PutRecords refused naming no record ({reason}); retrying in calls of {}",
+                        self.batch_cap
+                    );
+                    self.push_front_in_order(batch);
+                    let delay = self.episode.failed(&reason);
+                    self.retry_at = Some(Instant::now() + delay);
+                    return;
+                };
+                self.refusals_in_a_row += 1;
+                if self.refusals_in_a_row <= MAX_REFUSALS_IN_A_ROW {
+                    let message = batch[culprit].message.clone();
+                    self.refuse(&message, &reason).await;
+                    let (_dropped, rest): (Vec<_>, Vec<_>) =
+                        batch.into_iter().partition(|r| Arc::ptr_eq(&r.message, &message));
+                    // The others were not written either: they go again at once.
+                    self.push_front_in_order(rest);
+                    return;
+                }
+                // Every record meets it: not the records' fault. Keep them and wait.
+                let reason = format!("PutRecords refuses every record: {reason}");
+                self.context.breaker.open_because(reason.clone());
+                reason
+            }
+            CallFailure::StreamUnusable(reason) => {
+                self.context.breaker.open_because(reason.clone());
+                reason
+            }
+            CallFailure::Transient(reason) => {
+                self.context.breaker.failed();
+                reason
+            }
+        };
+        metrics.put_records_call("error");
+        metrics.records_retried("call_failed", batch.len() as u64);
+        self.push_front_in_order(batch);
+        let delay = self.episode.failed(&error);
+        self.retry_at = Some(Instant::now() + delay);
+    }
+
+    /// Stops a submission one of whose records the stream refuses for good: logged once and
+    /// counted; with a dead-letter queue its body is forwarded and the message deleted once that
+    /// send succeeded; otherwise (or when the send fails) the message stays in the queue, not
+    /// extended, and comes back when its visibility ends, for the queue's redrive policy to
+    /// take. Its events not yet published are dropped from the lane either way.
+    async fn refuse(&self, message: &Arc<InFlightMessage>, reason: &str) {
+        if !message.give_up(GiveUp::Refused) {
+            return;
+        }
+        let metrics = &self.context.metrics;
+        metrics.refused(refusal_label(reason));
+        let (Some(dead_letter), Some(body)) = (&self.context.dead_letter, message.body()) else {
+            tracing::warn!(
+                message_id = message.message_id(),
+                unpublished_events = message.outstanding(),
+                reason,
+                "the stream refuses a record of this submission; the submission is kept in the queue (no dead-letter queue set) and comes back when its visibility ends, until the queue's redrive policy moves it"
+            );
+            return;
+        };
+        tracing::warn!(
+            message_id = message.message_id(),
+            unpublished_events = message.outstanding(),
+            reason,
+            "the stream refuses a record of this submission; forwarding it to the dead-letter queue, then deleting it"
+        );
+        let forwarded = dead_letter
+            .forward(message.message_id(), body, "refused_by_stream", reason)
+            .await;
+        self.activity.progressed();
+        if let Err(e) = forwarded {
+            tracing::warn!(
+                message_id = message.message_id(),
+                error = %e,
+                "refused submission not forwarded to the dead-letter queue; it is kept in the queue and tried again when it comes back"
+            );
+            return;
+        }
+        self.context.deleter.push(message.clone());
+    }
+}

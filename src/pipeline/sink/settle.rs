@@ -1,0 +1,303 @@
+//! What a PutRecords answer or error means for its records: settled by their results, or
+//! classified by what can fix the failure.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use aws_sdk_kinesis::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_kinesis::types::PutRecordsResultEntry;
+
+use crate::pipeline::message::InFlightMessage;
+
+use super::OutboundRecord;
+
+/// What became of one PutRecords call's records.
+#[derive(Default)]
+pub(super) struct Settled {
+    pub(super) confirmed: Vec<OutboundRecord>,
+    /// To send again, in their original order.
+    pub(super) resend: Vec<OutboundRecord>,
+    /// Failed records by error code.
+    pub(super) failed_by_code: HashMap<String, u64>,
+    /// Records that succeeded but follow a failed event of their submission.
+    pub(super) resent_after_failure: u64,
+}
+
+/// Refusals in a row (with nothing written between) after which the stream, not the records,
+/// is taken to be at fault.
+pub(super) const MAX_REFUSALS_IN_A_ROW: u32 = 3;
+
+/// What a failed PutRecords call means for its records.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum CallFailure {
+    /// Throttling, 5xx, timeouts, network trouble, anything unknown: the same call can
+    /// succeed later.
+    Transient(String),
+    /// The stream refuses the call (`ValidationException`, `InvalidArgumentException`);
+    /// `record` is the position of the record it names, when it names one.
+    Refused { record: Option<usize>, reason: String },
+    /// No record can be written until someone fixes something (permissions, KMS key, stream).
+    StreamUnusable(String),
+}
+
+pub(super) fn classify_call<R>(
+    error: &SdkError<aws_sdk_kinesis::operation::put_records::PutRecordsError, R>,
+) -> CallFailure
+where
+    R: std::fmt::Debug,
+{
+    let text = DisplayErrorContext(error).to_string();
+    match error {
+        SdkError::ServiceError(service) => {
+            let code = service.err().code().unwrap_or_default();
+            let message = service.err().message().unwrap_or_default();
+            classify(code, message, text)
+        }
+        _ => CallFailure::Transient(text),
+    }
+}
+
+/// Classifies a whole-call error by its AWS error code and message.
+pub(super) fn classify(code: &str, message: &str, text: String) -> CallFailure {
+    match code {
+        "ValidationException" | "InvalidArgumentException" => CallFailure::Refused {
+            record: refused_record(message),
+            reason: format!("{code}: {message}"),
+        },
+        code if stream_unusable(code) => {
+            CallFailure::StreamUnusable(format!("PutRecords fails with {code}: {message}"))
+        }
+        _ => CallFailure::Transient(text),
+    }
+}
+
+/// Error codes (of the call or of a record) that no record can get past until an operator acts.
+pub(super) fn stream_unusable(code: &str) -> bool {
+    matches!(
+        code,
+        "AccessDeniedException"
+            | "ResourceNotFoundException"
+            | "UnrecognizedClientException"
+            | "InvalidSignatureException"
+            | "KMSDisabledException"
+            | "KMSNotFoundException"
+            | "KMSAccessDeniedException"
+            | "KMSInvalidStateException"
+            | "KMSOptInRequired"
+    )
+}
+
+/// The position of the record a validation message names: `'records.N.member...'`, 1-based.
+pub(super) fn refused_record(message: &str) -> Option<usize> {
+    let rest = &message[message.find("records.")? + "records.".len()..];
+    let digits = rest.split('.').next()?;
+    let position: usize = digits.parse().ok()?;
+    position.checked_sub(1)
+}
+
+/// A bounded label for the refusal metric.
+pub(super) fn refusal_label(reason: &str) -> &'static str {
+    if reason.contains("length less than or equal") || reason.contains("size") {
+        "record_too_large"
+    } else {
+        "record_invalid"
+    }
+}
+
+/// Splits a call's records by their results (same length and order as the request). Once an
+/// event of a message fails, every later event of that message in the call is sent again too.
+pub(super) fn settle(batch: Vec<OutboundRecord>, results: &[PutRecordsResultEntry]) -> Settled {
+    let mut settled = Settled::default();
+    let mut failed_messages: HashSet<*const InFlightMessage> = HashSet::new();
+    for (record, result) in batch.into_iter().zip(results) {
+        let message = Arc::as_ptr(&record.message);
+        if failed_messages.contains(&message) {
+            if result.error_code().is_none() {
+                settled.resent_after_failure += 1;
+            } else {
+                *settled.failed_by_code.entry(code_of(result)).or_default() += 1;
+            }
+            settled.resend.push(record);
+        } else if result.error_code().is_some() {
+            failed_messages.insert(message);
+            *settled.failed_by_code.entry(code_of(result)).or_default() += 1;
+            settled.resend.push(record);
+        } else {
+            settled.confirmed.push(record);
+        }
+    }
+    settled
+}
+
+pub(super) fn code_of(result: &PutRecordsResultEntry) -> String {
+    result.error_code().unwrap_or("unknown").to_owned()
+}
+
+/// The `error_code` labels of `telemetry_collector_records_retried_total`: Kinesis's retryable codes,
+/// the in-order suffix resent after a failure, whole-call failures, and `other`.
+pub(super) const RETRY_CODES: [&str; 6] = [
+    "ProvisionedThroughputExceededException",
+    "InternalFailure",
+    "KMSThrottlingException",
+    "resend_after_failure",
+    "call_failed",
+    "other",
+];
+
+/// Error codes become label values; unknown codes are folded into `other` so a misbehaving
+/// endpoint cannot grow the label set without bound.
+pub(super) fn error_code_label(code: &str) -> &'static str {
+    RETRY_CODES
+        .iter()
+        .find(|known| **known == code)
+        .copied()
+        .unwrap_or("other")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use prometheus_client::metrics::gauge::Gauge;
+    use prometheus_client::registry::Registry;
+    use tokio::sync::Semaphore;
+
+    use super::*;
+    use crate::pipeline::message::{NewMessage, Receipt};
+
+    fn message(id: &str, events: usize) -> Arc<InFlightMessage> {
+        let permit = Arc::new(Semaphore::new(1)).try_acquire_owned().unwrap();
+        let receipt = Receipt {
+            message_id: id.into(),
+            handle: format!("handle-{id}"),
+        };
+        let entry = InFlightMessage::new(
+            NewMessage {
+                receipt,
+                received_at: Instant::now(),
+                visibility_timeout: Duration::from_secs(60),
+                delete_margin: Duration::from_secs(1),
+                permit,
+                sent_at: None,
+            },
+            crate::pipeline::message::InFlightMetrics::register(&mut Registry::default()),
+        );
+        let bytes = Arc::new(Semaphore::new(0)).try_acquire_many_owned(0).unwrap();
+        entry.publishing(events, bytes, 0, None);
+        entry
+    }
+
+    fn record(message: &Arc<InFlightMessage>, index: usize) -> OutboundRecord {
+        OutboundRecord::new(
+            format!("{}:{index}", message.message_id()).into_bytes(),
+            message.message_id().to_owned(),
+            message.clone(),
+            &Gauge::default(),
+        )
+    }
+
+    fn ok() -> PutRecordsResultEntry {
+        PutRecordsResultEntry::builder()
+            .shard_id("s")
+            .sequence_number("1")
+            .build()
+    }
+
+    fn throttled() -> PutRecordsResultEntry {
+        PutRecordsResultEntry::builder()
+            .error_code("ProvisionedThroughputExceededException")
+            .error_message("slow down")
+            .build()
+    }
+
+    fn names(records: &[OutboundRecord]) -> Vec<String> {
+        records
+            .iter()
+            .map(|r| String::from_utf8(r.data.clone()).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn a_failed_event_sends_its_submission_suffix_again_in_order() {
+        let a = message("a", 4);
+        let b = message("b", 2);
+        // Interleaved as two submissions on one lane could be.
+        let batch = vec![
+            record(&a, 0),
+            record(&b, 0),
+            record(&a, 1),
+            record(&a, 2),
+            record(&b, 1),
+            record(&a, 3),
+        ];
+        let results = [ok(), ok(), throttled(), ok(), ok(), throttled()];
+        let settled = settle(batch, &results);
+        assert_eq!(names(&settled.confirmed), ["a:0", "b:0", "b:1"]);
+        assert_eq!(names(&settled.resend), ["a:1", "a:2", "a:3"]);
+        assert_eq!(settled.failed_by_code["ProvisionedThroughputExceededException"], 2);
+        assert_eq!(settled.resent_after_failure, 1);
+    }
+
+    #[test]
+    fn all_ok_confirms_everything() {
+        let a = message("a", 2);
+        let settled = settle(vec![record(&a, 0), record(&a, 1)], &[ok(), ok()]);
+        assert_eq!(settled.confirmed.len(), 2);
+        assert!(settled.resend.is_empty());
+    }
+
+    #[test]
+    fn call_errors_are_classified_by_what_can_fix_them() {
+        let too_large = "1 validation error detected: Value at 'records.3.member.data' failed to satisfy constraint: Member must have length less than or equal to 1048576";
+        assert_eq!(
+            classify("ValidationException", too_large, String::new()),
+            CallFailure::Refused {
+                record: Some(2),
+                reason: format!("ValidationException: {too_large}")
+            }
+        );
+        assert_eq!(refusal_label(too_large), "record_too_large");
+        assert_eq!(
+            classify(
+                "InvalidArgumentException",
+                "Records size exceeds 5 MB limit",
+                String::new()
+            ),
+            CallFailure::Refused {
+                record: None,
+                reason: "InvalidArgumentException: Records size exceeds 5 MB limit".into()
+            }
+        );
+        for code in [
+            "AccessDeniedException",
+            "KMSDisabledException",
+            "ResourceNotFoundException",
+        ] {
+            assert!(
+                matches!(classify(code, "no", String::new()), CallFailure::StreamUnusable(_)),
+                "{code}"
+            );
+        }
+        for code in [
+            "ProvisionedThroughputExceededException",
+            "LimitExceededException",
+            "KMSThrottlingException",
+            "InternalFailure",
+            "ServiceUnavailable",
+            "SomethingNew",
+        ] {
+            assert_eq!(
+                classify(code, "m", "text".into()),
+                CallFailure::Transient("text".into()),
+                "{code}"
+            );
+        }
+        assert_eq!(
+            refused_record("Value at 'records.1.member.partitionKey' failed"),
+            Some(0)
+        );
+        assert_eq!(refused_record("records.0.member"), None);
+        assert_eq!(refused_record("records.x.member"), None);
+        assert_eq!(refused_record("no position here"), None);
+    }
+}
