@@ -21,13 +21,13 @@ use crate::metrics::kit::{Counters, outcome};
 use crate::retry::{RetryPolicy, retry_until};
 
 /// SQS's limit on entries per batch call (DeleteMessageBatch, ChangeMessageVisibilityBatch).
-pub const SQS_BATCH_ENTRIES: usize = 10;
+pub(crate) const SQS_BATCH_ENTRIES: usize = 10;
 
 /// SQS's longest visibility timeout, in seconds (12 hours).
-pub const SQS_MAX_VISIBILITY_SECS: u64 = 43_200;
+pub(crate) const SQS_MAX_VISIBILITY_SECS: u64 = 43_200;
 
 /// SQS's limit on a message: body plus attributes (names, types and values).
-pub const SQS_MAX_MESSAGE_BYTES: usize = 1_048_576;
+pub(crate) const SQS_MAX_MESSAGE_BYTES: usize = 1_048_576;
 
 /// Time allowed for the TCP (and TLS) connection, within the attempt timeout.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
@@ -41,14 +41,14 @@ pub enum QueueRef {
 
 /// The queue once resolved: the client, and the URL every SQS call names.
 #[derive(Clone)]
-pub struct Queue {
+pub(crate) struct Queue {
     pub client: aws_sdk_sqs::Client,
     pub url: String,
 }
 
 /// The SQS and Kinesis clients, built once from the SDK's configuration.
 #[derive(Clone)]
-pub struct Clients {
+pub(crate) struct Clients {
     pub sqs: aws_sdk_sqs::Client,
     pub kinesis: aws_sdk_kinesis::Client,
     /// The attempt timeout of every call but ReceiveMessage.
@@ -79,13 +79,13 @@ impl Clients {
 
     /// The configuration override of a ReceiveMessage call: a long poll is answered only after
     /// its wait time when the queue is empty, so its attempt may last that much longer.
-    pub fn receive_override(&self, wait_time: Duration) -> aws_sdk_sqs::config::Builder {
+    pub(crate) fn receive_override(&self, wait_time: Duration) -> aws_sdk_sqs::config::Builder {
         aws_sdk_sqs::config::Builder::default().timeout_config(timeouts(wait_time + self.call_timeout))
     }
 }
 
 /// The connect and attempt timeouts of every call of a client.
-pub fn timeouts(attempt: Duration) -> TimeoutConfig {
+pub(crate) fn timeouts(attempt: Duration) -> TimeoutConfig {
     TimeoutConfig::builder()
         .connect_timeout(CONNECT_TIMEOUT.min(attempt))
         .operation_attempt_timeout(attempt)
@@ -96,7 +96,7 @@ pub fn timeouts(attempt: Duration) -> TimeoutConfig {
 /// Finds the queue URL, retrying with backoff until it exists (or until shutdown).
 /// The largest body the queue accepts (its `MaximumMessageSize`), which bounds what a receive
 /// can bring. SQS's own limit when the attribute cannot be read: a safe over-estimate.
-pub async fn queue_max_message_bytes(sqs: &aws_sdk_sqs::Client, queue_url: &str) -> usize {
+pub(crate) async fn queue_max_message_bytes(sqs: &aws_sdk_sqs::Client, queue_url: &str) -> usize {
     let answer = sqs
         .get_queue_attributes()
         .queue_url(queue_url)
@@ -123,7 +123,7 @@ pub async fn queue_max_message_bytes(sqs: &aws_sdk_sqs::Client, queue_url: &str)
     }
 }
 
-pub async fn resolve_queue_url(
+pub(crate) async fn resolve_queue_url(
     sqs: &aws_sdk_sqs::Client,
     queue: &QueueRef,
     retry: RetryPolicy,
@@ -164,7 +164,7 @@ pub async fn resolve_queue_url(
 
 /// What DescribeStreamSummary says of a stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StreamSummary {
+pub(crate) struct StreamSummary {
     pub status: StreamStatus,
     pub mode: Option<StreamMode>,
     pub open_shards: u32,
@@ -172,14 +172,14 @@ pub struct StreamSummary {
 
 impl StreamSummary {
     /// True when the stream takes writes.
-    pub fn writable(&self) -> bool {
+    pub(crate) fn writable(&self) -> bool {
         matches!(self.status, StreamStatus::Active | StreamStatus::Updating)
     }
 }
 
 /// One DescribeStreamSummary call, the one Kinesis call that start-up, the breaker's probe and
 /// the shard supervisor share.
-pub async fn describe_stream(kinesis: &aws_sdk_kinesis::Client, stream: &str) -> Result<StreamSummary, String> {
+pub(crate) async fn describe_stream(kinesis: &aws_sdk_kinesis::Client, stream: &str) -> Result<StreamSummary, String> {
     let output = kinesis
         .describe_stream_summary()
         .stream_name(stream)
@@ -198,7 +198,7 @@ pub async fn describe_stream(kinesis: &aws_sdk_kinesis::Client, stream: &str) ->
 
 /// Asks for the stream until it exists and takes writes, with backoff; `None` if shutdown
 /// comes first. Each answer counts in `probes` (the breaker's Kinesis probes).
-pub async fn wait_for_stream(
+pub(crate) async fn wait_for_stream(
     kinesis: &aws_sdk_kinesis::Client,
     stream: &str,
     retry: RetryPolicy,

@@ -47,7 +47,7 @@ use crate::config::{Config, QueueRef};
 
 /// A source queue's `maxReceiveCount` below this sends valid submissions to its dead-letter
 /// queue during rolling restarts: every give-back at shutdown counts as a receive.
-pub const MIN_MAX_RECEIVE_COUNT: u64 = 10;
+pub(crate) const MIN_MAX_RECEIVE_COUNT: u64 = 10;
 
 /// How a finding bears on running the collector.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -179,7 +179,7 @@ async fn check_dead_letter_size(sqs: &aws_sdk_sqs::Client, dlq_url: &str, source
 /// Judges the dead-letter queue's `MaximumMessageSize` (`dlq_max`) against the source
 /// queue's: the collector forwards an invalid body as it was received, so the dead-letter
 /// queue must take every body the source queue does.
-pub fn dead_letter_size_finding(dlq_url: &str, dlq_max: u64, source_max: u64) -> Finding {
+pub(crate) fn dead_letter_size_finding(dlq_url: &str, dlq_max: u64, source_max: u64) -> Finding {
     if dlq_max < source_max {
         finding(
             Verdict::Warn,
@@ -282,7 +282,7 @@ fn queue_findings(
 }
 
 /// Judges a queue's `RedrivePolicy` attribute (JSON; `maxReceiveCount` a string or a number).
-pub fn redrive_finding(policy: Option<&str>) -> Finding {
+pub(crate) fn redrive_finding(policy: Option<&str>) -> Finding {
     const SUBJECT: &str = "queue redrive policy";
     let Some(policy) = policy.filter(|p| !p.trim().is_empty()) else {
         return finding(
@@ -396,7 +396,7 @@ const PROBE_ENTRY_ID: &str = "check";
 
 /// What a probe's answer says of a permission.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ProbeAnswer {
+pub(crate) enum ProbeAnswer {
     /// The whole request was accepted: answered entry by entry, or a success that changed
     /// nothing. The text says how.
     Allowed(String),
@@ -409,7 +409,7 @@ pub enum ProbeAnswer {
 }
 
 /// True when an error code or message is a refusal of the caller.
-pub fn is_refusal(code: &str, message: &str) -> bool {
+pub(crate) fn is_refusal(code: &str, message: &str) -> bool {
     code.contains("AccessDenied") || code == "UnauthorizedOperation" || message.contains("not authorized to perform")
 }
 
@@ -453,7 +453,7 @@ fn judge_batch_entries(failed: &[BatchResultErrorEntry], call: &str) -> ProbeAns
 
 /// The report line of a probe of `action` on `resource`; `consequence` says what the
 /// collector could not do without it.
-pub fn probe_finding(action: &str, resource: &str, answer: ProbeAnswer, consequence: &str) -> Finding {
+pub(crate) fn probe_finding(action: &str, resource: &str, answer: ProbeAnswer, consequence: &str) -> Finding {
     match answer {
         ProbeAnswer::Allowed(how) => finding(
             Verdict::Ok,

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use chrono::{NaiveDateTime, TimeDelta};
 
-pub use crate::aws::QueueRef;
+pub(crate) use crate::aws::QueueRef;
 use crate::pipeline::deleter::DeleterSettings;
 use crate::pipeline::sink::SinkSettings;
 use crate::pipeline::source::SourceSettings;
@@ -43,49 +43,49 @@ const fn setting(name: &'static str, default: &'static str, allowed: &'static st
     }
 }
 
-pub const SUBMISSIONS_QUEUE_NAME: Setting = setting(
+pub(crate) const SUBMISSIONS_QUEUE_NAME: Setting = setting(
     "SUBMISSIONS_QUEUE_NAME",
     "submissions",
     "an SQS queue name",
     "Queue to consume; resolved to its URL with GetQueueUrl.",
 );
-pub const SUBMISSIONS_QUEUE_URL: Setting = setting(
+pub(crate) const SUBMISSIONS_QUEUE_URL: Setting = setting(
     "SUBMISSIONS_QUEUE_URL",
     "",
     "a queue URL",
     "Queue URL; when set, used as is instead of SUBMISSIONS_QUEUE_NAME.",
 );
-pub const EVENTS_DATA_STREAM_NAME: Setting = setting(
+pub(crate) const EVENTS_DATA_STREAM_NAME: Setting = setting(
     "EVENTS_DATA_STREAM_NAME",
     "events",
     "a Kinesis stream name",
     "Stream that receives one record per event.",
 );
-pub const DATA_STREAM_PARTITION_KEY: Setting = setting(
+pub(crate) const DATA_STREAM_PARTITION_KEY: Setting = setting(
     "DATA_STREAM_PARTITION_KEY",
     "submission_id",
     "`submission_id` or `device_id`",
     "Which id is the partition key; either keeps a submission's events on one shard.",
 );
-pub const QUEUE_WAIT_TIME_SEC: Setting = setting(
+pub(crate) const QUEUE_WAIT_TIME_SEC: Setting = setting(
     "QUEUE_WAIT_TIME_SEC",
     "20",
     "0-20",
     "Long-poll wait of each ReceiveMessage call.",
 );
-pub const QUEUE_MAX_NUMBER_OF_MESSAGE_PER_REQUEST: Setting = setting(
+pub(crate) const QUEUE_MAX_NUMBER_OF_MESSAGE_PER_REQUEST: Setting = setting(
     "QUEUE_MAX_NUMBER_OF_MESSAGE_PER_REQUEST",
     "10",
     "1-10",
     "Messages asked for per ReceiveMessage call.",
 );
-pub const QUEUE_VISIBILITY_TIMEOUT_SEC: Setting = setting(
+pub(crate) const QUEUE_VISIBILITY_TIMEOUT_SEC: Setting = setting(
     "QUEUE_VISIBILITY_TIMEOUT_SEC",
     "60",
     "1-43200, above both flush and delete intervals",
     "Visibility timeout set on receive and by each extension; messages still being published are extended at half of it.",
 );
-pub const QUEUE_VISIBILITY_MAX_TOTAL_SEC: Setting = setting(
+pub(crate) const QUEUE_VISIBILITY_MAX_TOTAL_SEC: Setting = setting(
     "QUEUE_VISIBILITY_MAX_TOTAL_SEC",
     "3600",
     "QUEUE_VISIBILITY_TIMEOUT_SEC-43200",
@@ -97,73 +97,73 @@ pub const QUEUE_RECEIVERS: Setting = setting(
     "1-64",
     "Concurrent long-poll loops. Each brings at most 10 messages per round trip, so this many keep receiving ahead of the sink at up to ~80 ms of network round-trip time; on an empty queue each costs one ReceiveMessage call per QUEUE_WAIT_TIME_SEC.",
 );
-pub const QUEUE_RECEIPTS_TO_DELETE_INTERVAL_SEC: Setting = setting(
+pub(crate) const QUEUE_RECEIPTS_TO_DELETE_INTERVAL_SEC: Setting = setting(
     "QUEUE_RECEIPTS_TO_DELETE_INTERVAL_SEC",
     "1",
     "0.01-300 (decimals allowed)",
     "Longest a confirmed receipt waits before a DeleteMessageBatch call.",
 );
-pub const QUEUE_MAX_RECEIPTS_TO_DELETE_AT_ONCE: Setting = setting(
+pub(crate) const QUEUE_MAX_RECEIPTS_TO_DELETE_AT_ONCE: Setting = setting(
     "QUEUE_MAX_RECEIPTS_TO_DELETE_AT_ONCE",
     "10",
     "1-10",
     "Receipts per DeleteMessageBatch call.",
 );
-pub const QUEUE_DELETE_CONCURRENCY: Setting = setting(
+pub(crate) const QUEUE_DELETE_CONCURRENCY: Setting = setting(
     "QUEUE_DELETE_CONCURRENCY",
     "16",
     "1-256",
     "DeleteMessageBatch calls in flight at once, so that deleting keeps up whatever the round-trip time.",
 );
-pub const QUEUE_VISIBILITY_CONCURRENCY: Setting = setting(
+pub(crate) const QUEUE_VISIBILITY_CONCURRENCY: Setting = setting(
     "QUEUE_VISIBILITY_CONCURRENCY",
     "8",
     "1-256",
     "ChangeMessageVisibilityBatch calls (extensions) in flight at once.",
 );
-pub const DATA_STREAM_FLUSH_INTERVAL_SEC: Setting = setting(
+pub(crate) const DATA_STREAM_FLUSH_INTERVAL_SEC: Setting = setting(
     "DATA_STREAM_FLUSH_INTERVAL_SEC",
     "1",
     "0.01-300 (decimals allowed)",
     "Longest an event waits in the buffer before a PutRecords call.",
 );
-pub const DATA_STREAM_MAX_BUFFER_SIZE: Setting = setting(
+pub(crate) const DATA_STREAM_MAX_BUFFER_SIZE: Setting = setting(
     "DATA_STREAM_MAX_BUFFER_SIZE",
     "500",
     "1-500",
     "Records per PutRecords call (the call is sent as soon as this many are buffered).",
 );
-pub const DATA_STREAM_MAX_REQUEST_BYTES: Setting = setting(
+pub(crate) const DATA_STREAM_MAX_REQUEST_BYTES: Setting = setting(
     "DATA_STREAM_MAX_REQUEST_BYTES",
     "5242880",
     "1048576-10485760",
     "Bytes (data + partition keys) per PutRecords call: 5 MiB suits emulators and older endpoints, AWS takes 10 MiB.",
 );
-pub const DATA_STREAM_MAX_RECORD_BYTES: Setting = setting(
+pub(crate) const DATA_STREAM_MAX_RECORD_BYTES: Setting = setting(
     "DATA_STREAM_MAX_RECORD_BYTES",
     "1048576",
     "1024-10485760, at most DATA_STREAM_MAX_REQUEST_BYTES",
     "Largest record (data + partition key) the stream accepts; a submission with a larger event is dropped as `record_too_large`.",
 );
-pub const DATA_STREAM_CONCURRENCY: Setting = setting(
+pub(crate) const DATA_STREAM_CONCURRENCY: Setting = setting(
     "DATA_STREAM_CONCURRENCY",
     "4",
     "1-64",
     "PutRecords calls in flight at once. Events are spread over this many sender lanes by partition key, so one submission's events always share a lane and stay in order.",
 );
-pub const MAX_IN_FLIGHT_MESSAGES: Setting = setting(
+pub(crate) const MAX_IN_FLIGHT_MESSAGES: Setting = setting(
     "MAX_IN_FLIGHT_MESSAGES",
     "1000",
     "1-100000, at least QUEUE_MAX_NUMBER_OF_MESSAGE_PER_REQUEST",
     "Messages received and not yet finished: a message counts until its delete is answered (or it is given up); receiving waits at the cap.",
 );
-pub const MAX_IN_FLIGHT_BYTES: Setting = setting(
+pub(crate) const MAX_IN_FLIGHT_BYTES: Setting = setting(
     "MAX_IN_FLIGHT_BYTES",
     "16777216",
     "1048576-2147483648",
     "Memory for messages in flight, twice over: up to this many bytes of raw bodies received and not yet decoded (each receive reserves the queue's MaximumMessageSize per message it asks for, and asks for fewer messages when that does not fit), and up to this many bytes of what decoding and the records take (40 per body byte is reserved before a body is decoded, then what its records take: data + partition key + 64 per record, held until they are published). A message that does not fit waits, and receiving with it; a message larger than the cap goes through alone. Memory stays under about twice this plus 30 MiB.",
 );
-pub const DEAD_LETTER_QUEUE_URL: Setting = setting(
+pub(crate) const DEAD_LETTER_QUEUE_URL: Setting = setting(
     "DEAD_LETTER_QUEUE_URL",
     "",
     "a queue URL, or unset (off)",
@@ -175,25 +175,25 @@ pub const HTTP_LISTEN_ADDRESS: Setting = setting(
     "IP:PORT",
     "Address of the HTTP server for `/healthz`, `/readyz` and `/metrics`.",
 );
-pub const RETRY_INITIAL_BACKOFF_MS: Setting = setting(
+pub(crate) const RETRY_INITIAL_BACKOFF_MS: Setting = setting(
     "RETRY_INITIAL_BACKOFF_MS",
     "100",
     "1-60000",
     "First delay before retrying a failed AWS call or failed records; doubles per attempt, with jitter.",
 );
-pub const RETRY_MAX_BACKOFF_MS: Setting = setting(
+pub(crate) const RETRY_MAX_BACKOFF_MS: Setting = setting(
     "RETRY_MAX_BACKOFF_MS",
     "10000",
     "1-600000, at least RETRY_INITIAL_BACKOFF_MS",
     "Cap of the retry delay.",
 );
-pub const AWS_CALL_TIMEOUT_SEC: Setting = setting(
+pub(crate) const AWS_CALL_TIMEOUT_SEC: Setting = setting(
     "AWS_CALL_TIMEOUT_SEC",
     "10",
     "0.1-300 (decimals allowed)",
     "Longest one attempt of any SQS or Kinesis call may take (ReceiveMessage: its long-poll wait plus this). A call still unanswered then is a failed call: its connection is dropped and it is retried with backoff on a new one.",
 );
-pub const STALL_TIMEOUT_SEC: Setting = setting(
+pub(crate) const STALL_TIMEOUT_SEC: Setting = setting(
     "STALL_TIMEOUT_SEC",
     "120",
     "1-3600, above 2 x (longest wait + AWS_CALL_TIMEOUT_SEC) + RETRY_MAX_BACKOFF_MS, where the longest wait is the largest of QUEUE_WAIT_TIME_SEC, DATA_STREAM_FLUSH_INTERVAL_SEC and QUEUE_RECEIPTS_TO_DELETE_INTERVAL_SEC",
@@ -203,85 +203,85 @@ pub const STALL_TIMEOUT_SEC: Setting = setting(
 /// never make the default invalid.
 const STALL_TIMEOUT_ROOM: Duration = Duration::from_secs(10);
 
-pub const TIME_CREATED_NOT_BEFORE: Setting = setting(
+pub(crate) const TIME_CREATED_NOT_BEFORE: Setting = setting(
     "TIME_CREATED_NOT_BEFORE",
     "2000-01-01T00:00:00",
     "a date-time YYYY-MM-DDTHH:MM:SS",
     "Earliest plausible `time_created`.",
 );
-pub const TIME_CREATED_MAX_AHEAD_HOURS: Setting = setting(
+pub(crate) const TIME_CREATED_MAX_AHEAD_HOURS: Setting = setting(
     "TIME_CREATED_MAX_AHEAD_HOURS",
     "26",
     "0-8760",
     "How far `time_created` may lead backend UTC (device local time leads by up to 14 h).",
 );
-pub const SHUTDOWN_DRAIN_TIMEOUT_SEC: Setting = setting(
+pub(crate) const SHUTDOWN_DRAIN_TIMEOUT_SEC: Setting = setting(
     "SHUTDOWN_DRAIN_TIMEOUT_SEC",
     "20",
     "1-3600",
     "On SIGTERM/SIGINT, how long to keep publishing and deleting what is in flight before exiting.",
 );
-pub const STATS_LOG_INTERVAL_SEC: Setting = setting(
+pub(crate) const STATS_LOG_INTERVAL_SEC: Setting = setting(
     "STATS_LOG_INTERVAL_SEC",
     "30",
     "1-86400",
     "Period of the info log line that summarises throughput.",
 );
-pub const LOG_INVALID_BODY_SAMPLES: Setting = setting(
+pub(crate) const LOG_INVALID_BODY_SAMPLES: Setting = setting(
     "LOG_INVALID_BODY_SAMPLES",
     "false",
     "`true` or `false`",
     "When `true`, the debug line of each dropped invalid submission carries the first 64 characters of its body. Bodies hold sensor data (command lines can hold secrets): info lines never carry them, and debug lines only with this on.",
 );
-pub const SHARD_SUPERVISOR_INTERVAL_SEC: Setting = setting(
+pub(crate) const SHARD_SUPERVISOR_INTERVAL_SEC: Setting = setting(
     "SHARD_SUPERVISOR_INTERVAL_SEC",
     "60",
     "1-3600",
     "Supervise mode: how often the shard supervisor reads the stream's state and its last SHARD_SUPERVISOR_WINDOWS minutes of CloudWatch metrics, exports the utilisation (the larger of records/s / 1000 and bytes/s / 1 MiB per open shard) and decides whether the shard count fits.",
 );
-pub const SHARD_SUPERVISOR_WINDOWS: Setting = setting(
+pub(crate) const SHARD_SUPERVISOR_WINDOWS: Setting = setting(
     "SHARD_SUPERVISOR_WINDOWS",
     "5",
     "1-1440",
     "Supervise mode: consecutive 1-minute CloudWatch periods the stream's mean utilisation must all be above or all below the target band before a resize is recommended (or made). A window with any point missing decides nothing.",
 );
-pub const SHARD_SUPERVISOR_METRICS_DELAY_SEC: Setting = setting(
+pub(crate) const SHARD_SUPERVISOR_METRICS_DELAY_SEC: Setting = setting(
     "SHARD_SUPERVISOR_METRICS_DELAY_SEC",
     "180",
     "0-3600",
     "Supervise mode: how far behind now the window of minutes read from CloudWatch ends, so that Kinesis's metrics (delivered a minute or two late) are there; a point still missing is unknown, never zero traffic.",
 );
-pub const SHARD_UTILISATION_TARGET_LOW: Setting = setting(
+pub(crate) const SHARD_UTILISATION_TARGET_LOW: Setting = setting(
     "SHARD_UTILISATION_TARGET_LOW",
     "30",
     "0-100 (percent, decimals allowed), below SHARD_UTILISATION_TARGET_HIGH",
     "Supervise mode: lower bound of the target band of mean shard utilisation; persistently below it (and no shard above the band, nothing throttled), fewer shards are recommended.",
 );
-pub const SHARD_UTILISATION_TARGET_HIGH: Setting = setting(
+pub(crate) const SHARD_UTILISATION_TARGET_HIGH: Setting = setting(
     "SHARD_UTILISATION_TARGET_HIGH",
     "80",
     "0.01-100 (percent, decimals allowed)",
     "Supervise mode: upper bound of the target band; persistently above it, more shards are recommended. A recommendation aims at the middle of the band.",
 );
-pub const SHARD_AUTOSCALE_ENABLED: Setting = setting(
+pub(crate) const SHARD_AUTOSCALE_ENABLED: Setting = setting(
     "SHARD_AUTOSCALE_ENABLED",
     "false",
     "`true` or `false`",
     "Supervise mode: when `true`, the recommended shard count is applied with UpdateShardCount (uniform scaling) on provisioned ACTIVE streams, never on on-demand ones, at most 10 calls per 24 hours; it needs `kinesis:UpdateShardCount`. The collectors never resize.",
 );
-pub const SHARD_COUNT_MIN: Setting = setting(
+pub(crate) const SHARD_COUNT_MIN: Setting = setting(
     "SHARD_COUNT_MIN",
     "1",
     "1-10000",
     "Supervise mode: fewest shards the supervisor recommends or sets.",
 );
-pub const SHARD_COUNT_MAX: Setting = setting(
+pub(crate) const SHARD_COUNT_MAX: Setting = setting(
     "SHARD_COUNT_MAX",
     "16",
     "SHARD_COUNT_MIN-10000",
     "Supervise mode: most shards the supervisor recommends or sets.",
 );
-pub const SHARD_RESIZE_COOLDOWN_SEC: Setting = setting(
+pub(crate) const SHARD_RESIZE_COOLDOWN_SEC: Setting = setting(
     "SHARD_RESIZE_COOLDOWN_SEC",
     "3600",
     "0-86400",

@@ -13,7 +13,7 @@ use telemetry_format::submission::Rejection;
 /// Info lines per reason per interval.
 pub const LINES_PER_INTERVAL: u32 = 5;
 /// The interval a reason's line budget covers, counted from its first drop.
-pub const INTERVAL: Duration = Duration::from_secs(10);
+pub(crate) const INTERVAL: Duration = Duration::from_secs(10);
 
 /// One reason's interval.
 #[derive(Debug)]
@@ -25,14 +25,14 @@ struct Window {
 
 /// Drops that went without a line during one reason's interval.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Suppressed {
+pub(crate) struct Suppressed {
     pub reason_label: &'static str,
     pub count: u64,
 }
 
 /// Per-reason line budgets. Pure: the caller passes the time, so tests control the clock.
 #[derive(Debug)]
-pub struct RateLimiter {
+pub(crate) struct RateLimiter {
     lines_per_interval: u32,
     interval: Duration,
     /// By label: a bounded set (`Rejection::LABELS`), reported in a stable order.
@@ -49,7 +49,7 @@ impl RateLimiter {
     }
 
     /// Whether a drop with this reason gets a line of its own; if not, it is counted.
-    pub fn admit(&mut self, reason_label: &'static str, now: Instant) -> bool {
+    pub(crate) fn admit(&mut self, reason_label: &'static str, now: Instant) -> bool {
         let window = self.windows.entry(reason_label).or_insert(Window {
             started: now,
             logged: 0,
@@ -65,7 +65,7 @@ impl RateLimiter {
     }
 
     /// Ends the intervals that are over; returns those that suppressed lines.
-    pub fn flush(&mut self, now: Instant) -> Vec<Suppressed> {
+    pub(crate) fn flush(&mut self, now: Instant) -> Vec<Suppressed> {
         let mut ended = Vec::new();
         let interval = self.interval;
         self.windows.retain(|label, window| {
@@ -90,12 +90,12 @@ static LIMITER: LazyLock<Mutex<RateLimiter>> =
 /// Logs one dropped submission: always at debug, at info within its reason's budget. Neither
 /// line carries the body, which holds sensor data; the debug line carries `body_sample` when
 /// given (`LOG_INVALID_BODY_SAMPLES`).
-pub fn dropped(message_id: &str, rejection: &Rejection, body_bytes: usize, body_sample: Option<&str>) {
+pub(crate) fn dropped(message_id: &str, rejection: &Rejection, body_bytes: usize, body_sample: Option<&str>) {
     dropped_with(&LIMITER, Instant::now(), message_id, rejection, body_bytes, body_sample);
 }
 
 /// Reports the intervals that ended without a drop since; called with each `throughput` line.
-pub fn flush() {
+pub(crate) fn flush() {
     flush_with(&LIMITER, Instant::now());
 }
 

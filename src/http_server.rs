@@ -72,7 +72,7 @@ pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a silent connection (nothing read from it yet) is safe from being closed for room:
 /// long enough for a just-accepted probe's request to be read, short against the header-read
 /// timeout.
-pub const SILENT_GRACE: Duration = Duration::from_millis(200);
+pub(crate) const SILENT_GRACE: Duration = Duration::from_millis(200);
 
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
@@ -97,7 +97,7 @@ impl Readiness {
     }
 
     /// `None` when ready, else why not.
-    pub fn not_ready_because(&self) -> Option<String> {
+    pub(crate) fn not_ready_because(&self) -> Option<String> {
         if self.stopping.load(Ordering::Acquire) {
             Some("stopping".to_owned())
         } else if !self.queue_resolved.load(Ordering::Acquire) {
@@ -294,7 +294,7 @@ async fn make_room(
 
 /// Longest the `healthcheck` command waits for `/healthz`: under the 3 s timeout of the image's
 /// and the ECS task's health checks.
-pub const HEALTHCHECK_TIMEOUT: Duration = Duration::from_secs(2);
+pub(crate) const HEALTHCHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// `telemetry-collector healthcheck`: asks this host's collector, listening on `listen`
 /// (`HTTP_LISTEN_ADDRESS`; an unspecified address is asked on loopback), for `/healthz`. `Ok`

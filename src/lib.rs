@@ -13,6 +13,12 @@
 //!
 //! [`shard_supervisor`] is the other mode of the same binary (`telemetry-collector supervise`):
 //! one replica beside the fleet that sizes the stream from its CloudWatch metrics.
+//!
+//! What is `pub` is what something outside the library uses: `main` (configuration, [`run`],
+//! the check, the credentials probe, the supervisor), the integration tests and benchmarks (the
+//! HTTP server and liveness started alone, the metrics sections a test reads, the supervisor's
+//! pure policy driven by a simulated clock), and their settings types. Everything else is
+//! `pub(crate)`: the stages' internals are not an interface.
 
 pub mod aws;
 pub mod check;

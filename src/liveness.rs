@@ -21,7 +21,7 @@ pub struct Liveness {
 }
 
 /// One stage's work and progress.
-pub struct Activity {
+pub(crate) struct Activity {
     name: String,
     epoch: Instant,
     busy: AtomicBool,
@@ -40,7 +40,7 @@ impl Liveness {
     }
 
     /// Registers a stage by name ("deleter", "sink lane 2").
-    pub fn stage(&self, name: impl Into<String>) -> Arc<Activity> {
+    pub(crate) fn stage(&self, name: impl Into<String>) -> Arc<Activity> {
         let activity = Arc::new(Activity {
             name: name.into(),
             epoch: self.epoch,
@@ -54,7 +54,7 @@ impl Liveness {
     }
 
     /// `None` while every stage with work has progressed within the limit; else which has not.
-    pub fn stalled(&self, now: Instant) -> Option<String> {
+    pub(crate) fn stalled(&self, now: Instant) -> Option<String> {
         let stages = self.stages.lock().ok()?;
         let stuck = stages.iter().find_map(|stage| {
             let idle_for = stage.without_progress(now)?;
@@ -86,19 +86,19 @@ impl Activity {
     }
 
     /// The stage has work. Time without progress counts from now if it had none before.
-    pub fn busy(&self) {
+    pub(crate) fn busy(&self) {
         if !self.busy.swap(true, Ordering::AcqRel) {
             self.last_progress_ms.store(self.now_ms(), Ordering::Release);
         }
     }
 
     /// The stage has nothing to do (or waits for room downstream).
-    pub fn idle(&self) {
+    pub(crate) fn idle(&self) {
         self.busy.store(false, Ordering::Release);
     }
 
     /// The stage finished a step of its work: a call answered, failed or timed out.
-    pub fn progressed(&self) {
+    pub(crate) fn progressed(&self) {
         self.last_progress_ms.store(self.now_ms(), Ordering::Release);
     }
 

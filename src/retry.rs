@@ -19,7 +19,7 @@ pub struct RetryPolicy {
 
 impl RetryPolicy {
     /// The delays of one retry episode: growing to the cap, with jitter, never ending.
-    pub fn delays(&self) -> ExponentialBackoff {
+    pub(crate) fn delays(&self) -> ExponentialBackoff {
         ExponentialBuilder::default()
             .with_min_delay(self.initial)
             .with_max_delay(self.max)
@@ -30,7 +30,7 @@ impl RetryPolicy {
 }
 
 /// The retry state of one activity ("PutRecords on lane 2", "ReceiveMessage").
-pub struct RetryEpisode {
+pub(crate) struct RetryEpisode {
     what: String,
     policy: RetryPolicy,
     delays: Option<ExponentialBackoff>,
@@ -48,7 +48,7 @@ impl RetryEpisode {
     }
 
     /// Records a failure and returns how long to wait before the next attempt.
-    pub fn failed(&mut self, error: &dyn Display) -> Duration {
+    pub(crate) fn failed(&mut self, error: &dyn Display) -> Duration {
         self.failures += 1;
         let delay = self
             .delays
@@ -66,7 +66,7 @@ impl RetryEpisode {
     }
 
     /// Records a success; ends the episode if one was running.
-    pub fn succeeded(&mut self) {
+    pub(crate) fn succeeded(&mut self) {
         if self.failures > 0 {
             tracing::info!(what = %self.what, failed_attempts = self.failures, "recovered");
         }
@@ -75,13 +75,14 @@ impl RetryEpisode {
     }
 
     /// Failures since the last success.
-    pub fn failures(&self) -> u64 {
+    #[cfg(test)]
+    pub(crate) fn failures(&self) -> u64 {
         self.failures
     }
 }
 
 /// Calls `attempt` until it succeeds, with backoff; `None` if shutdown comes first.
-pub async fn retry_until<T, F, Fut>(
+pub(crate) async fn retry_until<T, F, Fut>(
     what: String,
     retry: RetryPolicy,
     shutdown: &CancellationToken,
@@ -116,7 +117,11 @@ where
 /// Calls `attempt` up to `attempts` times, with backoff between, within one retry episode;
 /// the last error if none succeeds. For calls whose failure loses nothing (the message comes
 /// back), so that giving up after a few tries is safe.
-pub async fn with_attempts<T, E, F, Fut>(episode: &mut RetryEpisode, attempts: u32, mut attempt: F) -> Result<T, E>
+pub(crate) async fn with_attempts<T, E, F, Fut>(
+    episode: &mut RetryEpisode,
+    attempts: u32,
+    mut attempt: F,
+) -> Result<T, E>
 where
     E: Display,
     F: FnMut() -> Fut,

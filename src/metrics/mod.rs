@@ -89,7 +89,7 @@ impl Metrics {
     }
 
     /// Totals for the periodic summary line.
-    pub fn snapshot(&self) -> Snapshot {
+    pub(crate) fn snapshot(&self) -> Snapshot {
         let invalid = telemetry_format::submission::Rejection::LABELS
             .iter()
             .map(|r| count(&self.source.submissions_invalid, ("reason", r)))
@@ -114,7 +114,7 @@ impl Default for Metrics {
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Snapshot {
+pub(crate) struct Snapshot {
     pub messages_received: u64,
     pub submissions_valid: u64,
     pub submissions_invalid: u64,

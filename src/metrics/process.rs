@@ -15,11 +15,11 @@ const USER_HZ: f64 = 100.0;
 
 /// Reads this process's figures from `/proc` at each scrape.
 #[derive(Debug, Default)]
-pub struct ProcessCollector;
+pub(crate) struct ProcessCollector;
 
 /// One reading of the figures; each `None` when it could not be read.
 #[derive(Debug, Default, PartialEq)]
-pub struct ProcessFigures {
+pub(crate) struct ProcessFigures {
     pub cpu_seconds: Option<f64>,
     pub resident_bytes: Option<i64>,
     pub virtual_bytes: Option<i64>,
@@ -30,7 +30,7 @@ pub struct ProcessFigures {
 
 impl ProcessFigures {
     /// This process's figures now.
-    pub fn read() -> ProcessFigures {
+    pub(crate) fn read() -> ProcessFigures {
         let stat = std::fs::read_to_string("/proc/self/stat").ok();
         let status = std::fs::read_to_string("/proc/self/status").ok();
         let limits = std::fs::read_to_string("/proc/self/limits").ok();

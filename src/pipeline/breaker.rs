@@ -28,7 +28,7 @@ use crate::metrics::kit::{Counters, add, outcome, start_at_zero};
 use crate::retry::RetryPolicy;
 
 /// Consecutive PutRecords calls with nothing written before the breaker opens.
-pub const OPEN_AFTER_FAILURES: u32 = 3;
+pub(crate) const OPEN_AFTER_FAILURES: u32 = 3;
 
 pub struct Breaker {
     open: AtomicBool,
@@ -53,12 +53,12 @@ impl Breaker {
         }
     }
 
-    pub fn is_open(&self) -> bool {
+    pub(crate) fn is_open(&self) -> bool {
         self.open.load(Ordering::Acquire)
     }
 
     /// Why the breaker is open: the error that opened it, or repeated failures.
-    pub fn reason(&self) -> Option<String> {
+    pub(crate) fn reason(&self) -> Option<String> {
         if !self.is_open() {
             return None;
         }
@@ -67,7 +67,7 @@ impl Breaker {
     }
 
     /// A PutRecords call (or probe) reached Kinesis and something was written (or answered).
-    pub fn succeeded(&self) {
+    pub(crate) fn succeeded(&self) {
         self.failures_in_a_row.store(0, Ordering::Release);
         if let Ok(mut reason) = self.reason.lock() {
             *reason = None;
@@ -84,7 +84,7 @@ impl Breaker {
     }
 
     /// A PutRecords call failed whole, or none of its records was written.
-    pub fn failed(&self) {
+    pub(crate) fn failed(&self) {
         let failures = self.failures_in_a_row.fetch_add(1, Ordering::AcqRel) + 1;
         if failures >= OPEN_AFTER_FAILURES && !self.open.swap(true, Ordering::AcqRel) {
             self.metrics.breaker_open.set(1);
@@ -98,7 +98,7 @@ impl Breaker {
 
     /// An error that no record can get past until an operator acts: opens at once. Logged when
     /// it opens the breaker or differs from the reason already given.
-    pub fn open_because(&self, reason: String) {
+    pub(crate) fn open_because(&self, reason: String) {
         self.failures_in_a_row.fetch_add(1, Ordering::AcqRel);
         let changed = match self.reason.lock() {
             Ok(mut slot) if slot.as_deref() != Some(reason.as_str()) => {
@@ -124,7 +124,7 @@ impl Breaker {
     /// in a row (Kinesis was unreachable or failing, and answers again). A breaker opened by an
     /// error no record can get past stays open: the answer proves nothing about PutRecords, so
     /// one receive is let through to try it.
-    pub fn probe_answered(&self) {
+    pub(crate) fn probe_answered(&self) {
         let specific = self.reason.lock().map(|r| r.is_some()).unwrap_or(true);
         if !specific {
             self.succeeded();
@@ -135,7 +135,7 @@ impl Breaker {
 
     /// Returns when receiving may go on: at once while closed; otherwise when the breaker
     /// closes or a trial receive is granted (taken by the first receiver that waits).
-    pub async fn wait_may_receive(&self) {
+    pub(crate) async fn wait_may_receive(&self) {
         if !self.is_open() {
             return;
         }
@@ -151,7 +151,7 @@ impl Breaker {
     }
 
     /// Returns at once while closed; otherwise waits until the breaker closes.
-    pub async fn wait_closed(&self) {
+    pub(crate) async fn wait_closed(&self) {
         loop {
             let changed = self.changed.notified();
             if !self.is_open() {
@@ -175,7 +175,7 @@ impl Breaker {
 /// While the breaker is open and no lane holds records to retry with (`events_in_flight`, the
 /// sink's gauge, is 0), asks Kinesis about the stream with capped backoff; see
 /// [`Breaker::probe_answered`] for what an answer does.
-pub async fn probe(
+pub(crate) async fn probe(
     client: Client,
     stream_name: String,
     breaker: Arc<Breaker>,

@@ -21,7 +21,7 @@ const ATTEMPTS: u32 = 3;
 const DETAIL_CHARS: usize = 256;
 
 #[derive(Debug, thiserror::Error)]
-pub enum DeadLetterError {
+pub(crate) enum DeadLetterError {
     #[error("SendMessage to the dead-letter queue failed {attempts} times; last error: {last}")]
     SendFailed { attempts: u32, last: String },
     #[error("cannot build the dead-letter message: {0}")]
@@ -29,7 +29,7 @@ pub enum DeadLetterError {
 }
 
 #[derive(Clone)]
-pub struct DeadLetterQueue {
+pub(crate) struct DeadLetterQueue {
     pub client: Client,
     pub queue_url: String,
     pub retry: RetryPolicy,
@@ -40,7 +40,7 @@ impl DeadLetterQueue {
     /// Sends `body` as is, with attributes `rejection_reason` (the metric label),
     /// `source_message_id` and `rejection_detail` (the specific reason), as many of them as
     /// SQS's message size limit leaves room for beside the body. Counted by outcome.
-    pub async fn forward(
+    pub(crate) async fn forward(
         &self,
         message_id: &str,
         body: &str,

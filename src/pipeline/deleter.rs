@@ -48,7 +48,7 @@ pub struct DeleterSettings {
 
 /// A finished message on its way to being deleted; counted in the deleter's backlog gauge
 /// until its delete is answered or given up.
-pub struct Finished {
+pub(crate) struct Finished {
     entry: Arc<InFlightMessage>,
     backlog: Gauge,
 }
@@ -78,7 +78,7 @@ impl std::ops::Deref for Finished {
 
 /// Where finished messages are handed to the deleter.
 #[derive(Clone)]
-pub struct DeleteQueue {
+pub(crate) struct DeleteQueue {
     tx: mpsc::Sender<Finished>,
     backlog: Gauge,
 }
@@ -86,7 +86,7 @@ pub struct DeleteQueue {
 impl DeleteQueue {
     /// The queue and its receiving end. `capacity` is the in-flight message cap: every message
     /// in the channel holds one of its slots, so the channel always has room.
-    pub fn channel(capacity: usize, metrics: &DeleterMetrics) -> (DeleteQueue, mpsc::Receiver<Finished>) {
+    pub(crate) fn channel(capacity: usize, metrics: &DeleterMetrics) -> (DeleteQueue, mpsc::Receiver<Finished>) {
         let (tx, rx) = mpsc::channel(capacity.max(1));
         let queue = DeleteQueue {
             tx,
@@ -97,7 +97,7 @@ impl DeleteQueue {
 
     /// Hands a finished message over without waiting. Should the channel be full after all, a
     /// task waits for room instead of the caller (a sink lane in the middle of a call's results).
-    pub fn push(&self, entry: Arc<InFlightMessage>) {
+    pub(crate) fn push(&self, entry: Arc<InFlightMessage>) {
         match self.tx.try_send(Finished::new(entry, &self.backlog)) {
             Ok(()) => {}
             Err(TrySendError::Full(entry)) => {
@@ -112,13 +112,13 @@ impl DeleteQueue {
     }
 
     /// Hands a finished message over, waiting for room.
-    pub async fn send(&self, entry: Arc<InFlightMessage>) {
+    pub(crate) async fn send(&self, entry: Arc<InFlightMessage>) {
         let _ = self.tx.send(Finished::new(entry, &self.backlog)).await;
     }
 }
 
 /// Runs until every sender of finished messages is gone, then deletes what is left and returns.
-pub async fn run(
+pub(crate) async fn run(
     queue: Queue,
     settings: DeleterSettings,
     retry: RetryPolicy,
@@ -349,7 +349,7 @@ impl DeleterMetrics {
         section
     }
 
-    pub fn deleted(&self, outcome: &'static str, n: u64) {
+    pub(crate) fn deleted(&self, outcome: &'static str, n: u64) {
         self.deletes.get_or_create(&[("outcome", outcome)]).inc_by(n);
     }
 }

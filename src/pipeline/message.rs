@@ -30,14 +30,14 @@ use crate::metrics::kit::{add, age_histogram, seconds_histogram};
 /// What the deleter needs to delete one message. The handle is a credential for the message:
 /// it is never logged.
 #[derive(Clone, PartialEq, Eq)]
-pub struct Receipt {
+pub(crate) struct Receipt {
     pub message_id: String,
     pub handle: String,
 }
 
 impl Receipt {
     /// `text` with the receipt handle blanked out: AWS error messages can quote it.
-    pub fn redact(&self, text: &str) -> String {
+    pub(crate) fn redact(&self, text: &str) -> String {
         if self.handle.is_empty() {
             text.to_owned()
         } else {
@@ -56,7 +56,7 @@ impl std::fmt::Debug for Receipt {
 
 /// Why a message stopped being worked on before all its events were published.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum GiveUp {
+pub(crate) enum GiveUp {
     /// Its receipt expired: SQS may already have delivered it again. Logged and counted as
     /// abandoned.
     Expired = 1,
@@ -69,7 +69,7 @@ pub enum GiveUp {
 }
 
 /// The events of a message not yet confirmed published.
-pub struct EventCounter(AtomicUsize);
+pub(crate) struct EventCounter(AtomicUsize);
 
 impl EventCounter {
     /// Counts one confirmation; true for the last one.
@@ -86,7 +86,7 @@ impl EventCounter {
 
 /// How long SQS keeps a message hidden, as far as the collector knows: from when its visibility
 /// timeout started, for a span the visibility keeper moves forward with each extension.
-pub struct VisibilityLease {
+pub(crate) struct VisibilityLease {
     /// When the visibility timeout started (see `source::ReceiveTiming`).
     pub started: Instant,
     /// The lease runs until `started` + this, in milliseconds.
@@ -105,31 +105,31 @@ impl VisibilityLease {
     }
 
     /// When the visibility ends.
-    pub fn ends(&self) -> Instant {
+    pub(crate) fn ends(&self) -> Instant {
         self.started + Duration::from_millis(self.length_ms.load(Ordering::Acquire))
     }
 
     /// Records an extension by `timeout` requested at `requested_at`; never shortens it.
-    pub fn extended(&self, requested_at: Instant, timeout: Duration) {
+    pub(crate) fn extended(&self, requested_at: Instant, timeout: Duration) {
         let until = requested_at.saturating_duration_since(self.started) + timeout;
         self.length_ms.fetch_max(until.as_millis() as u64, Ordering::AcqRel);
     }
 
     /// True once too little is left to publish and still delete in time: by then SQS may
     /// deliver the message again, so publishing the rest would only make duplicates.
-    pub fn expiring(&self, now: Instant) -> bool {
+    pub(crate) fn expiring(&self, now: Instant) -> bool {
         now + self.delete_margin >= self.ends()
     }
 
     /// True once the visibility has ended by `at`: the receipt is no use any more.
-    pub fn ended(&self, at: Instant) -> bool {
+    pub(crate) fn ended(&self, at: Instant) -> bool {
         at >= self.ends()
     }
 }
 
 /// A message's share of the in-flight caps: its slot of `MAX_IN_FLIGHT_MESSAGES` until it is
 /// gone, and its record bytes of `MAX_IN_FLIGHT_BYTES` until its events are published.
-pub struct Capacity {
+pub(crate) struct Capacity {
     _slot: OwnedSemaphorePermit,
     /// Its share of the byte cap, while its events are being published.
     bytes: Mutex<Option<HeldBytes>>,
@@ -189,18 +189,10 @@ impl Capacity {
             self.metrics.bytes_in_flight.dec_by(held.remaining as i64);
         }
     }
-
-    fn record_bytes(&self) -> usize {
-        self.bytes
-            .lock()
-            .ok()
-            .and_then(|slot| slot.as_ref().map(|held| held.total))
-            .unwrap_or(0)
-    }
 }
 
 /// One message in flight; see the module documentation.
-pub struct InFlightMessage {
+pub(crate) struct InFlightMessage {
     receipt: Receipt,
     events: EventCounter,
     pub lease: VisibilityLease,
@@ -219,7 +211,7 @@ pub struct InFlightMessage {
 
 /// What a new message is made of. A message is made as soon as it is received, before its body
 /// is decoded; [`InFlightMessage::publishing`] adds what decoding found.
-pub struct NewMessage {
+pub(crate) struct NewMessage {
     pub receipt: Receipt,
     /// When its visibility timeout started.
     pub received_at: Instant,
@@ -252,14 +244,14 @@ impl InFlightMessage {
 
     /// Its submission's `time_created`, read as UTC: what the freshness from the sensor is
     /// measured from.
-    pub fn created_at(&self, time_created: SystemTime) {
+    pub(crate) fn created_at(&self, time_created: SystemTime) {
         let _ = self.created_at.set(time_created);
     }
 
     /// Its submission is valid with `event_count` events about to be queued: they are counted
     /// outstanding, and the message holds `bytes` of the byte cap, standing for `record_bytes`,
     /// until they are published. `body` is kept for the dead-letter queue when that is on.
-    pub fn publishing(
+    pub(crate) fn publishing(
         &self,
         event_count: usize,
         bytes: OwnedSemaphorePermit,
@@ -273,21 +265,16 @@ impl InFlightMessage {
         }
     }
 
-    pub fn message_id(&self) -> &str {
+    pub(crate) fn message_id(&self) -> &str {
         &self.receipt.message_id
     }
 
-    pub fn receipt(&self) -> &Receipt {
+    pub(crate) fn receipt(&self) -> &Receipt {
         &self.receipt
     }
 
-    /// The bytes it holds of the byte cap: its records, and its body when kept.
-    pub fn record_bytes(&self) -> usize {
-        self.capacity.record_bytes()
-    }
-
     /// The raw body, when dead-lettering is on.
-    pub fn body(&self) -> Option<&str> {
+    pub(crate) fn body(&self) -> Option<&str> {
         self.body.get().map(String::as_str)
     }
 
@@ -297,7 +284,7 @@ impl InFlightMessage {
     ///
     /// `record_bytes` is what the published record took (as counted when the records were
     /// built): its part of the message's share of the byte cap goes back at once.
-    pub fn confirm_one(&self, record_bytes: usize) -> bool {
+    pub(crate) fn confirm_one(&self, record_bytes: usize) -> bool {
         self.capacity
             .metrics
             .event_latency
@@ -333,21 +320,21 @@ impl InFlightMessage {
     }
 
     /// Events not yet confirmed.
-    pub fn outstanding(&self) -> usize {
+    pub(crate) fn outstanding(&self) -> usize {
         self.events.outstanding()
     }
 
-    pub fn mark_started(&self) {
+    pub(crate) fn mark_started(&self) {
         self.started.store(true, Ordering::Release);
     }
 
-    pub fn started(&self) -> bool {
+    pub(crate) fn started(&self) -> bool {
         self.started.load(Ordering::Acquire)
     }
 
     /// Marks the message as given up; true only for the first caller, so it is logged once.
     /// Its records are dropped, so its bytes are released.
-    pub fn give_up(&self, why: GiveUp) -> bool {
+    pub(crate) fn give_up(&self, why: GiveUp) -> bool {
         let first = self
             .given_up
             .compare_exchange(0, why as u8, Ordering::AcqRel, Ordering::Acquire)
@@ -359,7 +346,7 @@ impl InFlightMessage {
     }
 
     /// True once the message has been given up for any reason: its records are dropped.
-    pub fn is_given_up(&self) -> bool {
+    pub(crate) fn is_given_up(&self) -> bool {
         self.given_up.load(Ordering::Acquire) != 0
     }
 }

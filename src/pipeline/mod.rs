@@ -59,7 +59,7 @@ pub struct InFlightLimits {
 }
 
 /// What every stage shares.
-pub struct Shared {
+pub(crate) struct Shared {
     pub clients: Clients,
     pub metrics: Arc<Metrics>,
     pub breaker: Arc<Breaker>,
@@ -79,7 +79,7 @@ pub struct Shared {
 ///
 /// `max_body_bytes` is the largest body the queue accepts: each receive reserves that much of
 /// the body budget per message it asks for.
-pub fn spawn(
+pub(crate) fn spawn(
     settings: &Settings,
     stream_name: &str,
     queue_url: &str,

@@ -16,14 +16,14 @@ use crate::metrics::kit::{ShardLabels, add};
 
 /// Records and bytes written to one shard since start.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct ShardTotals {
+pub(crate) struct ShardTotals {
     pub records: u64,
     pub bytes: u64,
 }
 
 /// What the sink lanes have written, per shard; shared by the lanes and the shard supervisor.
 /// It also keeps the per-shard counters.
-pub struct ShardTally {
+pub(crate) struct ShardTally {
     totals: Mutex<HashMap<String, ShardTotals>>,
     records: Family<ShardLabels, Counter>,
     bytes: Family<ShardLabels, Counter>,
@@ -40,7 +40,7 @@ impl ShardTally {
 
     /// Adds one PutRecords response's successful records, given as (shard id, record bytes);
     /// takes the lock once per response.
-    pub fn add_response<'a>(&self, written: impl IntoIterator<Item = (&'a str, usize)>) {
+    pub(crate) fn add_response<'a>(&self, written: impl IntoIterator<Item = (&'a str, usize)>) {
         let mut per_shard: Vec<(&str, ShardTotals)> = Vec::new();
         for (shard, bytes) in written {
             // A response names few distinct shards: a short scan beats hashing.
@@ -78,12 +78,14 @@ impl ShardTally {
         }
     }
 
-    pub fn snapshot(&self) -> HashMap<String, ShardTotals> {
+    #[cfg(test)]
+    pub(crate) fn snapshot(&self) -> HashMap<String, ShardTotals> {
         self.totals.lock().unwrap_or_else(PoisonError::into_inner).clone()
     }
 
     /// Drops a shard's totals and series, unless records arrived since `seen` was read.
-    pub fn forget_if_unchanged(&self, shard: &str, seen: ShardTotals) -> bool {
+    #[cfg(test)]
+    pub(crate) fn forget_if_unchanged(&self, shard: &str, seen: ShardTotals) -> bool {
         let mut totals = self.totals.lock().unwrap_or_else(PoisonError::into_inner);
         if totals.get(shard) != Some(&seen) {
             return false;

@@ -47,7 +47,7 @@ const BODY_PREFIX_CHARS: usize = 64;
 /// timeout started between the call being sent and the answer arriving, at most one network
 /// trip before the latter. Counting from the call being sent instead would make a message that
 /// arrives late in a long poll look expired on arrival when the wait is as long as the timeout.
-pub const RECEIPT_CLOCK_ALLOWANCE: Duration = Duration::from_secs(1);
+pub(crate) const RECEIPT_CLOCK_ALLOWANCE: Duration = Duration::from_secs(1);
 
 /// The receivers' settings: their section of the configuration.
 #[derive(Debug, Clone, PartialEq)]
@@ -76,7 +76,7 @@ pub struct SourceSettings {
 
 /// Where the source's output goes, and the limits it respects.
 #[derive(Clone)]
-pub struct Outputs {
+pub(crate) struct Outputs {
     pub lanes: Vec<mpsc::Sender<OutboundRecord>>,
     pub deleter: DeleteQueue,
     /// The visibility keeper watches every message in flight.
@@ -103,14 +103,14 @@ pub struct Outputs {
 
 /// When a receive was sent and when its answer arrived.
 #[derive(Debug, Clone, Copy)]
-pub struct ReceiveTiming {
+pub(crate) struct ReceiveTiming {
     pub sent_at: Instant,
     pub arrived_at: Instant,
 }
 
 impl ReceiveTiming {
     /// The earliest the visibility timeout of a message in the answer can have started.
-    pub fn visibility_started(&self) -> Instant {
+    pub(crate) fn visibility_started(&self) -> Instant {
         self.arrived_at
             .checked_sub(RECEIPT_CLOCK_ALLOWANCE)
             .map_or(self.sent_at, |earliest| earliest.max(self.sent_at))
@@ -118,7 +118,7 @@ impl ReceiveTiming {
 }
 
 /// Receives until `shutdown` is cancelled.
-pub async fn run(receiver: Receiver) {
+pub(crate) async fn run(receiver: Receiver) {
     let mut episode = RetryEpisode::new(format!("ReceiveMessage (receiver {})", receiver.index), receiver.retry);
     let batch_size = receiver.settings.batch_size as u32;
     let (outputs, shutdown) = (&receiver.outputs, &receiver.shutdown);
@@ -179,7 +179,7 @@ pub async fn run(receiver: Receiver) {
 }
 
 /// What one receive loop works with.
-pub struct Receiver {
+pub(crate) struct Receiver {
     /// Which of the receive loops, for logs.
     pub index: usize,
     pub clients: Clients,
@@ -528,7 +528,7 @@ impl SourceMetrics {
         section
     }
 
-    pub fn invalid(&self, reason: &'static str) {
+    pub(crate) fn invalid(&self, reason: &'static str) {
         self.submissions_invalid.get_or_create(&[("reason", reason)]).inc();
     }
 }

@@ -40,18 +40,18 @@ impl RunError {
 
 /// Tasks that must run until shutdown, each with its name. Dropping the set aborts them.
 #[derive(Default)]
-pub struct Stages {
+pub(crate) struct Stages {
     tasks: JoinSet<()>,
     names: HashMap<tokio::task::Id, String>,
 }
 
 impl Stages {
-    pub fn spawn(&mut self, name: impl Into<String>, stage: impl Future<Output = ()> + Send + 'static) {
+    pub(crate) fn spawn(&mut self, name: impl Into<String>, stage: impl Future<Output = ()> + Send + 'static) {
         self.spawn_watched(name, None, stage);
     }
 
     /// Spawns a stage whose progress `liveness` watches through `activity`.
-    pub fn spawn_watched(
+    pub(crate) fn spawn_watched(
         &mut self,
         name: impl Into<String>,
         activity: Option<Arc<Activity>>,
@@ -63,7 +63,7 @@ impl Stages {
     }
 
     /// The next task to end, by name, and how it ended.
-    pub async fn join_next(&mut self) -> Option<(String, Result<(), JoinError>)> {
+    pub(crate) async fn join_next(&mut self) -> Option<(String, Result<(), JoinError>)> {
         let (id, result) = match self.tasks.join_next_with_id().await? {
             Ok((id, ())) => (id, Ok(())),
             Err(e) => (e.id(), Err(e)),
@@ -85,7 +85,7 @@ mod fault_injection {
 
     use crate::liveness::Activity;
 
-    pub async fn wrap(name: String, activity: Option<Arc<Activity>>, stage: impl Future<Output = ()>) {
+    pub(crate) async fn wrap(name: String, activity: Option<Arc<Activity>>, stage: impl Future<Output = ()>) {
         let fault = std::env::var("COLLECTOR_FAULT_STAGE").unwrap_or_default();
         let Some((target, how)) = fault.split_once(':') else {
             return stage.await;
@@ -121,7 +121,7 @@ mod fault_injection {
 
     use crate::liveness::Activity;
 
-    pub async fn wrap(_name: String, _activity: Option<Arc<Activity>>, stage: impl Future<Output = ()>) {
+    pub(crate) async fn wrap(_name: String, _activity: Option<Arc<Activity>>, stage: impl Future<Output = ()>) {
         stage.await
     }
 }

@@ -48,7 +48,7 @@ struct Tracked {
 }
 
 /// Runs until nobody can send it anything and every watched message is finished.
-pub async fn run(
+pub(crate) async fn run(
     queue: Queue,
     settings: VisibilitySettings,
     retry: RetryPolicy,
@@ -95,7 +95,7 @@ pub async fn run(
 /// The visibility timeout to ask for now, or `None` when the message need not or cannot be
 /// extended: it still has more than half the timeout left, it is already expired, or the
 /// maximum total is reached.
-pub fn extension_for(
+pub(crate) fn extension_for(
     now: Instant,
     received_at: Instant,
     visible_until: Instant,

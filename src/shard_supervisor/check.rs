@@ -36,7 +36,7 @@ fn finding(verdict: Verdict, subject: &'static str, text: impl Into<String>) -> 
 
 /// The report line of a failed read of `action` on `resource`; `consequence` says what the
 /// supervisor could not do.
-pub fn failed_read(action: &str, resource: &str, error: &CallError, consequence: &str) -> Finding {
+pub(crate) fn failed_read(action: &str, resource: &str, error: &CallError, consequence: &str) -> Finding {
     let text = match (error.is_refusal(), &error.code) {
         (true, code) => format!(
             "{action} refused on {resource} ({}: {}): {consequence}; grant {action} to the supervisor's role ({POLICY})",
@@ -161,7 +161,7 @@ pub async fn run(config: &Config, sdk_config: &aws_config::SdkConfig) -> Vec<Fin
 }
 
 /// What the window the supervisor would read now holds.
-pub fn window_finding(minutes: &[Minute], (start, end): (i64, i64), delay_secs: u64) -> Finding {
+pub(crate) fn window_finding(minutes: &[Minute], (start, end): (i64, i64), delay_secs: u64) -> Finding {
     const SUBJECT: &str = "metrics";
     let complete = minutes
         .iter()

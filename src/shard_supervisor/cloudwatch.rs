@@ -18,17 +18,17 @@ use aws_sdk_cloudwatch::types::{Dimension, Metric, MetricDataQuery, MetricStat, 
 use super::CallError;
 use super::policy::{Minute, PERIOD, utilisation};
 
-pub const NAMESPACE: &str = "AWS/Kinesis";
-pub const INCOMING_RECORDS: &str = "IncomingRecords";
-pub const INCOMING_BYTES: &str = "IncomingBytes";
-pub const THROTTLED: &str = "WriteProvisionedThroughputExceeded";
+pub(crate) const NAMESPACE: &str = "AWS/Kinesis";
+pub(crate) const INCOMING_RECORDS: &str = "IncomingRecords";
+pub(crate) const INCOMING_BYTES: &str = "IncomingBytes";
+pub(crate) const THROTTLED: &str = "WriteProvisionedThroughputExceeded";
 /// Shards whose own metrics are read at most: two queries each, within GetMetricData's 500.
-pub const MAX_SHARDS_READ: usize = 200;
+pub(crate) const MAX_SHARDS_READ: usize = 200;
 
 /// The window's periods: `minutes` whole minutes ending at the last whole minute at least
 /// `delay_secs` before `now_secs` (seconds since the epoch); the start of the first, and of the
 /// one after the last.
-pub fn window(now_secs: i64, delay_secs: i64, minutes: u32) -> (i64, i64) {
+pub(crate) fn window(now_secs: i64, delay_secs: i64, minutes: u32) -> (i64, i64) {
     let period = PERIOD.as_secs() as i64;
     let end = (now_secs - delay_secs).div_euclid(period) * period;
     (end - i64::from(minutes) * period, end)
@@ -60,7 +60,7 @@ fn dimension(name: &str, value: &str) -> Dimension {
 
 /// The figures of each minute of `[start, end)` (seconds since the epoch, whole minutes);
 /// `shards` are the open shards whose own metrics to read (empty: none).
-pub async fn read(
+pub(crate) async fn read(
     client: &Client,
     stream: &str,
     (start, end): (i64, i64),

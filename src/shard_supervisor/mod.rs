@@ -44,14 +44,14 @@ use stream::ResizeOutcome;
 /// A failed AWS call: its error code and message when the service answered one (to tell a
 /// refusal of the caller from anything else), and the whole error as text.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CallError {
+pub(crate) struct CallError {
     pub code: Option<String>,
     pub message: Option<String>,
     pub detail: String,
 }
 
 impl CallError {
-    pub fn from_sdk<E, R>(error: aws_sdk_kinesis::error::SdkError<E, R>) -> CallError
+    pub(crate) fn from_sdk<E, R>(error: aws_sdk_kinesis::error::SdkError<E, R>) -> CallError
     where
         E: aws_sdk_kinesis::error::ProvideErrorMetadata + std::error::Error + 'static,
         R: std::fmt::Debug,
@@ -65,7 +65,7 @@ impl CallError {
     }
 
     /// The caller was refused (IAM): AccessDenied and the like.
-    pub fn is_refusal(&self) -> bool {
+    pub(crate) fn is_refusal(&self) -> bool {
         crate::check::is_refusal(
             self.code.as_deref().unwrap_or_default(),
             self.message.as_deref().unwrap_or_default(),
@@ -101,7 +101,7 @@ pub struct Supervise {
 
 /// The clients of the supervisor: Kinesis and CloudWatch, every call with the attempt timeout
 /// and without the SDK's own retries (the next interval is the retry).
-pub fn clients(
+pub(crate) fn clients(
     sdk_config: &SdkConfig,
     call_timeout: Duration,
 ) -> (aws_sdk_kinesis::Client, aws_sdk_cloudwatch::Client) {

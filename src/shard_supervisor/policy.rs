@@ -16,15 +16,15 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 /// Records per second one shard takes.
-pub const SHARD_RECORDS_PER_SEC: f64 = 1000.0;
+pub(crate) const SHARD_RECORDS_PER_SEC: f64 = 1000.0;
 /// Bytes (data + partition key) per second one shard takes.
-pub const SHARD_BYTES_PER_SEC: f64 = 1024.0 * 1024.0;
+pub(crate) const SHARD_BYTES_PER_SEC: f64 = 1024.0 * 1024.0;
 /// The length of one CloudWatch period the supervisor reads.
-pub const PERIOD: Duration = Duration::from_secs(60);
+pub(crate) const PERIOD: Duration = Duration::from_secs(60);
 /// UpdateShardCount calls Kinesis allows per stream in any 24 hours.
 pub const DAILY_RESIZE_CALLS: u32 = 10;
 /// The rolling window of [`DAILY_RESIZE_CALLS`].
-pub const DAY: Duration = Duration::from_secs(24 * 3600);
+pub(crate) const DAY: Duration = Duration::from_secs(24 * 3600);
 
 /// What CloudWatch holds for one minute of the stream; `None` where it has no point.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -42,7 +42,7 @@ pub struct Minute {
 
 /// A minute's (or a shard's) utilisation: the share of the write capacity used, whichever limit
 /// is nearer, for `shards` shards.
-pub fn utilisation(records: f64, bytes: f64, shards: u32) -> f64 {
+pub(crate) fn utilisation(records: f64, bytes: f64, shards: u32) -> f64 {
     let secs = PERIOD.as_secs_f64();
     let shards = f64::from(shards.max(1));
     (records / secs / SHARD_RECORDS_PER_SEC).max(bytes / secs / SHARD_BYTES_PER_SEC) / shards
@@ -150,7 +150,7 @@ impl Policy {
     /// The shard count that brings the mean utilisation to the middle of the band, within the
     /// bounds and within what one UpdateShardCount call may do (at most double, at least half
     /// the current count). Never moves against `direction`.
-    pub fn target(&self, direction: Direction, current: u32, mean: f64) -> u32 {
+    pub(crate) fn target(&self, direction: Direction, current: u32, mean: f64) -> u32 {
         let current = current.max(1);
         let middle = (self.band_low + self.band_high) / 2.0;
         let ideal = (current as f64 * mean / middle).ceil();
@@ -175,7 +175,7 @@ pub enum Direction {
 }
 
 impl Direction {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Direction::Up => "up",
             Direction::Down => "down",
@@ -210,7 +210,7 @@ pub enum Held {
 
 impl Held {
     /// The reason as logged.
-    pub fn reason(&self) -> String {
+    pub(crate) fn reason(&self) -> String {
         match self {
             Held::AutoscaleDisabled => "SHARD_AUTOSCALE_ENABLED is false".to_owned(),
             Held::AtBound => "at SHARD_COUNT_MIN or SHARD_COUNT_MAX".to_owned(),
@@ -251,7 +251,7 @@ pub enum Decision {
 
 impl Decision {
     /// The `decision` label of `telemetry_shard_supervisor_decisions_total`.
-    pub fn label(&self) -> &'static str {
+    pub(crate) fn label(&self) -> &'static str {
         match self {
             Decision::WithinBand => "within_band",
             Decision::Recommend { recommendation: r, .. } => match r.direction {
@@ -271,7 +271,7 @@ impl Decision {
     }
 
     /// Every label, for the series that start at 0.
-    pub const LABELS: &[&'static str] = &[
+    pub(crate) const LABELS: &[&'static str] = &[
         "within_band",
         "recommend_up",
         "recommend_down",
@@ -377,7 +377,7 @@ impl Decider {
     }
 
     /// Calls left in the rolling 24 hours.
-    pub fn budget_remaining(&mut self, now: Instant) -> u32 {
+    pub(crate) fn budget_remaining(&mut self, now: Instant) -> u32 {
         self.forget_old_calls(now);
         DAILY_RESIZE_CALLS.saturating_sub(self.calls.len() as u32)
     }

@@ -12,12 +12,12 @@ use super::policy::{StreamMode, StreamState, StreamStatus};
 /// DescribeStreamSummary, with whether the shard-level `IncomingRecords` and `IncomingBytes`
 /// are published (enhanced monitoring).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Described {
+pub(crate) struct Described {
     pub state: StreamState,
     pub shard_metrics: bool,
 }
 
-pub async fn describe(client: &Client, stream: &str) -> Result<Described, CallError> {
+pub(crate) async fn describe(client: &Client, stream: &str) -> Result<Described, CallError> {
     let output = client
         .describe_stream_summary()
         .stream_name(stream)
@@ -56,7 +56,7 @@ pub async fn describe(client: &Client, stream: &str) -> Result<Described, CallEr
 }
 
 /// The ids of the stream's open shards (ListShards, every page).
-pub async fn open_shards(client: &Client, stream: &str) -> Result<Vec<String>, String> {
+pub(crate) async fn open_shards(client: &Client, stream: &str) -> Result<Vec<String>, String> {
     let mut ids = Vec::new();
     let mut token: Option<String> = None;
     loop {
@@ -84,7 +84,7 @@ pub async fn open_shards(client: &Client, stream: &str) -> Result<Vec<String>, S
 
 /// How an UpdateShardCount call ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ResizeOutcome {
+pub(crate) enum ResizeOutcome {
     Accepted,
     /// ResourceInUseException: the stream is being updated (by another supervisor, say).
     InUse(String),
@@ -94,7 +94,7 @@ pub enum ResizeOutcome {
 
 impl ResizeOutcome {
     /// The `outcome` label of `telemetry_shard_supervisor_resize_calls_total`.
-    pub fn label(&self) -> &'static str {
+    pub(crate) fn label(&self) -> &'static str {
         match self {
             ResizeOutcome::Accepted => "ok",
             ResizeOutcome::InUse(_) => "in_use",
@@ -104,7 +104,7 @@ impl ResizeOutcome {
 }
 
 /// UpdateShardCount with uniform scaling.
-pub async fn update_shard_count(client: &Client, stream: &str, target: u32) -> ResizeOutcome {
+pub(crate) async fn update_shard_count(client: &Client, stream: &str, target: u32) -> ResizeOutcome {
     let answer = client
         .update_shard_count()
         .stream_name(stream)

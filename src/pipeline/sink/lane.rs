@@ -19,7 +19,7 @@ use super::{LaneContext, OutboundRecord};
 
 /// Runs one lane until its input is closed and everything it holds is published (or given up
 /// because its receipt expired, or given back at shutdown).
-pub async fn run_lane(
+pub(crate) async fn run_lane(
     lane: usize,
     context: LaneContext,
     mut input: mpsc::Receiver<OutboundRecord>,

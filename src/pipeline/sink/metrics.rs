@@ -76,17 +76,17 @@ impl SinkMetrics {
         section
     }
 
-    pub fn put_records_call(&self, outcome: &'static str) {
+    pub(crate) fn put_records_call(&self, outcome: &'static str) {
         self.put_records_calls.get_or_create(&[("outcome", outcome)]).inc();
     }
 
-    pub fn records_retried(&self, code: &str, n: u64) {
+    pub(crate) fn records_retried(&self, code: &str, n: u64) {
         self.records_retried
             .get_or_create(&[("error_code", error_code_label(code))])
             .inc_by(n);
     }
 
-    pub fn refused(&self, reason: &'static str) {
+    pub(crate) fn refused(&self, reason: &'static str) {
         self.submissions_refused.get_or_create(&[("reason", reason)]).inc();
     }
 }

@@ -44,14 +44,14 @@ mod lane;
 mod metrics;
 mod settle;
 
-pub use lane::run_lane;
-pub use metrics::SinkMetrics;
+pub(crate) use lane::run_lane;
+pub(crate) use metrics::SinkMetrics;
 /// One event on its way to the stream.
 ///
 /// It counts in `telemetry_collector_events_in_flight` from [`OutboundRecord::new`] until it is dropped,
 /// whichever way it leaves the pipeline (published, given back, abandoned, refused, or left
 /// unfinished at shutdown): no path has to remember to count it out.
-pub struct OutboundRecord {
+pub(crate) struct OutboundRecord {
     pub data: Vec<u8>,
     pub partition_key: String,
     pub message: Arc<InFlightMessage>,
@@ -82,13 +82,13 @@ impl OutboundRecord {
     }
 
     /// What the record counts against the PutRecords size limits: data plus partition key.
-    pub fn size(&self) -> usize {
+    pub(crate) fn size(&self) -> usize {
         self.data.len() + self.partition_key.len()
     }
 }
 
 /// The lane a partition key's records go to: stable, so that one submission never spans lanes.
-pub fn lane_for(partition_key: &uuid::Uuid, lanes: usize) -> usize {
+pub(crate) fn lane_for(partition_key: &uuid::Uuid, lanes: usize) -> usize {
     (partition_key.as_u128() % lanes as u128) as usize
 }
 
@@ -107,7 +107,7 @@ pub struct SinkSettings {
 
 /// What every lane shares.
 #[derive(Clone)]
-pub struct LaneContext {
+pub(crate) struct LaneContext {
     pub client: Client,
     pub stream_name: String,
     pub settings: SinkSettings,
