@@ -217,12 +217,9 @@ async fn collect(config: Config, region: Region, shutdown: CancellationToken) ->
     let Some(http) = listen(&config).await else {
         return ExitCode::from(2);
     };
-    let sdk_config = tokio::select! {
-        sdk_config = load_sdk_config(region) => match sdk_config {
-            Ok(sdk_config) => sdk_config,
-            Err(code) => return code,
-        },
-        _ = shutdown.cancelled() => return ExitCode::SUCCESS,
+    let sdk_config = match sdk_config_unless_stopped(region, &shutdown).await {
+        Ok(sdk_config) => sdk_config,
+        Err(code) => return code,
     };
     match telemetry_collector::run(config, &sdk_config, Arc::new(Metrics::new()), shutdown, http).await {
         Ok(()) => ExitCode::SUCCESS,
@@ -240,12 +237,9 @@ async fn supervise(config: Config, region: Region, shutdown: CancellationToken) 
     let Some(http) = listen(&config).await else {
         return ExitCode::from(2);
     };
-    let sdk_config = tokio::select! {
-        sdk_config = load_sdk_config(region) => match sdk_config {
-            Ok(sdk_config) => sdk_config,
-            Err(code) => return code,
-        },
-        _ = shutdown.cancelled() => return ExitCode::SUCCESS,
+    let sdk_config = match sdk_config_unless_stopped(region, &shutdown).await {
+        Ok(sdk_config) => sdk_config,
+        Err(code) => return code,
     };
     let settings = Supervise {
         stream_name: config.stream_name,
@@ -303,6 +297,15 @@ async fn check(config: Config, region: Region, shutdown: CancellationToken, chec
     } else {
         println!("check: {failed} problem(s)");
         ExitCode::FAILURE
+    }
+}
+
+/// [`load_sdk_config`], unless shutdown comes first (then exit 0: a signal during start-up is a
+/// clean stop).
+async fn sdk_config_unless_stopped(region: Region, shutdown: &CancellationToken) -> Result<SdkConfig, ExitCode> {
+    tokio::select! {
+        sdk_config = load_sdk_config(region) => sdk_config,
+        _ = shutdown.cancelled() => Err(ExitCode::SUCCESS),
     }
 }
 

@@ -14,31 +14,18 @@ use std::time::Duration;
 
 use support::checks::{verify, wait_for_events, wait_for_queue_empty};
 use support::submissions::{self, Expected};
-use support::{CollectorHarness, TestEnv, free_port, http_get, sample, sigterm, wait_until};
+use support::{CollectorHarness, TestEnv, create_stream_with, free_port, http_get, sample, sigterm, stream_summary};
 
 /// A stream of this test's own, with `shards` shards, waited for until ACTIVE.
 async fn create_stream(env: &TestEnv, label: &str, shards: u32) -> String {
     let name = format!("events-{label}-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
-    let request = env.kinesis.create_stream().stream_name(&name);
-    request.shard_count(shards as i32).send().await.expect("CreateStream");
-    wait_until("stream active", Duration::from_secs(60), || async {
-        summary(env, &name).await.0 == "ACTIVE"
-    })
-    .await;
+    create_stream_with(&env.kinesis, &name, Some(shards)).await;
     name
 }
 
 /// (status, open shards) of a stream.
 async fn summary(env: &TestEnv, stream: &str) -> (String, i32) {
-    env.kinesis
-        .describe_stream_summary()
-        .stream_name(stream)
-        .send()
-        .await
-        .ok()
-        .and_then(|o| o.stream_description_summary)
-        .map(|s| (s.stream_status.as_str().to_owned(), s.open_shard_count))
-        .unwrap_or_default()
+    stream_summary(&env.kinesis, stream).await
 }
 
 async fn scrape(addr: SocketAddr) -> String {

@@ -223,24 +223,41 @@ pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
 
 /// Creates a 2-shard stream and waits until it is active.
 pub async fn create_stream(kinesis: &aws_sdk_kinesis::Client, name: &str) {
-    kinesis
-        .create_stream()
-        .stream_name(name)
-        .shard_count(2)
-        .send()
-        .await
-        .expect("CreateStream");
+    create_stream_with(kinesis, name, Some(2)).await;
+}
+
+/// Creates stream `name` with `shards` shards, or on-demand with `None`, and waits until it is
+/// ACTIVE.
+pub async fn create_stream_with(kinesis: &aws_sdk_kinesis::Client, name: &str, shards: Option<u32>) {
+    use aws_sdk_kinesis::types::{StreamMode, StreamModeDetails};
+    let request = kinesis.create_stream().stream_name(name);
+    let request = match shards {
+        Some(shards) => request.shard_count(shards as i32),
+        None => request.stream_mode_details(
+            StreamModeDetails::builder()
+                .stream_mode(StreamMode::OnDemand)
+                .build()
+                .expect("the stream mode is set"),
+        ),
+    };
+    request.send().await.expect("CreateStream");
     wait_until("stream active", Duration::from_secs(60), || async {
-        kinesis
-            .describe_stream_summary()
-            .stream_name(name)
-            .send()
-            .await
-            .ok()
-            .and_then(|o| o.stream_description_summary)
-            .is_some_and(|s| s.stream_status.as_str() == "ACTIVE")
+        stream_summary(kinesis, name).await.0 == "ACTIVE"
     })
     .await;
+}
+
+/// (status, open shards) of stream `name`; empty when it cannot be described.
+pub async fn stream_summary(kinesis: &aws_sdk_kinesis::Client, name: &str) -> (String, i32) {
+    kinesis
+        .describe_stream_summary()
+        .stream_name(name)
+        .send()
+        .await
+        .ok()
+        .and_then(|o| o.stream_description_summary)
+        .map(|s| (s.stream_status.as_str().to_owned(), s.open_shard_count))
+        .unwrap_or_default()
 }
 
 /// Sends bodies to a queue in SendMessageBatch calls of 10, in order.
