@@ -532,3 +532,46 @@ impl SourceMetrics {
         self.submissions_invalid.get_or_create(&[("reason", reason)]).inc();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use super::*;
+
+    /// A valid submission of `events` of the smallest events, as raw JSON.
+    fn body(events: usize) -> String {
+        let items = vec![r#"{"cmdl":"","user":""}"#; events].join(",");
+        format!(
+            r#"{{"submission_id":"7a3c0000-0000-4000-8000-000000000001","device_id":"31980191-fa99-4768-8a7b-0e81397ca6ef","time_created":"2021-03-28T15:44:18.592840","events":{{"new_process":[{items}]}}}}"#
+        )
+    }
+
+    /// Whether another task of a one-thread runtime got the thread while `body` was decoded.
+    async fn others_ran_during_decode(body: String) -> bool {
+        let settings = crate::config::Config::from_vars(&std::collections::HashMap::new())
+            .expect("the defaults are valid")
+            .pipeline
+            .source;
+        let ran = Arc::new(AtomicBool::new(false));
+        tokio::spawn({
+            let ran = ran.clone();
+            async move { ran.store(true, Ordering::SeqCst) }
+        });
+        let (_, decoded) = decode_off_the_workers(body, &settings).await;
+        assert!(decoded.is_ok(), "a valid body");
+        ran.load(Ordering::SeqCst)
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_large_body_is_decoded_off_the_runtime_so_that_other_tasks_run_meanwhile() {
+        // ~110 KiB: the runtime's one thread is free while it is decoded.
+        let large = body(5_000);
+        assert!(large.len() > DECODE_INLINE_MAX_BYTES);
+        assert!(others_ran_during_decode(large).await);
+        // A small one is decoded in place, without giving up the thread (cheaper than a hop).
+        let small = body(10);
+        assert!(small.len() <= DECODE_INLINE_MAX_BYTES);
+        assert!(!others_ran_during_decode(small).await);
+    }
+}
