@@ -342,7 +342,7 @@ fn respond(
     let not_ready = readiness.not_ready_because();
     metrics.ready.set(i64::from(not_ready.is_none()));
     match request.uri().path() {
-        "/healthz" => match readiness.liveness.stalled(std::time::Instant::now()) {
+        "/healthz" => match readiness.liveness.stalled(tokio::time::Instant::now()) {
             None => text(StatusCode::OK, "ok\n".to_owned()),
             Some(stall) => text(StatusCode::SERVICE_UNAVAILABLE, format!("stalled: {stall}\n")),
         },

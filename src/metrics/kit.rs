@@ -4,7 +4,7 @@
 
 use std::future::Future;
 use std::sync::atomic::AtomicU64;
-use std::time::Instant;
+use tokio::time::Instant;
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;

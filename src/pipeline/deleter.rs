@@ -15,7 +15,9 @@
 //! other per-entry failures are logged and counted.
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use aws_sdk_sqs::error::DisplayErrorContext;
 use aws_sdk_sqs::types::DeleteMessageBatchRequestEntry;
@@ -174,7 +176,7 @@ pub(crate) async fn run(
                 }
                 None => open = false,
             },
-            _ = sleep_until(deadline.into()), if !pending.is_empty() && calls.len() < settings.concurrency => {}
+            _ = sleep_until(deadline), if !pending.is_empty() && calls.len() < settings.concurrency => {}
         }
     }
 }

@@ -2,7 +2,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::time::Instant;
+use tokio::time::Instant;
 
 use aws_sdk_kinesis::primitives::Blob;
 use aws_sdk_kinesis::types::{PutRecordsRequestEntry, PutRecordsResultEntry};
@@ -51,7 +51,7 @@ pub(crate) async fn run_lane(
         if let Some(retry_at) = lane.retry_at {
             // Backing off after a failed call: keep taking records in meanwhile.
             tokio::select! {
-                _ = sleep_until(retry_at.into()) => lane.retry_at = None,
+                _ = sleep_until(retry_at) => lane.retry_at = None,
                 record = input.recv(), if !closed && lane.buffer.len() < capacity => match record {
                     Some(record) => lane.push(record),
                     None => closed = true,
@@ -81,7 +81,7 @@ pub(crate) async fn run_lane(
                 None => closed = true,
             },
             _ = shutdown.cancelled(), if !lane.stopping => lane.stop(),
-            _ = sleep_until(deadline.unwrap_or_else(Instant::now).into()), if deadline.is_some() => {
+            _ = sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
                 lane.send_batch().await;
             }
         }

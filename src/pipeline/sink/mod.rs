@@ -26,7 +26,9 @@
 //! visibility keeper) the messages none of whose events has been sent yet, and finishes the rest.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use aws_sdk_kinesis::Client;
 use prometheus_client::metrics::gauge::Gauge;

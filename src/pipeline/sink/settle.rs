@@ -156,7 +156,9 @@ pub(super) fn error_code_label(code: &str) -> &'static str {
 
 #[cfg(test)]
 mod tests {
-    use std::time::{Duration, Instant};
+    use std::time::Duration;
+
+    use tokio::time::Instant;
 
     use prometheus_client::metrics::gauge::Gauge;
     use prometheus_client::registry::Registry;
