@@ -7,12 +7,17 @@
 //! With the `emulator` feature (the default): [`env`], a queue and stream of a test's own on
 //! the emulator that `script/test` starts, and [`fault_proxy`], the proxy that cuts, slows,
 //! throttles and black-holes calls between a collector and the emulator.
+//!
+//! With the `fake-aws` feature: [`fake_aws`], an SQS + Kinesis in the test's own process
+//! behind the real SDK clients, with fault switches, for tests on tokio's paused clock.
 
 // Test tooling: a panic with a clear message is how it reports a broken environment.
 #![allow(clippy::missing_panics_doc)]
 
 #[cfg(feature = "emulator")]
 pub mod env;
+#[cfg(feature = "fake-aws")]
+pub mod fake_aws;
 #[cfg(feature = "emulator")]
 pub mod fault_proxy;
 pub mod hostile;

@@ -1,0 +1,80 @@
+//! What the network and SQS's at-least-once delivery do to the path from receive to delete.
+
+use std::time::Duration;
+
+use crate::rig::{Op, Rig, exactly_once_in_order, in_order_subsequence};
+
+#[tokio::test(start_paused = true)]
+async fn a_message_delivered_twice_is_published_per_delivery_and_both_deletes_succeed() {
+    let rig = Rig::start(&[]).await;
+    rig.fake.deliver_twice(1);
+    let sent = rig.send(1, 3);
+    rig.wait_until_queue_empty().await;
+    rig.wait_until("both deliveries deleted", |rig| {
+        rig.metric("telemetry_collector_deletes_total{outcome=\"ok\"}") >= 2.0
+    })
+    .await;
+
+    let written = &rig.stream_events()[&sent.submission_id];
+    assert_eq!(written, &[0, 1, 2, 0, 1, 2]);
+    assert_eq!(rig.metric("telemetry_collector_deletes_total{outcome=\"failed\"}"), 0.0);
+    rig.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_receive_swallowed_by_the_network_times_out_and_receiving_goes_on() {
+    let rig = Rig::start(&[("AWS_CALL_TIMEOUT_SEC", "5")]).await;
+    rig.fake.set_black_hole(Op::ReceiveMessage, true);
+    let sent = rig.send(1, 2);
+    rig.wait_until("a receive timed out", |rig| {
+        rig.metric("telemetry_collector_receive_errors_total") >= 1.0
+    })
+    .await;
+    assert!(rig.stream_events().is_empty());
+    rig.fake.set_black_hole(Op::ReceiveMessage, false);
+    rig.wait_until_queue_empty().await;
+
+    exactly_once_in_order(&rig, &[sent]);
+    rig.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_put_records_answer_lost_after_the_write_is_sent_again_and_repeats_only_that_call() {
+    let rig = Rig::start(&[("AWS_CALL_TIMEOUT_SEC", "5"), ("DATA_STREAM_CONCURRENCY", "1")]).await;
+    rig.fake.lose_answers(Op::PutRecords, 1);
+    let sent = rig.send(1, 3);
+    rig.wait_until_queue_empty().await;
+
+    let calls = rig.fake.calls(Op::PutRecords);
+    assert_eq!(calls.len(), 2);
+    assert!(
+        calls[1].at - calls[0].at >= Duration::from_secs(5),
+        "resent after the call timeout"
+    );
+    assert_eq!(rig.stream_events()[&sent.submission_id], [0, 1, 2, 0, 1, 2]);
+    rig.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_receipt_that_expired_while_its_events_were_sent_brings_the_message_back_and_nothing_is_lost() {
+    let rig = Rig::start(&[("DATA_STREAM_CONCURRENCY", "1")]).await;
+    rig.fake.set_latency(Op::PutRecords, Duration::from_secs(10));
+    let sent = rig.send(1, 3);
+    rig.wait_until("the first PutRecords call", |rig| {
+        !rig.fake.calls(Op::PutRecords).is_empty()
+    })
+    .await;
+    rig.fake.expire_receipts(&rig.queue);
+    rig.wait_until_queue_empty().await;
+
+    let written = &rig.stream_events()[&sent.submission_id];
+    assert!(in_order_subsequence(written, 3), "in order: {written:?}");
+    let deliveries = rig
+        .fake
+        .calls(Op::ReceiveMessage)
+        .iter()
+        .filter(|c| c.entries > 0)
+        .count();
+    assert_eq!(deliveries, 2);
+    rig.stop().await;
+}
