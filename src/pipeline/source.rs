@@ -136,16 +136,15 @@ pub(crate) async fn run(receiver: Receiver) {
                 Err(_) => return,
             },
         };
+        let Some((asked, bodies_room)) = receiver.reserve_bodies().await else {
+            return;
+        };
+        // Checked last, right before the call: a receiver that waited for room may find the
+        // breaker opened meanwhile.
         tokio::select! {
             biased;
             _ = shutdown.cancelled() => return,
             _ = outputs.breaker.wait_may_receive() => {}
-        }
-        let Some((asked, bodies_room)) = receiver.reserve_bodies().await else {
-            return;
-        };
-        if shutdown.is_cancelled() {
-            return;
         }
         let Some((answer, timing)) = receiver.receive(asked).await else {
             return;
