@@ -125,7 +125,13 @@ pub(crate) const DATA_STREAM_FLUSH_INTERVAL_SEC: Setting = setting(
     "DATA_STREAM_FLUSH_INTERVAL_SEC",
     "1",
     "0.01-300 (decimals allowed)",
-    "Longest an event waits in the buffer before a PutRecords call.",
+    "Longest an event waits in a lane's buffer while the lane is free to send it: the bound on DATA_STREAM_LINGER_MS.",
+);
+pub(crate) const DATA_STREAM_LINGER_MS: Setting = setting(
+    "DATA_STREAM_LINGER_MS",
+    "0",
+    "0-300000, at most DATA_STREAM_FLUSH_INTERVAL_SEC",
+    "How long a lane with no PutRecords call in flight waits for more events before it sends. 0: at once; what arrives while a call is in flight goes in the next call.",
 );
 pub(crate) const DATA_STREAM_MAX_BUFFER_SIZE: Setting = setting(
     "DATA_STREAM_MAX_BUFFER_SIZE",
@@ -304,6 +310,7 @@ pub const SETTINGS: &[Setting] = &[
     QUEUE_DELETE_CONCURRENCY,
     QUEUE_VISIBILITY_CONCURRENCY,
     DATA_STREAM_FLUSH_INTERVAL_SEC,
+    DATA_STREAM_LINGER_MS,
     DATA_STREAM_MAX_BUFFER_SIZE,
     DATA_STREAM_MAX_REQUEST_BYTES,
     DATA_STREAM_MAX_RECORD_BYTES,
@@ -431,7 +438,15 @@ fn pipeline_settings(env: &Vars) -> Result<pipeline::Settings, ConfigError> {
         max_records: env.int(&DATA_STREAM_MAX_BUFFER_SIZE, 1, 500)?,
         max_request_bytes,
         flush_interval: env.seconds(&DATA_STREAM_FLUSH_INTERVAL_SEC)?,
+        linger: Duration::from_millis(env.int(&DATA_STREAM_LINGER_MS, 0, 300_000)?),
     };
+    if sink.linger > sink.flush_interval {
+        return Err(env.invalid(
+            &DATA_STREAM_LINGER_MS,
+            env.raw(&DATA_STREAM_LINGER_MS),
+            "0-300000 and at most DATA_STREAM_FLUSH_INTERVAL_SEC",
+        ));
+    }
     // A receipt must still be valid when the message's events are flushed and its delete is
     // sent, or the message comes back and is published twice.
     if visibility.timeout <= sink.flush_interval.max(deleter.interval) {
@@ -696,6 +711,18 @@ mod tests {
         assert_eq!(
             error(&[("DATA_STREAM_FLUSH_INTERVAL_SEC", "0")]),
             "DATA_STREAM_FLUSH_INTERVAL_SEC=\"0\" is invalid: expected a number of seconds from 0.01 to 300"
+        );
+        assert_eq!(
+            error(&[("DATA_STREAM_LINGER_MS", "1500")]),
+            "DATA_STREAM_LINGER_MS=\"1500\" is invalid: expected 0-300000 and at most DATA_STREAM_FLUSH_INTERVAL_SEC"
+        );
+        assert_eq!(
+            Config::from_vars(&vars(&[
+                ("DATA_STREAM_LINGER_MS", "1500"),
+                ("DATA_STREAM_FLUSH_INTERVAL_SEC", "2")
+            ]))
+            .map(|c| c.pipeline.sink.linger),
+            Ok(Duration::from_millis(1500))
         );
         assert!(
             error(&[("QUEUE_RECEIPTS_TO_DELETE_INTERVAL_SEC", "-1")])

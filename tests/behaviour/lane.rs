@@ -3,25 +3,77 @@
 
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use crate::rig::{AwsError, Op, Rig, exactly_once_in_order, in_order_subsequence};
 
 const ONE_LANE: (&str, &str) = ("DATA_STREAM_CONCURRENCY", "1");
 
+/// When the only submission's records were sent, from the moment it was put on the queue.
+async fn first_call_delay(rig: &Rig) -> Duration {
+    let sent_at = Instant::now();
+    rig.wait_until("a PutRecords call", |rig| !rig.fake.calls(Op::PutRecords).is_empty())
+        .await;
+    rig.fake.calls(Op::PutRecords)[0].at - sent_at
+}
+
 #[tokio::test(start_paused = true)]
-async fn a_lane_sends_a_full_batch_at_once_and_the_rest_when_the_flush_interval_ends() {
-    let rig = Rig::start(&[ONE_LANE]).await;
-    let sent = rig.send(1, 600);
+async fn a_lane_with_no_call_in_flight_sends_at_once_with_the_default_settings() {
+    let rig = Rig::start(&[]).await;
+    let sent = rig.send(1, 3);
+    let delay = first_call_delay(&rig).await;
+    assert!(delay < Duration::from_millis(1), "sent {delay:?} after it was queued");
+    rig.wait_until_queue_empty().await;
+    exactly_once_in_order(&rig, &[sent]);
+    rig.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn with_a_linger_a_lane_waits_that_long_for_more_records_before_it_sends() {
+    let rig = Rig::start(&[ONE_LANE, ("DATA_STREAM_LINGER_MS", "50")]).await;
+    let first = rig.send(1, 1);
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let second = rig.send(2, 1);
     rig.wait_until_queue_empty().await;
 
     let calls = rig.fake.calls(Op::PutRecords);
     let entries: Vec<usize> = calls.iter().map(|c| c.entries).collect();
-    assert_eq!(entries, [500, 100], "records per PutRecords call");
-    let waited = calls[1].at - calls[0].at;
+    assert_eq!(entries, [2], "both submissions in one call");
+    exactly_once_in_order(&rig, &[first, second]);
+    rig.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_linger_is_the_wait_before_a_call_when_nothing_else_arrives() {
+    let rig = Rig::start(&[("DATA_STREAM_LINGER_MS", "50")]).await;
+    rig.send(1, 1);
+    let delay = first_call_delay(&rig).await;
     assert!(
-        waited >= Duration::from_secs(1) && waited < Duration::from_millis(1100),
-        "the last 100 records waited for the flush interval (1 s), not more: {waited:?}"
+        delay >= Duration::from_millis(50) && delay < Duration::from_millis(60),
+        "sent {delay:?} after it was queued"
     );
-    exactly_once_in_order(&rig, &[sent]);
+    rig.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn records_arriving_while_a_call_is_in_flight_go_together_in_the_next_call_up_to_the_record_limit() {
+    let rig = Rig::start(&[ONE_LANE]).await;
+    rig.fake.set_latency(Op::PutRecords, Duration::from_millis(100));
+    let mut sent = vec![rig.send(1, 1)];
+    rig.wait_until("the first call", |rig| !rig.fake.calls(Op::PutRecords).is_empty())
+        .await;
+    sent.extend((2..=4).map(|n| rig.send(n, 300)));
+    rig.wait_until_queue_empty().await;
+
+    let calls = rig.fake.calls(Op::PutRecords);
+    let entries: Vec<usize> = calls.iter().map(|c| c.entries).collect();
+    assert_eq!(entries, [1, 500, 400], "records per PutRecords call");
+    assert_eq!(
+        calls[1].at - calls[0].at,
+        Duration::from_millis(100),
+        "sent as the first call ended"
+    );
+    exactly_once_in_order(&rig, &sent);
     rig.stop().await;
 }
 
@@ -94,7 +146,16 @@ async fn a_refusal_naming_no_record_halves_the_calls_until_one_passes_and_then_t
     rig.wait_until_queue_empty().await;
 
     let entries: Vec<usize> = rig.fake.calls(Op::PutRecords).iter().map(|c| c.entries).collect();
-    assert_eq!(entries, [500, 250, 500, 250], "records per PutRecords call");
+    assert_eq!(
+        entries[1],
+        entries[0] / 2,
+        "the call after the refusal has half its records: {entries:?}"
+    );
+    assert!(entries[2] <= entries[1] * 2, "calls grow back by doubling: {entries:?}");
+    assert!(
+        entries.iter().skip(2).any(|&n| n > entries[1]),
+        "calls grow back: {entries:?}"
+    );
     exactly_once_in_order(&rig, &[sent]);
     assert_eq!(
         rig.metric("telemetry_collector_submissions_refused_total"),

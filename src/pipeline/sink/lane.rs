@@ -67,13 +67,16 @@ pub(crate) async fn run_lane(
         if closed {
             break;
         }
+        // Sent as soon as the lane is free (after the linger, 0 by default): batches form
+        // from what arrives while a call is in flight, so a quiet lane sends at once and a
+        // busy one sends full calls, with no interval to tune between the two.
         let deadline = lane
             .buffer
             .front()
-            .map(|r| r.enqueued_at + lane.context.settings.flush_interval);
-        // Records already waiting come first: after a slow call the flush deadline of the
-        // records queued meanwhile has passed, and a fair choice would send them one or two
-        // per call, slowing the lane to a crawl just when it has the most to send.
+            .map(|r| r.enqueued_at + lane.context.settings.linger.min(lane.context.settings.flush_interval));
+        // Records already waiting come first: after a call the deadline of the records queued
+        // meanwhile has passed, and a fair choice would send them one or two per call, slowing
+        // the lane to a crawl just when it has the most to send.
         tokio::select! {
             biased;
             record = input.recv(), if lane.buffer.len() < capacity => match record {

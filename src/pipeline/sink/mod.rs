@@ -103,8 +103,12 @@ pub struct SinkSettings {
     pub max_records: usize,
     /// Bytes per PutRecords call (`DATA_STREAM_MAX_REQUEST_BYTES`).
     pub max_request_bytes: usize,
-    /// Longest a record waits for a fuller call (`DATA_STREAM_FLUSH_INTERVAL_SEC`).
+    /// Longest a record waits while its lane could send it (`DATA_STREAM_FLUSH_INTERVAL_SEC`):
+    /// the bound on `linger`.
     pub flush_interval: Duration,
+    /// How long a lane with no call in flight waits for more records before it sends
+    /// (`DATA_STREAM_LINGER_MS`; at most `flush_interval`).
+    pub linger: Duration,
 }
 
 /// What every lane shares.
