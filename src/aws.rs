@@ -218,3 +218,91 @@ pub(crate) async fn wait_for_stream(
     })
     .await
 }
+
+/// Why SQS did not apply one entry of a batch call (DeleteMessageBatch,
+/// ChangeMessageVisibilityBatch).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct EntryFailure {
+    /// SQS's code (`ReceiptHandleIsInvalid`, `InternalError`, ...).
+    pub code: String,
+    pub message: String,
+    /// False when SQS says the failure was its own, not the request's: worth asking again.
+    pub sender_fault: bool,
+}
+
+impl EntryFailure {
+    pub(crate) fn reason(&self) -> String {
+        format!("{}: {}", self.code, self.message)
+    }
+}
+
+/// The result of each entry of an SQS batch call, in request order, from the answer's
+/// successful ids and failures. The request's entry ids must be the entries' positions. An entry
+/// the answer does not mention failed, not by the sender's fault: asking again is safe.
+pub(crate) fn batch_results<'a>(
+    entries: usize,
+    successful_ids: impl IntoIterator<Item = &'a str>,
+    failed: &[aws_sdk_sqs::types::BatchResultErrorEntry],
+) -> Vec<Result<(), EntryFailure>> {
+    let missing = EntryFailure {
+        code: "Missing".to_owned(),
+        message: "the entry is missing from the answer".to_owned(),
+        sender_fault: false,
+    };
+    let mut results = vec![Err(missing); entries];
+    for id in successful_ids {
+        if let Some(slot) = id.parse::<usize>().ok().and_then(|i| results.get_mut(i)) {
+            *slot = Ok(());
+        }
+    }
+    for failure in failed {
+        if let Some(slot) = failure.id().parse::<usize>().ok().and_then(|i| results.get_mut(i)) {
+            *slot = Err(EntryFailure {
+                code: failure.code().to_owned(),
+                message: failure.message().unwrap_or_default().to_owned(),
+                sender_fault: failure.sender_fault(),
+            });
+        }
+    }
+    results
+}
+
+#[cfg(test)]
+mod tests {
+    use aws_sdk_sqs::types::BatchResultErrorEntry;
+
+    use super::*;
+
+    fn failure(id: &str, code: &str, sender_fault: bool) -> BatchResultErrorEntry {
+        BatchResultErrorEntry::builder()
+            .id(id)
+            .code(code)
+            .message("why")
+            .sender_fault(sender_fault)
+            .build()
+            .expect("every required field is set")
+    }
+
+    #[test]
+    fn each_entry_gets_its_result_by_position_and_an_unmentioned_one_is_worth_asking_again() {
+        let failed = [
+            failure("2", "ReceiptHandleIsInvalid", true),
+            failure("0", "InternalError", false),
+            failure("9", "InternalError", false),
+        ];
+        let results = batch_results(4, ["1", "x"], &failed);
+        assert_eq!(results[1], Ok(()));
+        assert_eq!(
+            results[0].as_ref().map_err(|f| (f.code.as_str(), f.sender_fault)),
+            Err(("InternalError", false))
+        );
+        assert_eq!(
+            results[2].as_ref().map_err(|f| f.reason()),
+            Err("ReceiptHandleIsInvalid: why".to_owned())
+        );
+        assert_eq!(
+            results[3].as_ref().map_err(|f| (f.code.as_str(), f.sender_fault)),
+            Err(("Missing", false))
+        );
+    }
+}

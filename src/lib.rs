@@ -200,7 +200,7 @@ async fn log_stats(metrics: Arc<Metrics>, interval: Duration) {
             interval_s = interval.as_secs(),
             messages_received = now.messages_received - last.messages_received,
             submissions_valid = now.submissions_valid - last.submissions_valid,
-            submissions_dropped = now.submissions_invalid - last.submissions_invalid,
+            submissions_invalid = now.submissions_invalid - last.submissions_invalid,
             events_published = now.events_published - last.events_published,
             messages_deleted = now.deletes_ok - last.deletes_ok,
             deletes_failed = now.deletes_failed - last.deletes_failed,

@@ -9,7 +9,7 @@
 //!
 //! 1. Healthy: every collector publishes valid traffic; no alert may be pending or firing.
 //! 2. Faults, all at once, each on a collector of its own: the stream missing (breaker, not
-//!    ready, receipts abandoned), Kinesis cut for a while then back (event latency, freshness),
+//!    ready, receipts expired), Kinesis cut for a while then back (event latency, freshness),
 //!    throttling, a record refused, invalid submissions with the dead-letter queue denied, deletes
 //!    denied (failing, backlog), a publishing stage that hangs, a flood of idle connections,
 //!    every call slowed down, a collector killed. Each alert must fire for its fault (those that
@@ -277,7 +277,7 @@ impl Fault {
             Fault::StreamMissing => &[
                 ("CollectorBreakerOpen", true),
                 ("CollectorNotReady", true),
-                ("CollectorReceiptsAbandoned", false),
+                ("CollectorReceiptsExpired", false),
             ],
             Fault::KinesisOutage => &[
                 ("CollectorEventLatencyHigh", false),

@@ -98,7 +98,7 @@ fn the_exposition_names_counters_with_total_and_histograms_with_buckets() {
         "telemetry_collector_deletes_total{outcome=\"failed\"} 0",
         "telemetry_collector_deletes_total{outcome=\"expired\"} 0",
         "telemetry_collector_submissions_refused_total{reason=\"record_too_large\"} 0",
-        "telemetry_collector_messages_abandoned_total 0",
+        "telemetry_collector_messages_expired_total 0",
     ] {
         assert!(fresh.lines().any(|l| l == series), "{series}");
     }
@@ -114,7 +114,7 @@ fn every_metric_the_alerting_rules_use_is_exported() {
         "telemetry_collector_messages_received_total",
         "telemetry_collector_breaker_open",
         "telemetry_collector_submissions_invalid_total",
-        "telemetry_collector_messages_abandoned_total",
+        "telemetry_collector_messages_expired_total",
         "telemetry_collector_messages_awaiting_delete",
         "telemetry_collector_submissions_refused_total",
         "telemetry_collector_deletes_total",

@@ -116,7 +116,10 @@ async fn past_the_drain_deadline_nothing_unpublished_is_deleted_and_unstarted_me
     collector.stop().await;
 
     let received = metric(&metrics, "telemetry_collector_messages_received_total");
-    let given_back = metric(&metrics, "telemetry_collector_messages_released_total{outcome=\"ok\"}");
+    let given_back = metric(
+        &metrics,
+        "telemetry_collector_messages_given_back_total{outcome=\"ok\"}",
+    );
     assert!(given_back >= 1, "no message was given back");
     assert!(given_back < received, "the started messages must not be given back");
     assert_eq!(metric(&metrics, "telemetry_collector_deletes_total{outcome=\"ok\"}"), 0);
@@ -191,10 +194,10 @@ async fn a_kinesis_outage_pauses_receiving_keeps_messages_hidden_and_loses_nothi
     assert_eq!(metrics.breaker.breaker_open.get(), 0);
     collector.stop().await;
 
-    // Every message was delivered once (ApproximateReceiveCount 1), none was abandoned, and
+    // Every message was delivered once (ApproximateReceiveCount 1), none expired, and
     // every event is on the stream exactly once.
     assert_eq!(metric(&metrics, "telemetry_collector_messages_received_total"), 40);
-    assert_eq!(metric(&metrics, "telemetry_collector_messages_abandoned_total"), 0);
+    assert_eq!(metric(&metrics, "telemetry_collector_messages_expired_total"), 0);
     verify(&env.read_stream().await, &expected, true);
 }
 
@@ -587,16 +590,16 @@ async fn refused_visibility_extensions_are_counted_and_the_message_is_processed_
     env.send(&bodies).await;
     let metrics = collector.metrics.clone();
     // SQS refuses every extension: each refusal is counted, the message is not asked for again,
-    // and once its visibility runs out it is abandoned and SQS delivers it again.
+    // and once its visibility runs out its receipt expires and SQS delivers it again.
     wait_until(
-        "extensions refused, messages abandoned and received again",
+        "extensions refused, receipts expired and messages received again",
         Duration::from_secs(60),
         || async {
             metric(
                 &metrics,
                 "telemetry_collector_visibility_extensions_total{outcome=\"failed\"}",
             ) >= 1
-                && metric(&metrics, "telemetry_collector_messages_abandoned_total") >= 1
+                && metric(&metrics, "telemetry_collector_messages_expired_total") >= 1
         },
     )
     .await;

@@ -31,7 +31,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 use super::message::InFlightMessage;
-use crate::aws::Queue;
+use crate::aws::{EntryFailure, Queue, batch_results};
 use crate::liveness::Activity;
 use crate::metrics::kit::{CallDurations, Counters, add, call_duration, start_at_zero, timed};
 use crate::retry::{RetryEpisode, RetryPolicy};
@@ -195,13 +195,13 @@ async fn delete_batch(
         let result = timed(&metrics.delete_duration, call(&queue, &batch)).await;
         activity.progressed();
         let delay = match result {
-            Ok(outcome) => {
+            Ok(results) => {
                 if let Ok(mut episode) = episode.lock() {
                     episode.succeeded();
                 }
-                metrics.deleted("ok", outcome.deleted as u64);
+                metrics.deleted("ok", results.iter().filter(|r| r.is_ok()).count() as u64);
                 let mut retry_positions = Vec::new();
-                for (position, failure) in outcome.failed {
+                for (position, failure) in results.into_iter().enumerate().filter_map(|(i, r)| Some((i, r.err()?))) {
                     if !failure.sender_fault {
                         retry_positions.push(position);
                         continue;
@@ -260,20 +260,8 @@ async fn delete_batch(
     }
 }
 
-/// What one DeleteMessageBatch call did.
-struct Outcome {
-    deleted: usize,
-    /// Positions in the batch of the entries that failed.
-    failed: Vec<(usize, EntryFailure)>,
-}
-
-struct EntryFailure {
-    code: String,
-    message: String,
-    sender_fault: bool,
-}
-
-async fn call(queue: &Queue, batch: &[Finished]) -> Result<Outcome, String> {
+/// One DeleteMessageBatch call; the result of each entry in order.
+async fn call(queue: &Queue, batch: &[Finished]) -> Result<Vec<Result<(), EntryFailure>>, String> {
     // Entry ids only need to be distinct within the call: use the position.
     let entries = batch
         .iter()
@@ -294,24 +282,11 @@ async fn call(queue: &Queue, batch: &[Finished]) -> Result<Outcome, String> {
         .send()
         .await
         .map_err(|e| DisplayErrorContext(e).to_string())?;
-    let mut failed = Vec::new();
-    for failure in output.failed() {
-        let Some(position) = failure.id().parse::<usize>().ok().filter(|i| *i < batch.len()) else {
-            continue;
-        };
-        failed.push((
-            position,
-            EntryFailure {
-                code: failure.code().to_owned(),
-                message: failure.message().unwrap_or("").to_owned(),
-                sender_fault: failure.sender_fault(),
-            },
-        ));
-    }
-    Ok(Outcome {
-        deleted: output.successful().len(),
-        failed,
-    })
+    Ok(batch_results(
+        batch.len(),
+        output.successful().iter().map(|ok| ok.id()),
+        output.failed(),
+    ))
 }
 
 /// The deleter's metrics.

@@ -60,7 +60,7 @@ impl std::fmt::Debug for Receipt {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum GiveUp {
     /// Its receipt expired: SQS may already have delivered it again. Logged and counted as
-    /// abandoned.
+    /// expired.
     Expired = 1,
     /// Given back to the queue at shutdown before any of its events was sent.
     GivenBack = 2,

@@ -521,7 +521,7 @@ impl SourceMetrics {
             submissions_invalid: add(
                 registry,
                 "submissions_invalid",
-                "Submissions dropped, by rejection reason",
+                "Invalid submissions (deleted unpublished), by rejection reason",
                 Counters::default(),
             ),
         };

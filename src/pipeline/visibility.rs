@@ -20,7 +20,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
 use super::message::{InFlightMessage, Receipt};
-use crate::aws::{Queue, SQS_BATCH_ENTRIES, SQS_MAX_VISIBILITY_SECS};
+use crate::aws::{EntryFailure, Queue, SQS_BATCH_ENTRIES, SQS_MAX_VISIBILITY_SECS, batch_results};
 use crate::liveness::Activity;
 use crate::metrics::kit::{CallDurations, Counters, add, call_duration, outcome, start_at_zero, timed};
 use crate::retry::{RetryEpisode, RetryPolicy, with_attempts};
@@ -205,7 +205,7 @@ fn record_extensions(
                 outcome(&metrics.visibility_extensions, "retried", 1);
                 tracing::debug!(
                     message_id = entry.message_id(),
-                    reason = entry.receipt().redact(&failure.reason),
+                    reason = entry.receipt().redact(&failure.reason()),
                     "visibility extension failed through no fault of ours; asking again"
                 );
             }
@@ -214,7 +214,7 @@ fn record_extensions(
                 outcome(&metrics.visibility_extensions, "failed", 1);
                 tracing::warn!(
                     message_id = entry.message_id(),
-                    reason = entry.receipt().redact(&failure.reason),
+                    reason = entry.receipt().redact(&failure.reason()),
                     "visibility extension refused; the message may be delivered again when its visibility ends"
                 );
             }
@@ -255,21 +255,13 @@ async fn give_back(
                     outcome(&metrics.messages_given_back, "failed", 1);
                     tracing::warn!(
                         message_id = receipt.message_id,
-                        reason = receipt.redact(&failure.reason),
+                        reason = receipt.redact(&failure.reason()),
                         "could not give a message back; it is delivered again when its visibility ends"
                     );
                 }
             }
         }
     }
-}
-
-/// Why SQS did not change one message's visibility.
-#[derive(Debug, Clone)]
-struct EntryFailure {
-    reason: String,
-    /// False when SQS says the failure was its own, not the request's: worth asking again.
-    sender_fault: bool,
 }
 
 /// One ChangeMessageVisibilityBatch call (at most 10 items); the result of each item in order.
@@ -299,24 +291,11 @@ async fn change_visibility(
             let text = DisplayErrorContext(e).to_string();
             items.iter().fold(text, |text, (receipt, _)| receipt.redact(&text))
         })?;
-    let missing = EntryFailure {
-        reason: "missing from the answer".to_owned(),
-        sender_fault: false,
-    };
-    let mut results: Vec<Result<(), EntryFailure>> = vec![Err(missing); items.len()];
-    for ok in output.successful() {
-        if let Some(slot) = ok.id().parse::<usize>().ok().and_then(|i| results.get_mut(i)) {
-            *slot = Ok(());
-        }
-    }
-    for failed in output.failed() {
-        if let Some(slot) = failed.id().parse::<usize>().ok().and_then(|i| results.get_mut(i)) {
-            *slot = Err(EntryFailure {
-                reason: format!("{}: {}", failed.code(), failed.message().unwrap_or("")),
-                sender_fault: failed.sender_fault(),
-            });
-        }
-    }
+    let results = batch_results(
+        items.len(),
+        output.successful().iter().map(|ok| ok.id()),
+        output.failed(),
+    );
     Ok(results)
 }
 
@@ -325,7 +304,6 @@ async fn change_visibility(
 pub struct VisibilityMetrics {
     pub visibility_extensions: Counters,
     pub change_visibility_duration: Histogram,
-    /// Exported as `telemetry_collector_messages_released`, the name dashboards and alerts already use.
     pub messages_given_back: Counters,
 }
 
@@ -342,7 +320,7 @@ impl VisibilityMetrics {
             ),
             messages_given_back: add(
                 registry,
-                "messages_released",
+                "messages_given_back",
                 "Messages given back to the queue at shutdown (visibility set to 0) before any of their events was sent, by outcome (ok, failed)",
                 Counters::default(),
             ),

@@ -97,7 +97,7 @@ async fn a_message_past_its_longest_visibility_is_no_longer_extended_and_comes_b
         "never hidden past its longest total: {:?} after receipt",
         hidden_until - first
     );
-    assert_eq!(rig.metric("telemetry_collector_messages_abandoned_total"), 1.0);
+    assert_eq!(rig.metric("telemetry_collector_messages_expired_total"), 1.0);
     rig.fake.clear_faults();
     rig.wait_until_queue_empty().await;
     rig.stop().await;
@@ -147,6 +147,6 @@ async fn at_shutdown_a_message_none_of_whose_events_was_sent_is_given_back_at_on
     assert!(
         metrics
             .encode()
-            .contains("telemetry_collector_messages_released_total{outcome=\"ok\"} 1\n")
+            .contains("telemetry_collector_messages_given_back_total{outcome=\"ok\"} 1\n")
     );
 }

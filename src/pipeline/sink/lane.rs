@@ -213,7 +213,7 @@ impl Lane {
                 unpublished_events = record.message.outstanding(),
                 "receipt expired before all events were published (visibility could not be extended further); the message will be delivered again"
             );
-            self.context.metrics.messages_abandoned.inc();
+            self.context.metrics.messages_expired.inc();
         }
     }
 

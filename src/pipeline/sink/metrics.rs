@@ -17,7 +17,7 @@ pub struct SinkMetrics {
     pub records_retried: Counters,
     pub submissions_refused: Counters,
     pub events_in_flight: Gauge,
-    pub messages_abandoned: Counter,
+    pub messages_expired: Counter,
 }
 
 impl SinkMetrics {
@@ -55,9 +55,9 @@ impl SinkMetrics {
                 "Events buffered or being sent",
                 Gauge::default(),
             ),
-            messages_abandoned: add(
+            messages_expired: add(
                 registry,
-                "messages_abandoned",
+                "messages_expired",
                 "Messages whose receipt expired before their events were published; SQS delivers them again",
                 Counter::default(),
             ),

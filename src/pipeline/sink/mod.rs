@@ -51,7 +51,7 @@ pub(crate) use metrics::SinkMetrics;
 /// One event on its way to the stream.
 ///
 /// It counts in `telemetry_collector_events_in_flight` from [`OutboundRecord::new`] until it is dropped,
-/// whichever way it leaves the pipeline (published, given back, abandoned, refused, or left
+/// whichever way it leaves the pipeline (published, given back, expired, refused, or left
 /// unfinished at shutdown): no path has to remember to count it out.
 pub(crate) struct OutboundRecord {
     pub data: Vec<u8>,
