@@ -28,6 +28,44 @@ pub(crate) enum DeadLetterError {
     Build(String),
 }
 
+/// What becomes of the message of a submission that will not be published.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Disposal {
+    /// Its body is where it should be (or nothing needs keeping): delete the message.
+    Delete,
+    /// Leave it in the queue: it comes back when its visibility ends.
+    Keep,
+}
+
+/// The one path of a submission that will not be published (invalid, or refused by the
+/// stream): its body forwarded to the dead-letter queue when one is set, then the message
+/// deleted; kept in the queue when the forward failed, to be tried again when it comes back.
+/// Without a dead-letter queue (or without the body), `otherwise`.
+pub(crate) async fn dispose(
+    dead_letter: Option<&DeadLetterQueue>,
+    message_id: &str,
+    body: Option<&str>,
+    reason_label: &str,
+    detail: &str,
+    otherwise: Disposal,
+) -> Disposal {
+    let (Some(dead_letter), Some(body)) = (dead_letter, body) else {
+        return otherwise;
+    };
+    match dead_letter.forward(message_id, body, reason_label, detail).await {
+        Ok(()) => Disposal::Delete,
+        Err(e) => {
+            tracing::warn!(
+                message_id,
+                reason = reason_label,
+                error = %e,
+                "submission not forwarded to the dead-letter queue; it is kept in the queue and tried again when it comes back"
+            );
+            Disposal::Keep
+        }
+    }
+}
+
 #[derive(Clone)]
 pub(crate) struct DeadLetterQueue {
     pub client: Client,

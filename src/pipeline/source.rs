@@ -26,7 +26,7 @@ use tokio::time::sleep;
 use tokio_util::sync::CancellationToken;
 
 use super::breaker::Breaker;
-use super::dead_letter::DeadLetterQueue;
+use super::dead_letter::{DeadLetterQueue, Disposal, dispose};
 use super::deleter::DeleteQueue;
 use super::message::{InFlightMessage, InFlightMetrics, NewMessage, Receipt};
 use super::sink::{OutboundRecord, lane_for};
@@ -408,21 +408,21 @@ async fn route(
         Err(rejection) => {
             drop(bytes);
             drop_invalid(entry.receipt(), &body, &rejection, settings.log_body_samples, metrics);
-            if let Some(dead_letter) = &outputs.dead_letter {
-                activity.busy();
-                let forwarded = dead_letter
-                    .forward(entry.message_id(), &body, rejection.label(), &rejection.to_string())
-                    .await;
-                activity.progressed();
-                activity.idle();
-                if let Err(e) = forwarded {
-                    tracing::warn!(
-                        message_id = entry.message_id(),
-                        error = %e,
-                        "invalid submission not forwarded to the dead-letter queue; it is kept in the queue and tried again when it comes back"
-                    );
-                    return;
-                }
+            // Invalid for good: deleted, its body in the dead-letter queue first if one is set.
+            activity.busy();
+            let disposal = dispose(
+                outputs.dead_letter.as_ref(),
+                entry.message_id(),
+                Some(&body),
+                rejection.label(),
+                &rejection.to_string(),
+                Disposal::Delete,
+            )
+            .await;
+            activity.progressed();
+            activity.idle();
+            if disposal == Disposal::Keep {
+                return;
             }
             drop((body, body_room));
             outputs.deleter.send(entry).await;

@@ -164,3 +164,25 @@ async fn a_refusal_naming_no_record_halves_the_calls_until_one_passes_and_then_t
     );
     rig.stop().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn without_a_dead_letter_queue_a_refused_submission_stays_in_the_queue_for_its_redrive_policy() {
+    let rig = Rig::start(&[ONE_LANE]).await;
+    let sent: Vec<_> = (1..=3).map(|n| rig.send(n, 5)).collect();
+    let refused_id = sent[1].submission_id.clone();
+    rig.fake
+        .refuse_records(move |data| String::from_utf8_lossy(data).contains(&refused_id));
+    rig.wait_until("the others are deleted", |rig| {
+        rig.fake.queue_counts(&rig.queue).deleted == 2
+    })
+    .await;
+
+    exactly_once_in_order(&rig, &[sent[0].clone(), sent[2].clone()]);
+    assert_eq!(
+        rig.fake.bodies(&rig.queue),
+        [telemetry_fleet::generate::valid(2, 5, 0, false).0]
+    );
+    assert!(rig.fake.bodies(&rig.dead_letter).is_empty());
+    assert_eq!(rig.metric("telemetry_collector_submissions_refused_total"), 1.0);
+    rig.stop().await;
+}

@@ -78,3 +78,47 @@ async fn a_receipt_that_expired_while_its_events_were_sent_brings_the_message_ba
     assert_eq!(deliveries, 2);
     rig.stop().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_invalid_submission_is_deleted_unpublished_with_its_body_in_the_dead_letter_queue_when_one_is_set() {
+    let with_dead_letter = Rig::start(&[("DEAD_LETTER_QUEUE_URL", "{dead_letter}")]).await;
+    let without = Rig::start(&[]).await;
+    for rig in [&with_dead_letter, &without] {
+        rig.fake.send(&rig.queue, "this is not a submission");
+        rig.wait_until_queue_empty().await;
+        assert!(rig.stream_events().is_empty());
+        assert_eq!(rig.metric("telemetry_collector_submissions_invalid_total"), 1.0);
+    }
+    assert_eq!(
+        with_dead_letter.fake.bodies(&with_dead_letter.dead_letter),
+        ["this is not a submission"]
+    );
+    assert!(without.fake.bodies(&without.dead_letter).is_empty());
+    with_dead_letter.stop().await;
+    without.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_invalid_submission_the_dead_letter_queue_does_not_take_stays_in_the_queue_and_is_forwarded_when_it_comes_back()
+ {
+    let rig = Rig::start(&[("DEAD_LETTER_QUEUE_URL", "{dead_letter}")]).await;
+    // Every attempt of the first forward fails.
+    rig.fake
+        .fail_calls(Op::SendMessage, 3, crate::rig::AwsError::internal());
+    rig.fake.send(&rig.queue, "this is not a submission");
+    rig.wait_until_queue_empty().await;
+
+    let deliveries = rig
+        .fake
+        .calls(Op::ReceiveMessage)
+        .iter()
+        .filter(|c| c.entries > 0)
+        .count();
+    assert_eq!(deliveries, 2, "kept after the failed forward, delivered again");
+    assert_eq!(rig.fake.bodies(&rig.dead_letter), ["this is not a submission"]);
+    assert_eq!(
+        rig.metric("telemetry_collector_dead_letters_total{outcome=\"failed\"}"),
+        1.0
+    );
+    rig.stop().await;
+}

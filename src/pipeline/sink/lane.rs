@@ -10,6 +10,7 @@ use tokio::sync::mpsc;
 use tokio::time::sleep_until;
 
 use crate::liveness::Activity;
+use crate::pipeline::dead_letter::{Disposal, dispose};
 use crate::pipeline::message::{GiveUp, InFlightMessage};
 use crate::retry::RetryEpisode;
 use telemetry_format::event::RECORD_OVERHEAD_BYTES;
@@ -386,31 +387,29 @@ impl Lane {
         }
         let metrics = &self.context.metrics;
         metrics.refused(refusal_label(reason));
-        let (Some(dead_letter), Some(body)) = (&self.context.dead_letter, message.body()) else {
-            tracing::warn!(
-                message_id = message.message_id(),
-                unpublished_events = message.outstanding(),
-                reason,
-                "the stream refuses a record of this submission; the submission is kept in the queue (no dead-letter queue set) and comes back when its visibility ends, until the queue's redrive policy moves it"
-            );
-            return;
+        let body = message.body();
+        let fate = if self.context.dead_letter.is_some() && body.is_some() {
+            "forwarding it to the dead-letter queue, then deleting it"
+        } else {
+            "the submission is kept in the queue (no dead-letter queue set) and comes back when its visibility ends, until the queue's redrive policy moves it"
         };
         tracing::warn!(
             message_id = message.message_id(),
             unpublished_events = message.outstanding(),
             reason,
-            "the stream refuses a record of this submission; forwarding it to the dead-letter queue, then deleting it"
+            "the stream refuses a record of this submission; {fate}"
         );
-        let forwarded = dead_letter
-            .forward(message.message_id(), body, "refused_by_stream", reason)
-            .await;
+        let disposal = dispose(
+            self.context.dead_letter.as_ref(),
+            message.message_id(),
+            body,
+            "refused_by_stream",
+            reason,
+            Disposal::Keep,
+        )
+        .await;
         self.activity.progressed();
-        if let Err(e) = forwarded {
-            tracing::warn!(
-                message_id = message.message_id(),
-                error = %e,
-                "refused submission not forwarded to the dead-letter queue; it is kept in the queue and tried again when it comes back"
-            );
+        if disposal == Disposal::Keep {
             return;
         }
         self.context.deleter.push(message.clone());
