@@ -384,7 +384,12 @@ async fn handle(req: Request<Incoming>, state: Arc<FakeState>) -> Result<Respons
                 format!(r#"{{"QueueUrl":{}}}"#, serde_json::to_string(&url).unwrap()),
             )
         }
-        "AmazonSQS.GetQueueAttributes" => json_response(SQS_CONTENT_TYPE, r#"{"Attributes":{}}"#.to_owned()),
+        // What a queue created with SQS's defaults answers (256 KiB): the collector reserves
+        // this much of its body budget per message it asks for.
+        "AmazonSQS.GetQueueAttributes" => json_response(
+            SQS_CONTENT_TYPE,
+            r#"{"Attributes":{"MaximumMessageSize":"262144"}}"#.to_owned(),
+        ),
         "Kinesis_20131202.DescribeStreamSummary" => json_response(KINESIS_CONTENT_TYPE, STREAM_SUMMARY.to_owned()),
         other => state.bad_request(format!("unexpected operation {other:?}")),
     };

@@ -313,7 +313,8 @@ pub(super) fn get_queue_attributes(world: &World, request: &Value) -> Result<(Va
     let queue = world.queues.get(url).ok_or_else(no_queue)?;
     let counts = queue.counts(Instant::now());
     let all = json!({
-        "MaximumMessageSize": "1048576",
+        // SQS's default for a queue created without the attribute.
+        "MaximumMessageSize": "262144",
         "VisibilityTimeout": DEFAULT_VISIBILITY.as_secs().to_string(),
         "ApproximateNumberOfMessages": counts.visible.to_string(),
         "ApproximateNumberOfMessagesNotVisible": counts.in_flight.to_string(),
