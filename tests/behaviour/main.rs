@@ -9,7 +9,14 @@
 mod rig;
 
 mod breaker;
+mod caps;
 mod deleter;
+mod deleter_more;
+mod drain;
 mod lane;
+mod metrics;
+mod routing;
 mod source;
+mod throttling;
 mod visibility;
+mod visibility_more;

@@ -1,0 +1,279 @@
+//! Shutdown: no receive after the signal, what the drain gives back and finishes, and what it
+//! leaves in the queue once its deadline has passed.
+
+use std::time::Duration;
+
+use telemetry_collector::metrics::Metrics;
+use tokio::time::Instant;
+
+use crate::rig::{AwsError, Op, Rig};
+
+/// A series of a collector already stopped (`Rig::stop` takes the rig), read from its
+/// Prometheus text as `Rig::metric` does.
+fn scraped(metrics: &Metrics, series: &str) -> f64 {
+    metrics
+        .encode()
+        .lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("{series} is not exported"))
+}
+
+/// One lane of four records per call, so that few messages are started; a visibility long
+/// enough that a message not given back stays hidden until the test ends; a drain of `drain`.
+async fn twenty_messages_on_a_stuck_lane(drain: &str, extra: &[(&str, &str)]) -> Rig {
+    let mut settings = vec![
+        ("DATA_STREAM_CONCURRENCY", "1"),
+        ("DATA_STREAM_MAX_BUFFER_SIZE", "4"),
+        ("QUEUE_VISIBILITY_TIMEOUT_SEC", "120"),
+        ("SHUTDOWN_DRAIN_TIMEOUT_SEC", drain),
+    ];
+    settings.extend_from_slice(extra);
+    Rig::start(&settings).await
+}
+
+/// Stops `rig` while none of its records can be written, and checks what the drain left: it
+/// ended at its deadline, deleted and published nothing, gave back every message none of whose
+/// records was in a PutRecords call, and left the started ones hidden.
+async fn stop_past_the_deadline_and_check(rig: Rig, drain: Duration) {
+    let (fake, queue, metrics) = (rig.fake.clone(), rig.queue.clone(), rig.metrics.clone());
+    let stopping_at = Instant::now();
+    rig.stop().await;
+
+    let took = stopping_at.elapsed();
+    assert!(
+        took >= drain && took < drain + Duration::from_millis(100),
+        "stopped {took:?} after the signal, with a drain of {drain:?}"
+    );
+    assert!(fake.records(crate::rig::STREAM).is_empty());
+    assert!(fake.calls(Op::DeleteMessageBatch).is_empty(), "nothing deleted");
+    // Every call retries the same records: the largest call holds every message started.
+    let started = fake
+        .calls(Op::PutRecords)
+        .iter()
+        .map(|c| c.entries)
+        .max()
+        .expect("a PutRecords call");
+    assert!((1..20).contains(&started), "{started} messages started");
+    // A message given back can be received again by a long poll still in its shutdown grace,
+    // and given back again: count receipts, not messages.
+    let received = scraped(&metrics, "telemetry_collector_messages_received_total");
+    let given_back = scraped(
+        &metrics,
+        "telemetry_collector_messages_given_back_total{outcome=\"ok\"}",
+    );
+    assert_eq!(
+        received - given_back,
+        started as f64,
+        "every receipt but the started messages' was given back"
+    );
+    let counts = fake.queue_counts(&queue);
+    assert_eq!(
+        (counts.visible, counts.in_flight, counts.deleted),
+        (20 - started, started, 0),
+        "(visible, hidden, deleted) once stopped"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn past_the_drain_deadline_with_put_records_failing_nothing_unpublished_is_deleted_and_unstarted_messages_are_given_back()
+ {
+    let rig = twenty_messages_on_a_stuck_lane("2", &[]).await;
+    rig.fake.fail_calls(Op::PutRecords, usize::MAX, AwsError::internal());
+    for n in 1..=20 {
+        rig.send(n, 1);
+    }
+    rig.wait_until("every message received and a PutRecords call failed", |rig| {
+        rig.metric("telemetry_collector_messages_received_total") == 20.0
+            && rig.metric("telemetry_collector_put_records_calls_total{outcome=\"error\"}") >= 1.0
+    })
+    .await;
+    stop_past_the_deadline_and_check(rig, Duration::from_secs(2)).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn past_the_drain_deadline_with_put_records_black_holed_nothing_unpublished_is_deleted_and_unstarted_messages_are_given_back()
+ {
+    // The call under way at shutdown times out within the drain; the lane then gives back what
+    // it has not sent, and its retries of the rest time out until the deadline.
+    let rig = twenty_messages_on_a_stuck_lane("5", &[("AWS_CALL_TIMEOUT_SEC", "2")]).await;
+    rig.fake.set_black_hole(Op::PutRecords, true);
+    for n in 1..=20 {
+        rig.send(n, 1);
+    }
+    rig.wait_until("every message received and a PutRecords call under way", |rig| {
+        rig.metric("telemetry_collector_messages_received_total") == 20.0 && !rig.fake.calls(Op::PutRecords).is_empty()
+    })
+    .await;
+    stop_past_the_deadline_and_check(rig, Duration::from_secs(5)).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn after_shutdown_is_signalled_no_new_receive_starts() {
+    // One lane with room for one record, stuck in a call that is never answered: every
+    // receiver waits to hand its batch over. During the drain the lane gives the unsent
+    // messages back, which lets each receiver finish its batch with room to receive again.
+    let rig = Rig::start(&[
+        ("QUEUE_RECEIVERS", "4"),
+        ("DATA_STREAM_CONCURRENCY", "1"),
+        ("DATA_STREAM_MAX_BUFFER_SIZE", "1"),
+        ("AWS_CALL_TIMEOUT_SEC", "2"),
+        ("SHUTDOWN_DRAIN_TIMEOUT_SEC", "3"),
+        ("QUEUE_WAIT_TIME_SEC", "1"),
+    ])
+    .await;
+    rig.fake.set_black_hole(Op::PutRecords, true);
+    for n in 1..=60 {
+        rig.send(n, 1);
+    }
+    rig.wait_until("every receiver holds a full batch", |rig| {
+        rig.metric("telemetry_collector_messages_received_total") == 40.0
+    })
+    .await;
+    let (fake, queue) = (rig.fake.clone(), rig.queue.clone());
+    let metrics = rig.metrics.clone();
+    let receives_before = fake.calls(Op::ReceiveMessage).len();
+    rig.stop().await;
+
+    assert_eq!(
+        fake.calls(Op::ReceiveMessage).len(),
+        receives_before,
+        "a receive started after shutdown was signalled"
+    );
+    assert_eq!(
+        scraped(
+            &metrics,
+            "telemetry_collector_messages_given_back_total{outcome=\"ok\"}"
+        ),
+        39.0,
+        "every message received but the one in the swallowed call was given back: the receivers were free again"
+    );
+    let counts = fake.queue_counts(&queue);
+    assert_eq!(counts.visible + counts.in_flight, 60, "nothing unpublished is deleted");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_receive_answered_during_the_shutdown_grace_has_its_messages_given_back_at_once() {
+    let rig = Rig::start(&[("QUEUE_RECEIVERS", "1")]).await;
+    // Set before the collector runs: every receive answers a second after it takes messages,
+    // so the one under way at shutdown has taken its message but not yet answered.
+    rig.fake.set_latency(Op::ReceiveMessage, Duration::from_secs(2));
+    rig.wait_until("the first long poll is waiting", |rig| {
+        !rig.fake.calls(Op::ReceiveMessage).is_empty()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let sent = rig.send(1, 2);
+    let (fake, queue, metrics) = (rig.fake.clone(), rig.queue.clone(), rig.metrics.clone());
+    rig.stop().await;
+
+    assert_eq!(scraped(&metrics, "telemetry_collector_messages_received_total"), 1.0);
+    let given_back: Vec<_> = fake
+        .visibility_changes()
+        .into_iter()
+        .filter(|c| c.timeout.is_zero())
+        .map(|c| c.message_id)
+        .collect();
+    assert_eq!(given_back, [sent.message_id]);
+    assert_eq!(
+        fake.queue_counts(&queue).visible,
+        1,
+        "visible again at once, not after its visibility timeout"
+    );
+    assert!(fake.calls(Op::PutRecords).is_empty(), "nothing of it was sent");
+}
+
+#[tokio::test(start_paused = true)]
+async fn at_shutdown_finished_messages_are_deleted_without_waiting_for_the_delete_interval() {
+    let rig = Rig::start(&[("QUEUE_RECEIPTS_TO_DELETE_INTERVAL_SEC", "30")]).await;
+    let sent = rig.send(1, 3);
+    rig.wait_until("its events are published", |rig| {
+        rig.metric("telemetry_collector_events_published_total") == 3.0
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert!(
+        rig.fake.calls(Op::DeleteMessageBatch).is_empty(),
+        "the deleter waits for a fuller batch while running"
+    );
+    let (fake, queue, metrics) = (rig.fake.clone(), rig.queue.clone(), rig.metrics.clone());
+    let stopping_at = Instant::now();
+    rig.stop().await;
+
+    let deletes = fake.calls(Op::DeleteMessageBatch);
+    assert_eq!(deletes.len(), 1);
+    // The receivers' idle long polls get their shutdown grace (2 s) before the deleter's input
+    // closes; far sooner than the 20 s of interval left.
+    assert!(
+        deletes[0].at - stopping_at <= Duration::from_secs(2),
+        "deleted {:?} after the signal",
+        deletes[0].at - stopping_at
+    );
+    assert_eq!(fake.queue_counts(&queue).deleted, 1);
+    assert_eq!(
+        scraped(&metrics, "telemetry_collector_deletes_total{outcome=\"ok\"}"),
+        1.0
+    );
+    assert_eq!(fake.records(crate::rig::STREAM).len(), sent.events);
+}
+
+/// Fails: a receiver waiting for room in the byte cap does not watch for shutdown, and the
+/// lanes give back only what reaches them. While the started message cannot be written, the
+/// messages of its batch that wait behind it are neither sent nor given back: at the deadline
+/// they are dropped hidden, for their whole visibility timeout.
+#[ignore = "collector bug: messages waiting for the byte cap are not given back at shutdown"]
+#[tokio::test(start_paused = true)]
+async fn past_the_drain_deadline_messages_waiting_for_the_byte_cap_are_given_back() {
+    // One receive of four: three whose decoding takes the whole cap, so that only the first
+    // goes through, and a small one behind them.
+    let rig = Rig::start(&[
+        ("QUEUE_RECEIVERS", "1"),
+        ("MAX_IN_FLIGHT_BYTES", "1048576"),
+        ("QUEUE_VISIBILITY_TIMEOUT_SEC", "120"),
+        ("SHUTDOWN_DRAIN_TIMEOUT_SEC", "2"),
+    ])
+    .await;
+    rig.fake.fail_calls(Op::PutRecords, usize::MAX, AwsError::internal());
+    for n in 1..=3 {
+        rig.send(n, 400);
+    }
+    rig.send(4, 1);
+    rig.wait_until("the batch is received and a PutRecords call failed", |rig| {
+        rig.metric("telemetry_collector_messages_received_total") == 4.0
+            && rig.metric("telemetry_collector_put_records_calls_total{outcome=\"error\"}") >= 1.0
+    })
+    .await;
+    let (fake, queue, metrics) = (rig.fake.clone(), rig.queue.clone(), rig.metrics.clone());
+    rig.stop().await;
+
+    assert_eq!(
+        scraped(
+            &metrics,
+            "telemetry_collector_messages_given_back_total{outcome=\"ok\"}"
+        ),
+        3.0
+    );
+    let counts = fake.queue_counts(&queue);
+    assert_eq!(
+        (counts.visible, counts.in_flight),
+        (3, 1),
+        "(visible, hidden) once stopped"
+    );
+}
+
+/// Fails: a lane does not see shutdown while its call is under way. With a drain shorter than
+/// the call timeout (both allowed), a lane in a call never answered gives nothing back.
+#[ignore = "collector bug: a drain shorter than AWS_CALL_TIMEOUT_SEC gives nothing back"]
+#[tokio::test(start_paused = true)]
+async fn past_a_drain_deadline_shorter_than_the_call_timeout_unstarted_messages_are_given_back() {
+    // The default call timeout (10 s) outlasts the drain.
+    let rig = twenty_messages_on_a_stuck_lane("5", &[]).await;
+    rig.fake.set_black_hole(Op::PutRecords, true);
+    for n in 1..=20 {
+        rig.send(n, 1);
+    }
+    rig.wait_until("every message received and a PutRecords call under way", |rig| {
+        rig.metric("telemetry_collector_messages_received_total") == 20.0 && !rig.fake.calls(Op::PutRecords).is_empty()
+    })
+    .await;
+    stop_past_the_deadline_and_check(rig, Duration::from_secs(5)).await;
+}

@@ -1,0 +1,152 @@
+//! The visibility keeper's answers from SQS, and the lease of a message that arrives late in a
+//! long poll.
+
+use std::time::Duration;
+
+use crate::rig::{AwsError, Op, Rig, exactly_once_in_order};
+
+/// The receive calls that brought the test's one message, by when each arrived (a long poll
+/// that waited arrives before it answers).
+fn deliveries(rig: &Rig) -> Vec<tokio::time::Instant> {
+    rig.fake
+        .calls(Op::ReceiveMessage)
+        .iter()
+        .filter(|c| c.entries > 0)
+        .map(|c| c.at)
+        .collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_extension_sqs_refuses_as_the_senders_fault_is_counted_not_asked_again_and_the_message_is_processed_again() {
+    let rig = Rig::start(&[("QUEUE_VISIBILITY_TIMEOUT_SEC", "30")]).await;
+    rig.fake.fail_calls(Op::PutRecords, usize::MAX, AwsError::internal());
+    rig.fake
+        .fail_entries(Op::ChangeMessageVisibilityBatch, "ReceiptHandleIsInvalid", 1);
+    let sent = rig.send(1, 2);
+    rig.wait_until("a second delivery", |rig| deliveries(rig).len() >= 2)
+        .await;
+
+    // The second delivery's own extensions come half a timeout later.
+    assert_eq!(
+        rig.fake.calls(Op::ChangeMessageVisibilityBatch).len(),
+        1,
+        "asked once, not again after the refusal"
+    );
+    assert_eq!(
+        rig.metric("telemetry_collector_visibility_extensions_total{outcome=\"failed\"}"),
+        1.0
+    );
+    assert_eq!(
+        rig.metric("telemetry_collector_visibility_extensions_total{outcome=\"ok\"}"),
+        0.0
+    );
+    assert_eq!(rig.metric("telemetry_collector_messages_expired_total"), 1.0);
+    rig.fake.clear_faults();
+    rig.wait_until_queue_empty().await;
+
+    assert_eq!(deliveries(&rig).len(), 2);
+    exactly_once_in_order(&rig, &[sent]);
+    rig.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_extension_entry_sqs_fails_through_no_fault_of_the_sender_is_asked_again_at_the_next_tick_and_the_message_is_delivered_once()
+ {
+    let rig = Rig::start(&[("QUEUE_VISIBILITY_TIMEOUT_SEC", "30")]).await;
+    rig.fake.fail_calls(Op::PutRecords, usize::MAX, AwsError::internal());
+    rig.fake
+        .fail_entries(Op::ChangeMessageVisibilityBatch, "InternalError", 1);
+    let sent = rig.send(1, 2);
+    rig.wait_until("an extension applied", |rig| !rig.fake.visibility_changes().is_empty())
+        .await;
+
+    let calls = rig.fake.calls(Op::ChangeMessageVisibilityBatch);
+    assert_eq!(calls.len(), 2, "the failed entry, then the same again");
+    // The keeper ticks every quarter of the timeout, at most every 5 s.
+    assert_eq!(
+        calls[1].at - calls[0].at,
+        Duration::from_secs(5),
+        "asked again at the next tick"
+    );
+    let applied = rig.fake.visibility_changes()[0].at;
+    assert!(
+        applied < deliveries(&rig)[0] + Duration::from_secs(30),
+        "extended before its visibility ended"
+    );
+    assert_eq!(
+        rig.metric("telemetry_collector_visibility_extensions_total{outcome=\"retried\"}"),
+        1.0
+    );
+    assert_eq!(
+        rig.metric("telemetry_collector_visibility_extensions_total{outcome=\"failed\"}"),
+        0.0
+    );
+    rig.fake.clear_faults();
+    rig.wait_until_queue_empty().await;
+
+    assert_eq!(deliveries(&rig).len(), 1, "the message never became visible again");
+    exactly_once_in_order(&rig, &[sent]);
+    rig.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_message_arriving_late_in_a_long_poll_is_not_expired_on_arrival_and_is_published_once() {
+    // A long poll twice the visibility timeout: a message arriving 6 s into it would look
+    // expired on arrival if its visibility were counted from when the call was sent.
+    let rig = Rig::start(&[
+        ("QUEUE_RECEIVERS", "1"),
+        ("QUEUE_WAIT_TIME_SEC", "10"),
+        ("QUEUE_VISIBILITY_TIMEOUT_SEC", "5"),
+    ])
+    .await;
+    rig.wait_until("the first long poll is waiting", |rig| {
+        !rig.fake.calls(Op::ReceiveMessage).is_empty()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let sent = rig.send(1, 3);
+    rig.wait_until_queue_empty().await;
+
+    let polls = rig.fake.calls(Op::ReceiveMessage);
+    assert_eq!(polls[0].entries, 1, "the first long poll brought it");
+    assert_eq!(rig.metric("telemetry_collector_messages_expired_total"), 0.0);
+    assert_eq!(rig.metric("telemetry_collector_messages_received_total"), 1.0);
+    exactly_once_in_order(&rig, &[sent]);
+    rig.stop().await;
+}
+
+/// Fails: the keeper extends a message once at most half its timeout is left, checking every
+/// quarter of it, so an extension can come with less than the delete margin (the delete
+/// interval, 1 s) left; the lane gives up a message as expiring once within that margin. Here
+/// (3 s timeout, a 0.75 s tick) the second message's lease is 0.95 s from its end when its
+/// lane is free again, 50 ms before the tick that would have extended it: it is dropped as
+/// expired and delivered again. Any timeout under four delete intervals can do this.
+#[ignore = "collector bug: the keeper extends within the lane's delete margin"]
+#[tokio::test(start_paused = true)]
+async fn a_message_waiting_for_its_lane_is_not_given_up_as_expiring_while_the_keeper_can_still_extend_it() {
+    let rig = Rig::start(&[
+        ("DATA_STREAM_CONCURRENCY", "1"),
+        ("QUEUE_RECEIVERS", "1"),
+        ("QUEUE_VISIBILITY_TIMEOUT_SEC", "3"),
+    ])
+    .await;
+    // Times from the start, when the keeper's ticks (every 0.75 s) begin.
+    let start = tokio::time::Instant::now();
+    rig.fake.set_latency(Op::PutRecords, Duration::from_millis(2050));
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    let first = rig.send(1, 1);
+    rig.wait_until("the first message's call", |rig| {
+        !rig.fake.calls(Op::PutRecords).is_empty()
+    })
+    .await;
+    // Received by the long poll sent at 0.9 s: its lease runs to 3.9 s, is due an extension
+    // from 2.4 s (the tick at 3.0 s), and is expiring from 2.9 s; the lane is free at 2.95 s.
+    tokio::time::sleep_until(start + Duration::from_millis(1100)).await;
+    let second = rig.send(2, 1);
+    rig.wait_until_queue_empty().await;
+
+    assert_eq!(rig.metric("telemetry_collector_messages_expired_total"), 0.0);
+    assert_eq!(rig.metric("telemetry_collector_messages_received_total"), 2.0);
+    exactly_once_in_order(&rig, &[first, second]);
+    rig.stop().await;
+}
