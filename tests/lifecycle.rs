@@ -125,10 +125,8 @@ async fn past_the_drain_deadline_nothing_unpublished_is_deleted_and_unstarted_me
     assert_eq!(metric(&metrics, "telemetry_collector_deletes_total{outcome=\"ok\"}"), 0);
     assert!(env.read_stream().await.is_empty());
     assert_eq!(env.queue_total().await, 20, "nothing unpublished may be deleted");
-    // Given back means visible at once, not after the 120 s visibility timeout. Every receipt
-    // was either given back or kept hidden because its message was started; a message given back
-    // can be received once more by a receive still in flight at shutdown, and is then given back
-    // again, so count receipts rather than messages.
+    // Given back means visible again within 3 s, not after the 120 s visibility timeout. Every
+    // receipt was either given back or kept hidden because its message was started.
     let kept_hidden = received - given_back;
     wait_until("given-back messages visible again", Duration::from_secs(10), || async {
         env.queue_counts().await.0 >= 20 - kept_hidden

@@ -117,6 +117,11 @@ impl VisibilityLease {
         self.length_ms.fetch_max(until.as_millis() as u64, Ordering::AcqRel);
     }
 
+    /// What is kept free at the end of the lease for the delete call.
+    pub(crate) fn delete_margin(&self) -> Duration {
+        self.delete_margin
+    }
+
     /// True once too little is left to publish and still delete in time: by then SQS may
     /// deliver the message again, so publishing the rest would only make duplicates.
     pub(crate) fn expiring(&self, now: Instant) -> bool {

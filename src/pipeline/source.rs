@@ -39,7 +39,7 @@ use telemetry_format::event::{self, PartitionKey, RECORD_OVERHEAD_BYTES};
 use telemetry_format::submission::{self, DECODE_HEAP_PER_BODY_BYTE, Rejection, TimeBounds};
 
 /// How long a receive in flight at shutdown may still take to answer.
-const SHUTDOWN_RECEIVE_GRACE: Duration = Duration::from_secs(2);
+pub(crate) const SHUTDOWN_RECEIVE_GRACE: Duration = Duration::from_secs(2);
 
 /// How much of an invalid body a log line shows.
 const BODY_PREFIX_CHARS: usize = 64;

@@ -20,6 +20,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
 use super::message::{InFlightMessage, Receipt};
+use super::source::SHUTDOWN_RECEIVE_GRACE;
 use crate::aws::{EntryFailure, Queue, SQS_BATCH_ENTRIES, SQS_MAX_VISIBILITY_SECS, batch_results};
 use crate::liveness::Activity;
 use crate::metrics::kit::{CallDurations, Counters, add, call_duration, outcome, start_at_zero, timed};
@@ -61,8 +62,7 @@ pub(crate) async fn run(
 ) {
     let mut episode = RetryEpisode::new("ChangeMessageVisibilityBatch (extend)", retry);
     let mut watched: Vec<Tracked> = Vec::new();
-    let mut ticker =
-        tokio::time::interval((settings.timeout / 4).clamp(Duration::from_millis(100), Duration::from_secs(5)));
+    let mut ticker = tokio::time::interval(tick(settings.timeout));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let (mut tracking, mut giving_back) = (true, true);
     loop {
@@ -94,18 +94,32 @@ pub(crate) async fn run(
     }
 }
 
+/// How often the keeper looks at what it watches.
+fn tick(timeout: Duration) -> Duration {
+    (timeout / 4).clamp(Duration::from_millis(100), Duration::from_secs(5))
+}
+
+/// How much visibility left makes a message due an extension: half the timeout, or more when
+/// the timeout is short. A lane gives a message up once less than the delete margin is left, and
+/// the keeper looks only once per tick, so it must extend while more than the margin and two
+/// ticks (one to come round again, one for the call) are left.
+fn extend_below(timeout: Duration, delete_margin: Duration) -> Duration {
+    (timeout / 2).max(delete_margin + 2 * tick(timeout))
+}
+
 /// The visibility timeout to ask for now, or `None` when the message need not or cannot be
-/// extended: it still has more than half the timeout left, it is already expired, or the
+/// extended: it still has more than `extend_below` left, it is already expired, or the
 /// maximum total is reached.
 pub(crate) fn extension_for(
     now: Instant,
     received_at: Instant,
     visible_until: Instant,
     timeout: Duration,
+    extend_below: Duration,
     max_total: Duration,
 ) -> Option<Duration> {
     let remaining = visible_until.checked_duration_since(now)?;
-    if remaining.is_zero() || remaining > timeout / 2 {
+    if remaining.is_zero() || remaining > extend_below {
         return None;
     }
     let left_in_total = max_total.checked_sub(now.saturating_duration_since(received_at))?;
@@ -131,6 +145,7 @@ fn due(settings: &VisibilitySettings, watched: &[Tracked], now: Instant) -> Vec<
                 entry.lease.started,
                 entry.lease.ends(),
                 settings.timeout,
+                extend_below(settings.timeout, entry.lease.delete_margin()),
                 settings.max_total,
             )?;
             Some((i, entry, extension))
@@ -222,8 +237,14 @@ fn record_extensions(
     }
 }
 
-/// Makes messages visible again at once, so that another collector takes them without waiting
-/// for their visibility timeout. A failure loses nothing: they come back when it ends.
+/// The visibility a message given back at shutdown gets: long enough that this replica's own
+/// long polls, still answering in their shutdown grace, cannot take it again. With 0, each of
+/// them could receive it, have it given back, and so on, every round adding to its receive
+/// count towards the queue's redrive policy; a few seconds later another replica takes it.
+const GIVE_BACK_VISIBILITY: Duration = Duration::from_secs(SHUTDOWN_RECEIVE_GRACE.as_secs() + 1);
+
+/// Makes messages visible again within seconds, so that another collector takes them without
+/// waiting for their visibility timeout. A failure loses nothing: they come back when it ends.
 async fn give_back(
     queue: &Queue,
     retry: RetryPolicy,
@@ -233,7 +254,7 @@ async fn give_back(
 ) {
     let mut episode = RetryEpisode::new("ChangeMessageVisibilityBatch (give back)", retry);
     for chunk in receipts.chunks(SQS_BATCH_ENTRIES) {
-        let items: Vec<(Receipt, Duration)> = chunk.iter().map(|r| (r.clone(), Duration::ZERO)).collect();
+        let items: Vec<(Receipt, Duration)> = chunk.iter().map(|r| (r.clone(), GIVE_BACK_VISIBILITY)).collect();
         let results = with_attempts(&mut episode, GIVE_BACK_ATTEMPTS, || async {
             let results = timed(&metrics.change_visibility_duration, change_visibility(queue, &items)).await;
             activity.progressed();
@@ -321,7 +342,7 @@ impl VisibilityMetrics {
             messages_given_back: add(
                 registry,
                 "messages_given_back",
-                "Messages given back to the queue at shutdown (visibility set to 0) before any of their events was sent, by outcome (ok, failed)",
+                "Messages given back to the queue at shutdown (visible again 3 s later) before any of their events was sent, by outcome (ok, failed)",
                 Counters::default(),
             ),
         };
@@ -346,15 +367,32 @@ mod tests {
     fn extends_only_in_the_second_half_of_the_visibility() {
         let t0 = Instant::now();
         let until = at(t0, 30);
-        assert_eq!(extension_for(at(t0, 10), t0, until, T, MAX), None);
-        assert_eq!(extension_for(at(t0, 16), t0, until, T, MAX), Some(T));
+        assert_eq!(extension_for(at(t0, 10), t0, until, T, T / 2, MAX), None);
+        assert_eq!(extension_for(at(t0, 16), t0, until, T, T / 2, MAX), Some(T));
     }
 
     #[test]
     fn expired_messages_are_not_extended() {
         let t0 = Instant::now();
-        assert_eq!(extension_for(at(t0, 30), t0, at(t0, 30), T, MAX), None);
-        assert_eq!(extension_for(at(t0, 31), t0, at(t0, 30), T, MAX), None);
+        assert_eq!(extension_for(at(t0, 30), t0, at(t0, 30), T, T / 2, MAX), None);
+        assert_eq!(extension_for(at(t0, 31), t0, at(t0, 30), T, T / 2, MAX), None);
+    }
+
+    #[test]
+    fn a_short_timeout_is_extended_before_less_than_the_delete_margin_and_two_ticks_are_left() {
+        let second = Duration::from_secs(1);
+        // Long timeouts: at half, as always.
+        assert_eq!(extend_below(Duration::from_secs(60), second), Duration::from_secs(30));
+        // 3 s with a 1 s delete margin: ticks of 0.75 s, so from 2.5 s left, not 1.5 s.
+        assert_eq!(
+            extend_below(Duration::from_secs(3), second),
+            Duration::from_millis(2500)
+        );
+        // 10 s with a 5 s margin: ticks of 2.5 s, so from 10 s left (every tick).
+        assert_eq!(
+            extend_below(Duration::from_secs(10), 5 * second),
+            Duration::from_secs(10)
+        );
     }
 
     #[test]
@@ -362,11 +400,11 @@ mod tests {
         let t0 = Instant::now();
         // At 80 s, 20 s are left of the 100 s total: the extension is cut to 20 s.
         assert_eq!(
-            extension_for(at(t0, 80), t0, at(t0, 90), T, MAX),
+            extension_for(at(t0, 80), t0, at(t0, 90), T, T / 2, MAX),
             Some(Duration::from_secs(20))
         );
         // At 90 s with visibility to 100 s, nothing more can be had.
-        assert_eq!(extension_for(at(t0, 90), t0, at(t0, 100), T, MAX), None);
-        assert_eq!(extension_for(at(t0, 101), t0, at(t0, 110), T, MAX), None);
+        assert_eq!(extension_for(at(t0, 90), t0, at(t0, 100), T, T / 2, MAX), None);
+        assert_eq!(extension_for(at(t0, 101), t0, at(t0, 110), T, T / 2, MAX), None);
     }
 }

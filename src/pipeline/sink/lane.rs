@@ -62,7 +62,7 @@ pub(crate) async fn run_lane(
             continue;
         }
         if !lane.buffer.is_empty() && (closed || lane.has_full_batch()) {
-            lane.send_batch().await;
+            lane.send_batch(&mut input).await;
             continue;
         }
         if closed {
@@ -86,7 +86,7 @@ pub(crate) async fn run_lane(
             },
             _ = shutdown.cancelled(), if !lane.stopping => lane.stop(),
             _ = sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
-                lane.send_batch().await;
+                lane.send_batch(&mut input).await;
             }
         }
     }
@@ -218,7 +218,7 @@ impl Lane {
         }
     }
 
-    async fn send_batch(&mut self) {
+    async fn send_batch(&mut self, input: &mut mpsc::Receiver<OutboundRecord>) {
         let batch = self.next_batch();
         if batch.is_empty() {
             return;
@@ -228,44 +228,30 @@ impl Lane {
         }
         let metrics = self.context.metrics.clone();
         let started = Instant::now();
-        let result = self.put_records(&batch).await;
+        // Shutdown is seen during the call too: what waits behind it is given back now, not
+        // when a call that may never be answered times out, perhaps after the drain deadline.
+        let result = {
+            let call = put_records(self.context.client.clone(), self.context.stream_name.clone(), &batch);
+            tokio::pin!(call);
+            let mut input_open = true;
+            loop {
+                tokio::select! {
+                    result = &mut call => break result,
+                    _ = self.context.shutdown.cancelled(), if !self.stopping => self.stop(),
+                    // Stopping: what the sources still hand over is given back as it comes.
+                    record = input.recv(), if self.stopping && input_open => match record {
+                        Some(record) => self.push(record),
+                        None => input_open = false,
+                    },
+                }
+            }
+        };
         self.activity.progressed();
         metrics.put_records_duration.observe(started.elapsed().as_secs_f64());
         match result {
             Ok(results) => self.settle_answer(batch, &results),
             Err(failure) => self.call_failed(batch, failure).await,
         }
-    }
-
-    /// One PutRecords call; its per-record results, as many as records sent.
-    async fn put_records(&self, batch: &[OutboundRecord]) -> Result<Vec<PutRecordsResultEntry>, CallFailure> {
-        let entries = batch
-            .iter()
-            .map(|r| {
-                PutRecordsRequestEntry::builder()
-                    .data(Blob::new(r.data.clone()))
-                    .partition_key(&r.partition_key)
-                    .build()
-            })
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| CallFailure::Transient(e.to_string()))?;
-        let output = self
-            .context
-            .client
-            .put_records()
-            .stream_name(&self.context.stream_name)
-            .set_records(Some(entries))
-            .send()
-            .await
-            .map_err(|e| classify_call(&e))?;
-        if output.records().len() != batch.len() {
-            return Err(CallFailure::Transient(format!(
-                "PutRecords answered {} results for {} records",
-                output.records().len(),
-                batch.len()
-            )));
-        }
-        Ok(output.records)
     }
 
     /// An answered call: confirms what was written, puts back what was not.
@@ -414,4 +400,37 @@ impl Lane {
         }
         self.context.deleter.push(message.clone());
     }
+}
+
+/// One PutRecords call; its per-record results, as many as records sent.
+async fn put_records(
+    client: aws_sdk_kinesis::Client,
+    stream_name: String,
+    batch: &[OutboundRecord],
+) -> Result<Vec<PutRecordsResultEntry>, CallFailure> {
+    let entries = batch
+        .iter()
+        .map(|r| {
+            PutRecordsRequestEntry::builder()
+                .data(Blob::new(r.data.clone()))
+                .partition_key(&r.partition_key)
+                .build()
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| CallFailure::Transient(e.to_string()))?;
+    let output = client
+        .put_records()
+        .stream_name(stream_name)
+        .set_records(Some(entries))
+        .send()
+        .await
+        .map_err(|e| classify_call(&e))?;
+    if output.records().len() != batch.len() {
+        return Err(CallFailure::Transient(format!(
+            "PutRecords answered {} results for {} records",
+            output.records().len(),
+            batch.len()
+        )));
+    }
+    Ok(output.records)
 }
