@@ -28,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 use super::breaker::Breaker;
 use super::dead_letter::{DeadLetterQueue, Disposal, dispose};
 use super::deleter::DeleteQueue;
-use super::message::{InFlightMessage, InFlightMetrics, NewMessage, Receipt};
+use super::message::{GiveUp, InFlightMessage, InFlightMetrics, NewMessage, Receipt};
 use super::sink::{OutboundRecord, lane_for};
 use crate::aws::Clients;
 use crate::liveness::Activity;
@@ -173,6 +173,7 @@ pub(crate) async fn run(receiver: Receiver) {
                 outputs,
                 &receiver.metrics,
                 &receiver.activity,
+                shutdown,
             )
             .await;
         }
@@ -391,16 +392,22 @@ async fn route(
     outputs: &Outputs,
     metrics: &SourceMetrics,
     activity: &Activity,
+    shutdown: &CancellationToken,
 ) {
     let Received { entry, body, body_room } = received;
     let cap = outputs.max_in_flight_bytes;
     let reserved = body.len().saturating_mul(DECODE_HEAP_PER_BODY_BYTE).clamp(1, cap);
-    let Ok(mut bytes) = outputs
-        .in_flight_bytes
-        .clone()
-        .acquire_many_owned(reserved as u32)
-        .await
-    else {
+    let room = tokio::select! {
+        biased;
+        _ = shutdown.cancelled() => None,
+        room = outputs.in_flight_bytes.clone().acquire_many_owned(reserved as u32) => room.ok(),
+    };
+    let Some(mut bytes) = room else {
+        // Stopping (perhaps while it waited for room): nothing of it has started, so it goes
+        // back to the queue now rather than after its visibility timeout.
+        if shutdown.is_cancelled() && entry.give_up(GiveUp::GivenBack) {
+            let _ = outputs.give_back.send(entry.receipt().clone());
+        }
         return;
     };
     let (body, decoded) = decode_off_the_workers(body, settings).await;

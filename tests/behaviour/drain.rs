@@ -222,11 +222,9 @@ async fn at_shutdown_finished_messages_are_deleted_without_waiting_for_the_delet
     assert_eq!(fake.records(crate::rig::STREAM).len(), sent.events);
 }
 
-/// Fails: a receiver waiting for room in the byte cap does not watch for shutdown, and the
-/// lanes give back only what reaches them. While the started message cannot be written, the
-/// messages of its batch that wait behind it are neither sent nor given back: at the deadline
-/// they are dropped hidden, for their whole visibility timeout.
-#[ignore = "collector bug: messages waiting for the byte cap are not given back at shutdown"]
+/// A receiver waiting for room in the byte cap watches for shutdown: while the started message
+/// cannot be written, the messages of its batch that wait behind it are given back, not left
+/// hidden for their whole visibility timeout.
 #[tokio::test(start_paused = true)]
 async fn past_the_drain_deadline_messages_waiting_for_the_byte_cap_are_given_back() {
     // One receive of four: three whose decoding takes the whole cap, so that only the first
