@@ -124,7 +124,11 @@ async fn past_the_drain_deadline_nothing_unpublished_is_deleted_and_unstarted_me
     assert!(given_back < received, "the started messages must not be given back");
     assert_eq!(metric(&metrics, "telemetry_collector_deletes_total{outcome=\"ok\"}"), 0);
     assert!(env.read_stream().await.is_empty());
-    assert_eq!(env.queue_total().await, 20, "nothing unpublished may be deleted");
+    // moto leaves a message out of both counts while a give-back's 3 s keep it hidden.
+    wait_until("nothing unpublished is deleted", Duration::from_secs(15), || async {
+        env.queue_total().await == 20
+    })
+    .await;
     // Given back means visible again within 3 s, not after the 120 s visibility timeout. Every
     // receipt was either given back or kept hidden because its message was started.
     let kept_hidden = received - given_back;
@@ -659,7 +663,13 @@ async fn after_shutdown_is_signalled_no_new_receive_starts() {
         receives_before,
         "a receive started after shutdown was signalled"
     );
-    assert_eq!(env.queue_total().await, 60, "nothing unpublished is deleted");
+    // moto leaves a message out of both counts while a ChangeMessageVisibility keeps it hidden,
+    // as the 3 s of a give-back do: wait for them to pass.
+    wait_until("nothing unpublished is deleted", Duration::from_secs(15), || async {
+        env.queue_total().await == 60
+    })
+    .await;
+    assert_eq!(metric(&metrics, "telemetry_collector_deletes_total{outcome=\"ok\"}"), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
