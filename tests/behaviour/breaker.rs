@@ -7,10 +7,7 @@ use crate::rig::{AwsError, Op, Rig, exactly_once_in_order};
 #[tokio::test(start_paused = true)]
 async fn a_missing_stream_opens_the_breaker_and_stops_receiving_until_the_stream_is_back() {
     let rig = Rig::start(&[]).await;
-    rig.wait_until("the collector has started", |rig| {
-        !rig.fake.calls(Op::ReceiveMessage).is_empty()
-    })
-    .await;
+    rig.wait_for_call(Op::ReceiveMessage, "the collector has started").await;
     rig.fake
         .fail_calls(Op::PutRecords, usize::MAX, AwsError::stream_not_found());
     // The probe finds no stream either: no trial receive is let through.

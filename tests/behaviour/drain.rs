@@ -51,9 +51,8 @@ async fn stop_past_the_deadline_and_check(rig: Rig, drain: Duration) {
     assert!(fake.calls(Op::DeleteMessageBatch).is_empty(), "nothing deleted");
     // Every call retries the same records: the largest call holds every message started.
     let started = fake
-        .calls(Op::PutRecords)
-        .iter()
-        .map(|c| c.entries)
+        .entries(Op::PutRecords)
+        .into_iter()
         .max()
         .expect("a PutRecords call");
     assert!((1..20).contains(&started), "{started} messages started");
@@ -162,10 +161,8 @@ async fn a_receive_answered_during_the_shutdown_grace_has_its_messages_given_bac
     // Set before the collector runs: every receive answers a second after it takes messages,
     // so the one under way at shutdown has taken its message but not yet answered.
     rig.fake.set_latency(Op::ReceiveMessage, Duration::from_secs(2));
-    rig.wait_until("the first long poll is waiting", |rig| {
-        !rig.fake.calls(Op::ReceiveMessage).is_empty()
-    })
-    .await;
+    rig.wait_for_call(Op::ReceiveMessage, "the first long poll is waiting")
+        .await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let sent = rig.send(1, 2);
     let (fake, queue, metrics) = (rig.fake.clone(), rig.queue.clone(), rig.metrics.clone());

@@ -12,8 +12,7 @@ const ONE_LANE: (&str, &str) = ("DATA_STREAM_CONCURRENCY", "1");
 /// When the only submission's records were sent, from the moment it was put on the queue.
 async fn first_call_delay(rig: &Rig) -> Duration {
     let sent_at = Instant::now();
-    rig.wait_until("a PutRecords call", |rig| !rig.fake.calls(Op::PutRecords).is_empty())
-        .await;
+    rig.wait_for_call(Op::PutRecords, "a PutRecords call").await;
     rig.fake.calls(Op::PutRecords)[0].at - sent_at
 }
 
@@ -60,8 +59,7 @@ async fn records_arriving_while_a_call_is_in_flight_go_together_in_the_next_call
     let rig = Rig::start(&[ONE_LANE]).await;
     rig.fake.set_latency(Op::PutRecords, Duration::from_millis(100));
     let mut sent = vec![rig.send(1, 1)];
-    rig.wait_until("the first call", |rig| !rig.fake.calls(Op::PutRecords).is_empty())
-        .await;
+    rig.wait_for_call(Op::PutRecords, "the first call").await;
     sent.extend((2..=4).map(|n| rig.send(n, 300)));
     rig.wait_until_queue_empty().await;
 
@@ -145,7 +143,7 @@ async fn a_refusal_naming_no_record_halves_the_calls_until_one_passes_and_then_t
     let sent = rig.send(1, 1000);
     rig.wait_until_queue_empty().await;
 
-    let entries: Vec<usize> = rig.fake.calls(Op::PutRecords).iter().map(|c| c.entries).collect();
+    let entries: Vec<usize> = rig.fake.entries(Op::PutRecords);
     assert_eq!(
         entries[1],
         entries[0] / 2,

@@ -98,6 +98,11 @@ impl Rig {
         }
     }
 
+    /// Waits until the fake has seen a call of `op`.
+    pub async fn wait_for_call(&self, op: Op, what: &str) {
+        self.wait_until(what, |rig| !rig.fake.calls(op).is_empty()).await;
+    }
+
     /// Waits until the queue holds nothing: every message deleted.
     pub async fn wait_until_queue_empty(&self) {
         self.wait_until("every message is deleted", |rig| {

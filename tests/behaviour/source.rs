@@ -60,21 +60,13 @@ async fn a_receipt_that_expired_while_its_events_were_sent_brings_the_message_ba
     let rig = Rig::start(&[("DATA_STREAM_CONCURRENCY", "1")]).await;
     rig.fake.set_latency(Op::PutRecords, Duration::from_secs(10));
     let sent = rig.send(1, 3);
-    rig.wait_until("the first PutRecords call", |rig| {
-        !rig.fake.calls(Op::PutRecords).is_empty()
-    })
-    .await;
+    rig.wait_for_call(Op::PutRecords, "the first PutRecords call").await;
     rig.fake.expire_receipts(&rig.queue);
     rig.wait_until_queue_empty().await;
 
     let written = &rig.stream_events()[&sent.submission_id];
     assert!(in_order_subsequence(written, 3), "in order: {written:?}");
-    let deliveries = rig
-        .fake
-        .calls(Op::ReceiveMessage)
-        .iter()
-        .filter(|c| c.entries > 0)
-        .count();
+    let deliveries = rig.fake.deliveries().len();
     assert_eq!(deliveries, 2);
     rig.stop().await;
 }
@@ -108,12 +100,7 @@ async fn an_invalid_submission_the_dead_letter_queue_does_not_take_stays_in_the_
     rig.fake.send(&rig.queue, "this is not a submission");
     rig.wait_until_queue_empty().await;
 
-    let deliveries = rig
-        .fake
-        .calls(Op::ReceiveMessage)
-        .iter()
-        .filter(|c| c.entries > 0)
-        .count();
+    let deliveries = rig.fake.deliveries().len();
     assert_eq!(deliveries, 2, "kept after the failed forward, delivered again");
     assert_eq!(rig.fake.bodies(&rig.dead_letter), ["this is not a submission"]);
     assert_eq!(

@@ -10,9 +10,8 @@ use crate::rig::{AwsError, Op, Rig, exactly_once_in_order};
 /// When the single message's first delivery was answered.
 fn first_delivery(rig: &Rig) -> Instant {
     rig.fake
-        .calls(Op::ReceiveMessage)
-        .iter()
-        .find(|c| c.entries > 0)
+        .deliveries()
+        .first()
         .map(|c| c.at)
         .expect("the message was received")
 }
@@ -39,12 +38,7 @@ async fn a_message_waiting_on_a_failing_stream_is_extended_before_its_visibility
         assert_eq!(change.timeout, Duration::from_secs(30));
         visible_at = change.at + change.timeout;
     }
-    let deliveries = rig
-        .fake
-        .calls(Op::ReceiveMessage)
-        .iter()
-        .filter(|c| c.entries > 0)
-        .count();
+    let deliveries = rig.fake.deliveries().len();
     assert_eq!(deliveries, 1, "the message never became visible again");
     exactly_once_in_order(&rig, &[sent]);
     rig.stop().await;
@@ -59,24 +53,11 @@ async fn a_message_past_its_longest_visibility_is_no_longer_extended_and_comes_b
     .await;
     rig.fake.fail_calls(Op::PutRecords, usize::MAX, AwsError::internal());
     rig.send(1, 2);
-    rig.wait_until("a second delivery", |rig| {
-        rig.fake
-            .calls(Op::ReceiveMessage)
-            .iter()
-            .filter(|c| c.entries > 0)
-            .count()
-            >= 2
-    })
-    .await;
+    rig.wait_until("a second delivery", |rig| rig.fake.deliveries().len() >= 2)
+        .await;
 
     let first = first_delivery(&rig);
-    let second = rig
-        .fake
-        .calls(Op::ReceiveMessage)
-        .iter()
-        .filter(|c| c.entries > 0)
-        .nth(1)
-        .map(|c| c.at);
+    let second = rig.fake.deliveries().get(1).map(|c| c.at);
     let changes_in_first_delivery: Vec<_> = rig
         .fake
         .visibility_changes()
@@ -109,10 +90,7 @@ async fn at_shutdown_a_message_none_of_whose_events_was_sent_is_given_back_for_a
     // Slow, but within the call timeout (10 s): the call under way finishes during the drain.
     rig.fake.set_latency(Op::PutRecords, Duration::from_secs(8));
     let sending = rig.send(1, 1);
-    rig.wait_until("the first PutRecords call", |rig| {
-        !rig.fake.calls(Op::PutRecords).is_empty()
-    })
-    .await;
+    rig.wait_for_call(Op::PutRecords, "the first PutRecords call").await;
     let waiting = rig.send(2, 1);
     rig.wait_until("the second message is received", |rig| {
         rig.metric("telemetry_collector_messages_received_total") >= 2.0

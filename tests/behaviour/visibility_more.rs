@@ -8,12 +8,7 @@ use crate::rig::{AwsError, Op, Rig, exactly_once_in_order};
 /// The receive calls that brought the test's one message, by when each arrived (a long poll
 /// that waited arrives before it answers).
 fn deliveries(rig: &Rig) -> Vec<tokio::time::Instant> {
-    rig.fake
-        .calls(Op::ReceiveMessage)
-        .iter()
-        .filter(|c| c.entries > 0)
-        .map(|c| c.at)
-        .collect()
+    rig.fake.deliveries().iter().map(|c| c.at).collect()
 }
 
 #[tokio::test(start_paused = true)]
@@ -99,10 +94,8 @@ async fn a_message_arriving_late_in_a_long_poll_is_not_expired_on_arrival_and_is
         ("QUEUE_VISIBILITY_TIMEOUT_SEC", "5"),
     ])
     .await;
-    rig.wait_until("the first long poll is waiting", |rig| {
-        !rig.fake.calls(Op::ReceiveMessage).is_empty()
-    })
-    .await;
+    rig.wait_for_call(Op::ReceiveMessage, "the first long poll is waiting")
+        .await;
     tokio::time::sleep(Duration::from_secs(6)).await;
     let sent = rig.send(1, 3);
     rig.wait_until_queue_empty().await;
@@ -133,10 +126,7 @@ async fn a_message_waiting_for_its_lane_is_not_given_up_as_expiring_while_the_ke
     rig.fake.set_latency(Op::PutRecords, Duration::from_millis(2050));
     tokio::time::sleep(Duration::from_millis(900)).await;
     let first = rig.send(1, 1);
-    rig.wait_until("the first message's call", |rig| {
-        !rig.fake.calls(Op::PutRecords).is_empty()
-    })
-    .await;
+    rig.wait_for_call(Op::PutRecords, "the first message's call").await;
     // Received by the long poll sent at 0.9 s: its lease runs to 3.9 s, is due an extension
     // from 2.4 s (the tick at 3.0 s), and is expiring from 2.9 s; the lane is free at 2.95 s.
     tokio::time::sleep_until(start + Duration::from_millis(1100)).await;

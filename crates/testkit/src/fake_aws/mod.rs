@@ -291,6 +291,18 @@ impl FakeAws {
         self.world().calls.iter().filter(|c| c.op == op).cloned().collect()
     }
 
+    /// The records or entries of each call of `op`, in order.
+    pub fn entries(&self, op: Op) -> Vec<usize> {
+        self.calls(op).iter().map(|c| c.entries).collect()
+    }
+
+    /// The ReceiveMessage calls that brought messages, in order: one per delivery batch.
+    pub fn deliveries(&self) -> Vec<CallLog> {
+        let mut receives = self.calls(Op::ReceiveMessage);
+        receives.retain(|c| c.entries > 0);
+        receives
+    }
+
     /// Every visibility change applied, in order.
     pub fn visibility_changes(&self) -> Vec<VisibilityChange> {
         self.world().visibility_changes.clone()
