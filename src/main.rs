@@ -144,7 +144,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match command {
+    let code = match command {
         Command::Check => runtime.block_on(check(config, region, shutdown, Checked::Collector)),
         Command::SuperviseCheck => runtime.block_on(check(config, region, shutdown, Checked::Supervisor)),
         Command::Supervise => {
@@ -155,8 +155,16 @@ fn main() -> ExitCode {
             init_logs();
             runtime.block_on(collect(config, region, shutdown))
         }
-    }
+    };
+    // The work is done (drained, or given up at the deadline): a blocking task still running,
+    // such as a DNS lookup of a connection being opened, must not hold the exit. Dropping the
+    // runtime would wait for it without bound, and the orchestrator would kill the process.
+    runtime.shutdown_timeout(EXIT_GRACE);
+    code
 }
+
+/// How long the exit waits for tasks still running once the collector has stopped.
+const EXIT_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// `telemetry-collector healthcheck`: only `HTTP_LISTEN_ADDRESS` matters, so that a health
 /// check never fails on another setting.
