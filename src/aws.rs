@@ -15,6 +15,7 @@ use aws_config::SdkConfig;
 use aws_sdk_kinesis::config::timeout::TimeoutConfig;
 use aws_sdk_kinesis::types::{StreamMode, StreamStatus};
 use aws_sdk_sqs::error::DisplayErrorContext;
+use aws_smithy_runtime_api::client::http::SharedHttpClient;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::kit::{Counters, outcome};
@@ -51,6 +52,9 @@ pub(crate) struct Queue {
 pub(crate) struct Clients {
     pub sqs: aws_sdk_sqs::Client,
     pub kinesis: aws_sdk_kinesis::Client,
+    /// The SQS client's HTTP client, which a ReceiveMessage call wraps to reserve its answer's
+    /// size in the body budget (`pipeline::body_budget`).
+    pub sqs_http: SharedHttpClient,
     /// The attempt timeout of every call but ReceiveMessage.
     pub call_timeout: Duration,
 }
@@ -58,8 +62,10 @@ pub(crate) struct Clients {
 impl Clients {
     pub fn new(sdk_config: &SdkConfig, call_timeout: Duration) -> Clients {
         let timeouts = timeouts(call_timeout);
+        let sqs_http = sdk_config.http_client().unwrap_or_else(default_https_client);
         let sqs = aws_sdk_sqs::Client::from_conf(
             aws_sdk_sqs::config::Builder::from(sdk_config)
+                .http_client(sqs_http.clone())
                 .retry_config(aws_sdk_sqs::config::retry::RetryConfig::disabled())
                 .timeout_config(timeouts.clone())
                 .build(),
@@ -73,6 +79,7 @@ impl Clients {
         Clients {
             sqs,
             kinesis,
+            sqs_http,
             call_timeout,
         }
     }
@@ -82,6 +89,25 @@ impl Clients {
     pub(crate) fn receive_override(&self, wait_time: Duration) -> aws_sdk_sqs::config::Builder {
         aws_sdk_sqs::config::Builder::default().timeout_config(timeouts(wait_time + self.call_timeout))
     }
+}
+
+/// The SDK's default HTTPS client, as its clients build it when none is set (rustls with
+/// aws-lc, the proxy taken from `HTTPS_PROXY`/`NO_PROXY`), made here so that the ReceiveMessage
+/// call can wrap the very client the other SQS calls use, and share its connections.
+fn default_https_client() -> SharedHttpClient {
+    aws_smithy_http_client::Builder::new().build_with_connector_fn(|settings, components| {
+        let mut connector = aws_smithy_http_client::ConnectorBuilder::default().tls_provider(
+            aws_smithy_http_client::tls::Provider::Rustls(
+                aws_smithy_http_client::tls::rustls_provider::CryptoMode::AwsLc,
+            ),
+        );
+        connector.set_connector_settings(settings.cloned());
+        if let Some(components) = components {
+            connector.set_sleep_impl(components.sleep_impl());
+        }
+        connector.set_proxy_config(Some(aws_smithy_http_client::proxy::ProxyConfig::from_env()));
+        connector.build()
+    })
 }
 
 /// The connect and attempt timeouts of every call of a client.

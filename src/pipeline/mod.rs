@@ -14,6 +14,7 @@
 //! result; everything else leaves it in the queue to come back. The [`breaker`] pauses
 //! receiving while Kinesis fails; [`stages`] supervises every stage.
 
+pub(crate) mod body_budget;
 pub mod breaker;
 pub mod dead_letter;
 pub mod deleter;
@@ -77,8 +78,8 @@ pub(crate) struct Shared {
 /// receivers and the lanes have, and the visibility keeper when they all have and every message
 /// it watches is deleted or given up.
 ///
-/// `max_body_bytes` is the largest body the queue accepts: each receive reserves that much of
-/// the body budget per message it asks for.
+/// `max_body_bytes` is the largest body the queue accepts: what a receive's answer without a
+/// `Content-Length` reserves of the body budget per message asked for.
 pub(crate) fn spawn(
     settings: &Settings,
     stream_name: &str,
@@ -119,8 +120,7 @@ pub(crate) fn spawn(
         dead_letter,
         in_flight: Arc::new(Semaphore::new(settings.in_flight.messages)),
         in_flight_bytes: Arc::new(Semaphore::new(settings.in_flight.bytes)),
-        body_bytes: Arc::new(Semaphore::new(settings.in_flight.bytes)),
-        max_body_bytes: max_body_bytes.clamp(1, settings.in_flight.bytes),
+        body_budget: body_budget::BodyBudget::new(settings.in_flight.bytes, max_body_bytes),
         in_flight_metrics: shared.metrics.in_flight.clone(),
         events_in_flight: shared.metrics.sink.events_in_flight.clone(),
         max_in_flight_bytes: settings.in_flight.bytes,

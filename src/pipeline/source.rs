@@ -25,6 +25,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::time::sleep;
 use tokio_util::sync::CancellationToken;
 
+use super::body_budget::{BodyBudget, Ticket};
 use super::breaker::Breaker;
 use super::dead_letter::{DeadLetterQueue, Disposal, dispose};
 use super::deleter::DeleteQueue;
@@ -92,10 +93,7 @@ pub(crate) struct Outputs {
     /// The byte cap; a message larger than it takes the whole of it.
     pub max_in_flight_bytes: usize,
     /// The budget of raw bodies received and not yet decoded, as large as the byte cap.
-    pub body_bytes: Arc<Semaphore>,
-    /// The largest body the queue accepts (at most the byte cap): what a receive reserves of
-    /// the body budget per message it asks for, before it knows their sizes.
-    pub max_body_bytes: usize,
+    pub body_budget: BodyBudget,
     /// What every message in flight counts itself in.
     pub in_flight_metrics: InFlightMetrics,
     /// What every event on its way to the stream counts itself in (the sink's gauge).
@@ -136,7 +134,7 @@ pub(crate) async fn run(receiver: Receiver) {
                 Err(_) => return,
             },
         };
-        let Some((asked, bodies_room)) = receiver.reserve_bodies().await else {
+        let Some(ticket) = outputs.body_budget.ticket(batch_size as usize, shutdown).await else {
             return;
         };
         // Checked last, right before the call: a receiver that waited for room may find the
@@ -146,9 +144,10 @@ pub(crate) async fn run(receiver: Receiver) {
             _ = shutdown.cancelled() => return,
             _ = outputs.breaker.wait_may_receive() => {}
         }
-        let Some((answer, timing)) = receiver.receive(asked).await else {
+        let Some((answer, timing)) = receiver.receive(&ticket).await else {
             return;
         };
+        let bodies_room = ticket.into_room();
         let messages = match answer {
             Ok(messages) => {
                 episode.succeeded();
@@ -195,24 +194,10 @@ pub(crate) struct Receiver {
 }
 
 impl Receiver {
-    /// Reserves room in the body budget for the largest bodies the next receive can bring, and
-    /// says how many messages to ask for: as many as fit, at least one (which waits for room).
-    /// The bodies' real sizes replace the reservation when they arrive. `None` when stopping.
-    async fn reserve_bodies(&self) -> Option<(i32, OwnedSemaphorePermit)> {
-        let per_message = self.outputs.max_body_bytes;
-        let fits = self.outputs.body_bytes.available_permits() / per_message;
-        let asked = fits.clamp(1, self.settings.batch_size as usize);
-        let room = tokio::select! {
-            biased;
-            _ = self.shutdown.cancelled() => return None,
-            room = self.outputs.body_bytes.clone().acquire_many_owned((asked * per_message) as u32) => room.ok()?,
-        };
-        Some((asked as i32, room))
-    }
-
-    /// One long poll for up to `asked` messages, and when its answer arrived. `None` when
-    /// shutdown came first.
-    async fn receive(&self, asked: i32) -> Option<(Result<Vec<Message>, String>, ReceiveTiming)> {
+    /// One long poll for the messages `ticket` asked for, and when its answer arrived; the
+    /// answer's size is reserved in the body budget, with the ticket, when its headers arrive.
+    /// `None` when shutdown came first.
+    async fn receive(&self, ticket: &Ticket) -> Option<(Result<Vec<Message>, String>, ReceiveTiming)> {
         let settings = &self.settings;
         self.metrics.receive_calls.inc();
         self.activity.busy();
@@ -223,13 +208,17 @@ impl Receiver {
                 .sqs
                 .receive_message()
                 .queue_url(&self.queue_url)
-                .max_number_of_messages(asked)
+                .max_number_of_messages(ticket.asked() as i32)
                 // For the freshness from the queue: when SQS accepted the message.
                 .message_system_attribute_names(MessageSystemAttributeName::SentTimestamp)
                 .wait_time_seconds(settings.wait_time.as_secs() as i32)
                 .visibility_timeout(settings.visibility_timeout.as_secs() as i32)
                 .customize()
-                .config_override(self.clients.receive_override(settings.wait_time))
+                .config_override(
+                    self.clients
+                        .receive_override(settings.wait_time)
+                        .http_client(ticket.http_client(self.clients.sqs_http.clone())),
+                )
                 .send(),
         );
         tokio::pin!(call);
@@ -265,16 +254,17 @@ impl Receiver {
     }
 
     /// Makes each message of a batch a message in flight, with one of the batch's permits and
-    /// its body's share of the body budget (from the receive's reservation; the rest goes back),
+    /// its body's share of the body budget (from the answer's reservation; the rest goes back),
     /// and has the keeper watch them all before any is routed: every message of the batch stays
     /// hidden while the earlier ones wait for room. `None` when stopping.
     async fn take_in(
         &self,
         messages: Vec<Message>,
         mut permits: OwnedSemaphorePermit,
-        mut bodies_room: OwnedSemaphorePermit,
+        bodies_room: Option<OwnedSemaphorePermit>,
         timing: ReceiveTiming,
     ) -> Option<Vec<Received>> {
+        let mut bodies_room = bodies_room;
         let mut batch = Vec::with_capacity(messages.len());
         for message in messages {
             self.metrics.messages_received.inc();
@@ -293,11 +283,13 @@ impl Receiver {
                 continue;
             };
             let body = message.body.unwrap_or_default();
-            // Within the reservation unless the queue sent more than its own limit said (the
-            // limit raised since start): then the body is already here, and waiting for room
-            // could only stall; it takes what is left.
+            // Within the reservation, which is at least the answer's length, unless the answer
+            // was larger than the whole budget: then the body is already here, and waiting for
+            // room could only stall; it takes what is left.
             let share = body.len().clamp(1, self.outputs.max_in_flight_bytes);
-            let body_room = bodies_room.split(share.min(bodies_room.num_permits()))?;
+            let body_room = bodies_room
+                .as_mut()
+                .and_then(|room| room.split(share.min(room.num_permits())));
             let entry = InFlightMessage::new(
                 NewMessage {
                     receipt: Receipt { message_id, handle },
@@ -333,8 +325,9 @@ fn sent_timestamp(message: &Message) -> Option<SystemTime> {
 struct Received {
     entry: Arc<InFlightMessage>,
     body: String,
-    /// The body's share of the body budget, held while the body is.
-    body_room: OwnedSemaphorePermit,
+    /// The body's share of the body budget, held while the body is (none only when the answer
+    /// came without a reservation, which the receive's HTTP client always makes).
+    body_room: Option<OwnedSemaphorePermit>,
 }
 
 /// Bodies up to this size are decoded on the receiver's own task; larger ones (a 1 MiB body

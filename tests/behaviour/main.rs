@@ -8,6 +8,7 @@
 
 mod rig;
 
+mod body_budget;
 mod breaker;
 mod caps;
 mod deleter;

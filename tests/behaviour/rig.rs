@@ -40,10 +40,17 @@ impl Rig {
     /// A queue, a dead-letter queue and a two-shard stream, and a collector on them with the
     /// default settings and `overrides`.
     pub async fn start(overrides: &[(&str, &str)]) -> Rig {
+        Rig::start_with(overrides, |_, _| {}).await
+    }
+
+    /// As [`Rig::start`], with `setup` done to the fake and the queue before the collector
+    /// starts.
+    pub async fn start_with(overrides: &[(&str, &str)], setup: impl FnOnce(&FakeAws, &str)) -> Rig {
         let fake = FakeAws::new();
         let queue = fake.create_queue("submissions");
         let dead_letter = fake.create_queue("submissions-dead-letter");
         fake.create_stream(STREAM, 2);
+        setup(&fake, &queue);
         let mut vars: HashMap<String, String> = [
             ("SUBMISSIONS_QUEUE_URL", queue.as_str()),
             ("EVENTS_DATA_STREAM_NAME", STREAM),

@@ -238,6 +238,13 @@ impl FakeAws {
         url
     }
 
+    /// Sets a queue's `MaximumMessageSize` attribute (256 KiB unless set).
+    pub fn set_max_message_size(&self, queue_url: &str, bytes: usize) {
+        if let Some(queue) = self.world().queues.get_mut(queue_url) {
+            queue.max_message_size = bytes;
+        }
+    }
+
     /// Creates a provisioned stream of `shards` shards.
     pub fn create_stream(&self, name: &str, shards: usize) {
         self.world()

@@ -41,6 +41,9 @@ pub(super) struct Queue {
     /// The valid receipts of messages deleted.
     deleted_receipts: HashSet<String>,
     receipts_issued: u64,
+    /// Its `MaximumMessageSize` attribute (SQS's default for a queue created without it: 256
+    /// KiB). Not enforced on sends: a test puts what it wants to.
+    pub(super) max_message_size: usize,
 }
 
 impl Queue {
@@ -51,6 +54,7 @@ impl Queue {
             deleted: 0,
             deleted_receipts: HashSet::new(),
             receipts_issued: 0,
+            max_message_size: 262_144,
         }
     }
 
@@ -313,8 +317,7 @@ pub(super) fn get_queue_attributes(world: &World, request: &Value) -> Result<(Va
     let queue = world.queues.get(url).ok_or_else(no_queue)?;
     let counts = queue.counts(Instant::now());
     let all = json!({
-        // SQS's default for a queue created without the attribute.
-        "MaximumMessageSize": "262144",
+        "MaximumMessageSize": queue.max_message_size.to_string(),
         "VisibilityTimeout": DEFAULT_VISIBILITY.as_secs().to_string(),
         "ApproximateNumberOfMessages": counts.visible.to_string(),
         "ApproximateNumberOfMessagesNotVisible": counts.in_flight.to_string(),

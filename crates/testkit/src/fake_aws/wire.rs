@@ -141,7 +141,11 @@ fn respond(kinesis: bool, result: Result<Value, AwsError>) -> HttpResponse {
         Err(error) => (error.status, json!({"__type": error.code, "message": error.message})),
     };
     let status = StatusCode::try_from(status).unwrap_or_else(|_| StatusCode::try_from(500).expect("500 is a status"));
-    let mut response = HttpResponse::new(status, SdkBody::from(body.to_string()));
+    let body = body.to_string();
+    let length = body.len().to_string();
+    let mut response = HttpResponse::new(status, SdkBody::from(body));
     response.headers_mut().insert("content-type", content_type);
+    // As AWS does: the collector reserves an answer's size from it before reading the body.
+    response.headers_mut().insert("content-length", length);
     response
 }
