@@ -180,9 +180,19 @@ async fn run(binary: &str, bodies: &[String], events: u64, latency_ms: u64, time
     let started = Instant::now();
     let messages = bodies.len() as f64;
     let (mut peak_awaiting_delete, mut peak_in_flight) = (0f64, 0f64);
+    // When the first message was received, and when each tenth of the events was published:
+    // where the time goes (start, steady rate, tail).
+    let (mut first_received, mut tenths) = (None, Vec::new());
     loop {
         let (_, text) = http_get(addr, "/metrics").await;
         let value = |name: &str| sample(&text, name).unwrap_or(0.0);
+        if first_received.is_none() && value("telemetry_collector_messages_received_total") > 0.0 {
+            first_received = Some(started.elapsed().as_secs_f64());
+        }
+        let published = value("telemetry_collector_events_published_total") / events as f64;
+        while tenths.len() < 10 && published >= (tenths.len() + 1) as f64 / 10.0 {
+            tenths.push(started.elapsed().as_secs_f64());
+        }
         peak_awaiting_delete = peak_awaiting_delete.max(value("telemetry_collector_messages_awaiting_delete"));
         peak_in_flight = peak_in_flight.max(value("telemetry_collector_messages_in_flight"));
         if value("telemetry_collector_events_published_total") >= events as f64
@@ -217,6 +227,12 @@ async fn run(binary: &str, bodies: &[String], events: u64, latency_ms: u64, time
     println!(
         "+{latency_ms} ms: {events} events in {seconds:.1} s = {:.0} events/s; peak deleter backlog {peak_awaiting_delete:.0}, peak in flight {peak_in_flight:.0}",
         result.events_per_s
+    );
+    let tenths: Vec<String> = tenths.iter().map(|t| format!("{t:.1}")).collect();
+    println!(
+        "  first message received at {:.2} s; each tenth of the events published by [{}] s; every delete answered at {seconds:.1} s",
+        first_received.unwrap_or(0.0),
+        tenths.join(", ")
     );
     result
 }

@@ -93,7 +93,7 @@ pub(crate) const QUEUE_VISIBILITY_MAX_TOTAL_SEC: Setting = setting(
 );
 pub const QUEUE_RECEIVERS: Setting = setting(
     "QUEUE_RECEIVERS",
-    "16",
+    "32",
     "1-64",
     "Concurrent long-poll loops. Each brings at most 10 messages per round trip, so this many keep receiving ahead of the sink at up to ~80 ms of network round-trip time; on an empty queue each costs one ReceiveMessage call per QUEUE_WAIT_TIME_SEC.",
 );
@@ -111,7 +111,7 @@ pub(crate) const QUEUE_MAX_RECEIPTS_TO_DELETE_AT_ONCE: Setting = setting(
 );
 pub(crate) const QUEUE_DELETE_CONCURRENCY: Setting = setting(
     "QUEUE_DELETE_CONCURRENCY",
-    "16",
+    "64",
     "1-256",
     "DeleteMessageBatch calls in flight at once, so that deleting keeps up whatever the round-trip time.",
 );
@@ -153,7 +153,7 @@ pub(crate) const DATA_STREAM_MAX_RECORD_BYTES: Setting = setting(
 );
 pub(crate) const DATA_STREAM_CONCURRENCY: Setting = setting(
     "DATA_STREAM_CONCURRENCY",
-    "4",
+    "8",
     "1-64",
     "PutRecords calls in flight at once. Events are spread over this many sender lanes by partition key, so one submission's events always share a lane and stay in order.",
 );
@@ -167,7 +167,7 @@ pub(crate) const MAX_IN_FLIGHT_BYTES: Setting = setting(
     "MAX_IN_FLIGHT_BYTES",
     "16777216",
     "1048576-2147483648",
-    "Memory for messages in flight, twice over: up to this many bytes of raw bodies received and not yet decoded (each receive reserves 64 KiB per message it asks for before its call, then its answer's Content-Length when the answer's headers arrive, before the body is read; it asks for no more of the queue's MaximumMessageSize than this holds), and up to this many bytes of what decoding and the records take (40 per body byte is reserved before a body is decoded, then what its records take: data + partition key + 64 per record, held until they are published). A message that does not fit waits, and receiving with it; a message larger than the cap goes through alone. Memory stays under about twice this plus 30 MiB.",
+    "Memory for messages in flight, twice over: up to this many bytes of raw bodies received and not yet decoded (each receive reserves 32 KiB per message it asks for before its call, then its answer's Content-Length when the answer's headers arrive, before the body is read; it asks for no more of the queue's MaximumMessageSize than this holds), and up to this many bytes of what decoding and the records take (40 per body byte is reserved before a body is decoded, then what its records take: data + partition key + 64 per record, held until they are published). A message that does not fit waits, and receiving with it; a message larger than the cap goes through alone. Memory stays under about twice this plus 30 MiB.",
 );
 pub(crate) const DEAD_LETTER_QUEUE_URL: Setting = setting(
     "DEAD_LETTER_QUEUE_URL",
@@ -812,7 +812,7 @@ mod tests {
         assert_eq!(c.stall_timeout, Duration::from_secs(120));
         assert_eq!(
             (c.pipeline.deleter.concurrency, c.pipeline.visibility.concurrency),
-            (16, 8)
+            (64, 8)
         );
         let c = Config::from_vars(&vars(&[("AWS_CALL_TIMEOUT_SEC", "0.5"), ("QUEUE_WAIT_TIME_SEC", "1")])).unwrap();
         assert_eq!(c.call_timeout, Duration::from_millis(500));

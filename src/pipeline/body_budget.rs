@@ -32,7 +32,7 @@ use tokio_util::sync::CancellationToken;
 /// What a receive reserves before its call, per message asked for (or the queue's largest
 /// body, when smaller). Large enough that a receive's answer of typical submissions fits in
 /// its ticket, small enough that every receiver's ticket fits in the default budget.
-pub(crate) const TICKET_BYTES_PER_MESSAGE: usize = 64 * 1024;
+pub(crate) const TICKET_BYTES_PER_MESSAGE: usize = 32 * 1024;
 
 /// The budget of raw bodies received and not yet decoded.
 #[derive(Clone, Debug)]
@@ -217,10 +217,13 @@ mod tests {
         }
     }
 
-    /// A 1 MiB budget for a queue of 256 KiB messages: a receive asks for 4, with a 256 KiB
-    /// ticket.
+    /// One receive's ticket in [`budget`]: four messages' worth.
+    const TICKET: usize = 4 * TICKET_BYTES_PER_MESSAGE;
+
+    /// A budget of four tickets for a queue whose largest body is a ticket: a receive asks for
+    /// four messages (the whole budget's worth of the largest bodies).
     fn budget() -> BodyBudget {
-        BodyBudget::new(1024 * KIB, 256 * KIB)
+        BodyBudget::new(4 * TICKET, TICKET)
     }
 
     async fn ticket(budget: &BodyBudget) -> Ticket {
@@ -255,11 +258,7 @@ mod tests {
         let budget = budget();
         let first = ticket(&budget).await;
         assert_eq!(first.asked(), 4);
-        assert_eq!(
-            budget.room.available_permits(),
-            768 * KIB,
-            "a ticket of 64 KiB per message"
-        );
+        assert_eq!(budget.room.available_permits(), 3 * TICKET);
         let small = BodyBudget::new(1024 * KIB, 8 * KIB);
         assert_eq!(ticket(&small).await.asked(), 10, "at most the batch size");
     }
@@ -269,7 +268,7 @@ mod tests {
         let budget = budget();
         let ticket = ticket(&budget).await;
         call(&ticket, 10 * KIB, true).await;
-        assert_eq!(budget.room.available_permits(), 1014 * KIB);
+        assert_eq!(budget.room.available_permits(), 4 * TICKET - 10 * KIB);
         assert_eq!(held(ticket), 10 * KIB);
     }
 
@@ -277,9 +276,9 @@ mod tests {
     async fn an_answer_larger_than_its_ticket_takes_what_is_missing_when_it_is_free() {
         let budget = budget();
         let ticket = ticket(&budget).await;
-        call(&ticket, 600 * KIB, true).await;
-        assert_eq!(held(ticket), 600 * KIB);
-        assert_eq!(budget.room.available_permits(), 1024 * KIB);
+        call(&ticket, 3 * TICKET, true).await;
+        assert_eq!(budget.room.available_permits(), TICKET);
+        assert_eq!(held(ticket), 3 * TICKET);
     }
 
     #[tokio::test]
@@ -287,50 +286,49 @@ mod tests {
         let budget = budget();
         let ticket = ticket(&budget).await;
         call(&ticket, 10 * KIB, false).await;
-        assert_eq!(held(ticket), 4 * 256 * KIB);
+        assert_eq!(held(ticket), 4 * TICKET, "four of the queue's largest bodies");
     }
 
     #[tokio::test]
     async fn an_answer_larger_than_the_whole_budget_takes_all_of_it() {
         let budget = budget();
         let ticket = ticket(&budget).await;
-        call(&ticket, 3 * 1024 * KIB, true).await;
-        assert_eq!(held(ticket), 1024 * KIB);
+        call(&ticket, 5 * TICKET, true).await;
+        assert_eq!(held(ticket), 4 * TICKET);
     }
 
     #[tokio::test(start_paused = true)]
     async fn an_answer_that_does_not_fit_waits_without_its_ticket_so_that_waiting_answers_cannot_hold_the_budget() {
         let budget = budget();
-        let tickets = [
+        let [first, second, third, fourth] = [
             ticket(&budget).await,
             ticket(&budget).await,
             ticket(&budget).await,
             ticket(&budget).await,
         ];
         assert_eq!(budget.room.available_permits(), 0);
-        let [first, second, third, fourth] = tickets;
         // Each answer is larger than its ticket and nothing is free: both give their tickets
-        // up and wait, the first in line for 600 KiB, the second for 500 KiB.
+        // up and wait, the first in line for 2.5 tickets, the second for 2.
         let first_answer = tokio::spawn(async move {
-            call(&first, 600 * KIB, true).await;
+            call(&first, 5 * TICKET / 2, true).await;
             first
         });
         tokio::time::sleep(Duration::from_millis(1)).await;
         let second_answer = tokio::spawn(async move {
-            call(&second, 500 * KIB, true).await;
+            call(&second, 2 * TICKET, true).await;
             second
         });
         tokio::time::sleep(Duration::from_millis(1)).await;
         assert!(!first_answer.is_finished() && !second_answer.is_finished());
 
-        // A third receive's answer of 100 KiB gives back the rest of its ticket: with the two
-        // tickets given up, the first answer fits (had they kept them, it could not).
-        call(&third, 100 * KIB, true).await;
+        // A third receive's answer of a tenth of a ticket gives back the rest of it: with the
+        // two tickets given up, the first answer fits (had they kept them, it could not).
+        call(&third, TICKET / 10, true).await;
         let first = first_answer.await.unwrap();
-        assert_eq!(held(first), 600 * KIB);
-        assert!(!second_answer.is_finished(), "500 KiB are not free yet");
+        assert_eq!(held(first), 5 * TICKET / 2, "and gives it back");
+        assert!(!second_answer.is_finished(), "two tickets are not free yet");
         drop(fourth.into_room());
-        assert_eq!(held(second_answer.await.unwrap()), 500 * KIB);
-        assert_eq!(held(third), 100 * KIB);
+        assert_eq!(held(second_answer.await.unwrap()), 2 * TICKET);
+        assert_eq!(held(third), TICKET / 10);
     }
 }
