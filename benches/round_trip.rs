@@ -11,7 +11,10 @@
 //!
 //! Environment: `RTT_SUBMISSIONS` (default 6000), `RTT_MAX_EVENTS` per submission (default 12,
 //! about 6 on average, as the fleet of the chaos soak), `RTT_LATENCIES_MS` (default
-//! `0 10 30 80`), `RTT_SEED` (default 1), `RTT_TIMEOUT_SEC` per run (default 600); collector
+//! `0 10 30 80`), `RTT_REPEATS` (default 1: with more, the latencies are run in turn that many
+//! times, and the table shows each latency's median run, its ratio to the 0 ms median, and
+//! every run's events/s, since runs of a few seconds on two shared cores vary by ±10%),
+//! `RTT_SEED` (default 1), `RTT_TIMEOUT_SEC` per run (default 600); collector
 //! settings in the environment (`QUEUE_RECEIVERS=2`, ...) are passed on; `COLLECTOR_BIN` runs another build.
 
 use std::process::{Command, Stdio};
@@ -63,6 +66,7 @@ fn main() {
     let submissions: usize = env_or("RTT_SUBMISSIONS", 6000);
     let seed: u64 = env_or("RTT_SEED", 1);
     let timeout = Duration::from_secs(env_or("RTT_TIMEOUT_SEC", 600));
+    let repeats: usize = env_or("RTT_REPEATS", 1usize).max(1);
     let latencies: Vec<u64> = std::env::var("RTT_LATENCIES_MS")
         .unwrap_or_else(|_| "0 10 30 80".to_owned())
         .split_whitespace()
@@ -94,7 +98,7 @@ fn main() {
         .build()
         .expect("runtime");
     let mut results = Vec::new();
-    for latency_ms in latencies {
+    for latency_ms in (0..repeats).flat_map(|_| latencies.iter().copied()) {
         stop_emulators();
         let sqs = start_emulator("localstack", &format!("{INSTANCE}-sqs"));
         let kinesis = start_emulator("kinesalite", &format!("{INSTANCE}-kinesis"));
@@ -109,22 +113,34 @@ fn main() {
     }
     stop_emulators();
 
-    let base = results.first().map(|r| r.events_per_s).unwrap_or(f64::NAN);
+    // Each latency's median run (by events/s), and every run's events/s.
+    let medians: Vec<(&RunResult, Vec<f64>)> = latencies
+        .iter()
+        .map(|&latency_ms| {
+            let mut runs: Vec<&RunResult> = results.iter().filter(|r| r.latency_ms == latency_ms).collect();
+            let all = runs.iter().map(|r| r.events_per_s).collect();
+            runs.sort_by(|a, b| a.events_per_s.total_cmp(&b.events_per_s));
+            (runs[runs.len() / 2], all)
+        })
+        .collect();
+    let base = medians.first().map(|(r, _)| r.events_per_s).unwrap_or(f64::NAN);
     println!();
     println!(
-        "| added latency per call | events/s | vs 0 ms | drain time | peak deleter backlog | peak messages in flight | calls delayed |"
+        "| added latency per call | events/s (median of {repeats}) | vs 0 ms | drain time | peak deleter backlog | peak messages in flight | calls delayed | every run's events/s |"
     );
-    println!("| --- | --- | --- | --- | --- | --- | --- |");
-    for r in &results {
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- |");
+    for (r, all) in &medians {
+        let all: Vec<String> = all.iter().map(|v| format!("{v:.0}")).collect();
         println!(
-            "| {} ms | {:.0} | {:.0}% | {:.1} s | {:.0} | {:.0} | {} |",
+            "| {} ms | {:.0} | {:.0}% | {:.1} s | {:.0} | {:.0} | {} | {} |",
             r.latency_ms,
             r.events_per_s,
             100.0 * r.events_per_s / base,
             r.seconds,
             r.peak_awaiting_delete,
             r.peak_in_flight,
-            r.calls_delayed
+            r.calls_delayed,
+            all.join(", ")
         );
     }
 }
