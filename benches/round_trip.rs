@@ -229,6 +229,23 @@ async fn run(binary: &str, bodies: &[String], events: u64, latency_ms: u64, time
         tokio::time::sleep(POLL).await;
     }
     let seconds = started.elapsed().as_secs_f64();
+    // The mean time of each call, as the collector measured it: where the round trips go.
+    let (_, text) = http_get(addr, "/metrics").await;
+    let means: Vec<String> = ["ReceiveMessage", "PutRecords", "DeleteMessageBatch"]
+        .iter()
+        .map(|call| {
+            let series = |part: &str| {
+                sample(
+                    &text,
+                    &format!("telemetry_collector_aws_call_duration_seconds_{part}{{call=\"{call}\"}}"),
+                )
+                .unwrap_or(f64::NAN)
+            };
+            let count = series("count");
+            format!("{call} {count:.0} calls of {:.1} ms", 1000.0 * series("sum") / count)
+        })
+        .collect();
+    println!("  {}", means.join(", "));
     telemetry_testkit::sigterm(&child);
     let _ = child.wait().await;
     assert_eq!(env.queue_total().await, 0, "messages left in the queue");
