@@ -19,11 +19,6 @@ use tracing_subscriber::EnvFilter;
 use tracing_subscriber::filter::{FilterExt as _, dynamic_filter_fn, filter_fn};
 use tracing_subscriber::prelude::*;
 
-/// Many small, short-lived allocations per event (records, requests, parsed answers): mimalloc
-/// serves them with less work and less contention between the runtime's threads than glibc's.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 const USAGE: &str = "\
 telemetry-collector: consumes sensor submissions from SQS, validates them, and publishes each
 event to Kinesis; deletes a message once all its events are published.
