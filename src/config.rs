@@ -151,7 +151,7 @@ pub(crate) const DATA_STREAM_MAX_RECORD_BYTES: Setting = setting(
     "1024-10485760, at most DATA_STREAM_MAX_REQUEST_BYTES",
     "Largest record (data + partition key) the stream accepts; a submission with a larger event is dropped as `record_too_large`.",
 );
-pub(crate) const DATA_STREAM_CONCURRENCY: Setting = setting(
+pub const DATA_STREAM_CONCURRENCY: Setting = setting(
     "DATA_STREAM_CONCURRENCY",
     "8",
     "1-64",
