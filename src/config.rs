@@ -167,7 +167,7 @@ pub(crate) const MAX_IN_FLIGHT_BYTES: Setting = setting(
     "MAX_IN_FLIGHT_BYTES",
     "16777216",
     "1048576-2147483648",
-    "Memory for messages in flight, twice over: up to this many bytes of raw bodies received and not yet decoded (each receive reserves 32 KiB per message it asks for before its call, then its answer's Content-Length when the answer's headers arrive, before the body is read; it asks for no more of the queue's MaximumMessageSize than this holds), and up to this many bytes of what decoding and the records take (40 per body byte is reserved before a body is decoded, then what its records take: data + partition key + 64 per record, held until they are published). A message that does not fit waits, and receiving with it; a message larger than the cap goes through alone. Memory stays under about twice this plus 30 MiB.",
+    "Memory for messages in flight, twice over: up to this many bytes of raw bodies received and not yet decoded (each receive reserves 32 KiB per message it asks for before its call, then its answer's Content-Length when the answer's headers arrive, before the body is read; it asks for no more of the queue's MaximumMessageSize than this holds), and up to this many bytes of what decoding and the records take (40 per body byte is reserved before a body is decoded, then what its records take: data + partition key + 64 per record, held until they are published). A message that does not fit waits, and receiving with it; a message larger than the cap goes through alone. Memory stays under about twice this plus 35 MiB.",
 );
 pub(crate) const DEAD_LETTER_QUEUE_URL: Setting = setting(
     "DEAD_LETTER_QUEUE_URL",
