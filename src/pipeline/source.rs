@@ -147,13 +147,14 @@ pub(crate) async fn run(receiver: Receiver) {
         let Some((answer, timing)) = receiver.receive(&ticket).await else {
             return;
         };
-        let bodies_room = ticket.into_room();
         let messages = match answer {
             Ok(messages) => {
                 episode.succeeded();
                 messages
             }
             Err(error) => {
+                // Nothing is held while backing off: other receivers may use the room.
+                drop((ticket, permits));
                 receiver.metrics.receive_errors.inc();
                 let delay = episode.failed(&error);
                 tokio::select! {
@@ -162,7 +163,7 @@ pub(crate) async fn run(receiver: Receiver) {
                 }
             }
         };
-        let Some(batch) = receiver.take_in(messages, permits, bodies_room, timing).await else {
+        let Some(batch) = receiver.take_in(messages, permits, ticket.into_room(), timing).await else {
             return;
         };
         for received in batch {

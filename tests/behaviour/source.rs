@@ -2,7 +2,9 @@
 
 use std::time::Duration;
 
-use crate::rig::{Op, Rig, exactly_once_in_order, in_order_subsequence};
+use tokio::time::Instant;
+
+use crate::rig::{AwsError, Op, Rig, exactly_once_in_order, in_order_subsequence};
 
 #[tokio::test(start_paused = true)]
 async fn a_message_delivered_twice_is_published_per_delivery_and_both_deletes_succeed() {
@@ -107,5 +109,40 @@ async fn an_invalid_submission_the_dead_letter_queue_does_not_take_stays_in_the_
         rig.metric("telemetry_collector_dead_letters_total{outcome=\"failed\"}"),
         1.0
     );
+    rig.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_receiver_backing_off_holds_no_room_another_receiver_could_receive_with() {
+    // The in-flight cap holds one receive's batch. The receiver whose call failed backs off for
+    // at least 30 s; the other receives meanwhile, with the room it gave up.
+    let rig = Rig::start_with(
+        &[
+            ("QUEUE_RECEIVERS", "2"),
+            ("MAX_IN_FLIGHT_MESSAGES", "10"),
+            ("RETRY_INITIAL_BACKOFF_MS", "30000"),
+            ("RETRY_MAX_BACKOFF_MS", "60000"),
+        ],
+        |fake, _| fake.fail_calls(Op::ReceiveMessage, 1, AwsError::internal()),
+    )
+    .await;
+    rig.wait_until("a receive failed", |rig| {
+        rig.metric("telemetry_collector_receive_errors_total") == 1.0
+    })
+    .await;
+    let failed_at = Instant::now();
+    let sent = [rig.send(1, 3)];
+    rig.wait_until("the message is received", |rig| {
+        rig.metric("telemetry_collector_messages_received_total") == 1.0
+    })
+    .await;
+
+    let waited = failed_at.elapsed();
+    assert!(
+        waited < Duration::from_secs(30),
+        "received {waited:?} after the failure: the backing-off receiver held the in-flight room"
+    );
+    rig.wait_until_queue_empty().await;
+    exactly_once_in_order(&rig, &sent);
     rig.stop().await;
 }
