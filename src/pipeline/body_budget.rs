@@ -14,10 +14,10 @@
 //!
 //! A receive asks for no more of the queue's largest bodies than the whole budget holds, so the
 //! budget is never exceeded (but for an answer whose JSON escaping makes it larger than all of
-//! it, which takes all of it). The price: a receive whose answer is larger than its ticket may wait for room with its
-//! answer pending, within the call's attempt timeout. That happens only when the bodies are
-//! large and the pipeline behind is full; if the wait outlasts the timeout, the call fails and
-//! its messages come back after their visibility timeout.
+//! it, which takes all of it). The price: a receive whose answer is larger than its ticket may
+//! wait for room with its answer pending, within the call's attempt timeout. That happens only
+//! when the bodies are large and the pipeline behind is full; if the wait outlasts the timeout,
+//! the call fails and its messages come back after their visibility timeout.
 
 use std::sync::{Arc, Mutex, PoisonError};
 
