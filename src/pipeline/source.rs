@@ -262,10 +262,9 @@ impl Receiver {
         &self,
         messages: Vec<Message>,
         mut permits: OwnedSemaphorePermit,
-        bodies_room: Option<OwnedSemaphorePermit>,
+        mut bodies_room: Option<OwnedSemaphorePermit>,
         timing: ReceiveTiming,
     ) -> Option<Vec<Received>> {
-        let mut bodies_room = bodies_room;
         let mut batch = Vec::with_capacity(messages.len());
         for message in messages {
             self.metrics.messages_received.inc();

@@ -34,6 +34,20 @@ async fn twenty_messages_on_a_stuck_lane(drain: &str, extra: &[(&str, &str)]) ->
     Rig::start(&settings).await
 }
 
+/// Sends twenty messages to `rig` while PutRecords is black-holed, and stops it once all are
+/// received and a call is under way; checks what its 5 s drain left.
+async fn stop_with_put_records_black_holed(rig: Rig) {
+    rig.fake.set_black_hole(Op::PutRecords, true);
+    for n in 1..=20 {
+        rig.send(n, 1);
+    }
+    rig.wait_until("every message received and a PutRecords call under way", |rig| {
+        rig.metric("telemetry_collector_messages_received_total") == 20.0 && !rig.fake.calls(Op::PutRecords).is_empty()
+    })
+    .await;
+    stop_past_the_deadline_and_check(rig, Duration::from_secs(5)).await;
+}
+
 /// Stops `rig` while none of its records can be written, and checks what the drain left: it
 /// ended at its deadline, deleted and published nothing, gave back every message none of whose
 /// records was in a PutRecords call, and left the started ones hidden.
@@ -100,15 +114,7 @@ async fn past_the_drain_deadline_with_put_records_black_holed_nothing_unpublishe
     // The call under way at shutdown times out within the drain; the lane then gives back what
     // it has not sent, and its retries of the rest time out until the deadline.
     let rig = twenty_messages_on_a_stuck_lane("5", &[("AWS_CALL_TIMEOUT_SEC", "2")]).await;
-    rig.fake.set_black_hole(Op::PutRecords, true);
-    for n in 1..=20 {
-        rig.send(n, 1);
-    }
-    rig.wait_until("every message received and a PutRecords call under way", |rig| {
-        rig.metric("telemetry_collector_messages_received_total") == 20.0 && !rig.fake.calls(Op::PutRecords).is_empty()
-    })
-    .await;
-    stop_past_the_deadline_and_check(rig, Duration::from_secs(5)).await;
+    stop_with_put_records_black_holed(rig).await;
 }
 
 #[tokio::test(start_paused = true)]
@@ -268,13 +274,5 @@ async fn past_the_drain_deadline_messages_waiting_for_the_byte_cap_are_given_bac
 async fn past_a_drain_deadline_shorter_than_the_call_timeout_unstarted_messages_are_given_back() {
     // The default call timeout (10 s) outlasts the drain.
     let rig = twenty_messages_on_a_stuck_lane("5", &[]).await;
-    rig.fake.set_black_hole(Op::PutRecords, true);
-    for n in 1..=20 {
-        rig.send(n, 1);
-    }
-    rig.wait_until("every message received and a PutRecords call under way", |rig| {
-        rig.metric("telemetry_collector_messages_received_total") == 20.0 && !rig.fake.calls(Op::PutRecords).is_empty()
-    })
-    .await;
-    stop_past_the_deadline_and_check(rig, Duration::from_secs(5)).await;
+    stop_with_put_records_black_holed(rig).await;
 }
