@@ -420,6 +420,31 @@ impl InFlightMetrics {
     }
 }
 
+/// A message of id `id` publishing `events` events, for the sink's unit tests.
+#[cfg(test)]
+pub(crate) fn test_message(id: &str, events: usize) -> Arc<InFlightMessage> {
+    use tokio::sync::Semaphore;
+    let permit = Arc::new(Semaphore::new(1)).try_acquire_owned().unwrap();
+    let receipt = Receipt {
+        message_id: id.into(),
+        handle: format!("handle-{id}"),
+    };
+    let entry = InFlightMessage::new(
+        NewMessage {
+            receipt,
+            received_at: Instant::now(),
+            visibility_timeout: Duration::from_secs(60),
+            delete_margin: Duration::from_secs(1),
+            permit,
+            sent_at: None,
+        },
+        InFlightMetrics::register(&mut prometheus_client::registry::Registry::default()),
+    );
+    let bytes = Arc::new(Semaphore::new(0)).try_acquire_many_owned(0).unwrap();
+    entry.publishing(events, bytes, 0, None);
+    entry
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -450,6 +450,7 @@ async fn route(
         entry.created_at(created);
     }
     entry.publishing(records.len(), bytes, record_bytes, kept_body);
+    let partition_key: Arc<str> = partition_key.into();
     let lane = &outputs.lanes[lane_for(&key_id, outputs.lanes.len())];
     for data in records {
         let record = OutboundRecord::new(data, partition_key.clone(), entry.clone(), &outputs.events_in_flight);

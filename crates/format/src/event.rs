@@ -213,7 +213,7 @@ const RECORD_FIXED_BYTES: usize = 320;
 
 /// A JSON string literal as `serde_json` writes it: as is when nothing needs escaping (the ids
 /// and times always, most command lines), else through `serde_json` itself.
-fn write_json_str(out: &mut Vec<u8>, s: &str) {
+pub fn write_json_str(out: &mut Vec<u8>, s: &str) {
     if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
         out.push(b'"');
         out.extend_from_slice(s.as_bytes());

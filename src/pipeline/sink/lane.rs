@@ -4,8 +4,8 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use tokio::time::Instant;
 
-use aws_sdk_kinesis::primitives::Blob;
-use aws_sdk_kinesis::types::{PutRecordsRequestEntry, PutRecordsResultEntry};
+use aws_sdk_kinesis::types::PutRecordsResultEntry;
+use aws_smithy_types::body::SdkBody;
 use tokio::sync::mpsc;
 use tokio::time::sleep_until;
 
@@ -15,6 +15,7 @@ use crate::pipeline::message::{GiveUp, InFlightMessage};
 use crate::retry::RetryEpisode;
 use telemetry_format::event::RECORD_OVERHEAD_BYTES;
 
+use super::request::put_records_body;
 use super::settle::{CallFailure, MAX_REFUSALS_IN_A_ROW, classify_call, refusal_label, settle, stream_unusable};
 use super::{LaneContext, OutboundRecord};
 
@@ -408,20 +409,17 @@ async fn put_records(
     stream_name: String,
     batch: &[OutboundRecord],
 ) -> Result<Vec<PutRecordsResultEntry>, CallFailure> {
-    let entries = batch
-        .iter()
-        .map(|r| {
-            PutRecordsRequestEntry::builder()
-                .data(Blob::new(r.data.clone()))
-                .partition_key(&r.partition_key)
-                .build()
-        })
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| CallFailure::Transient(e.to_string()))?;
+    // The body is written from the records directly (request.rs); the SDK's input carries none.
+    let body = put_records_body(&stream_name, batch);
     let output = client
         .put_records()
         .stream_name(stream_name)
-        .set_records(Some(entries))
+        .set_records(Some(Vec::new()))
+        .customize()
+        .mutate_request(move |request| {
+            request.headers_mut().insert("content-length", body.len().to_string());
+            *request.body_mut() = SdkBody::from(body.clone());
+        })
         .send()
         .await
         .map_err(|e| classify_call(&e))?;

@@ -44,6 +44,7 @@ use crate::retry::RetryPolicy;
 
 mod lane;
 mod metrics;
+mod request;
 mod settle;
 
 pub(crate) use lane::run_lane;
@@ -55,7 +56,8 @@ pub(crate) use metrics::SinkMetrics;
 /// unfinished at shutdown): no path has to remember to count it out.
 pub(crate) struct OutboundRecord {
     pub data: Vec<u8>,
-    pub partition_key: String,
+    /// Shared by the events of a submission: one allocation per submission, not per event.
+    pub partition_key: Arc<str>,
     pub message: Arc<InFlightMessage>,
     pub enqueued_at: Instant,
     _counted: CountedEvent,
@@ -72,7 +74,7 @@ impl Drop for CountedEvent {
 
 impl OutboundRecord {
     /// An event of `message` entering the pipeline, counted in `in_flight` until dropped.
-    pub fn new(data: Vec<u8>, partition_key: String, message: Arc<InFlightMessage>, in_flight: &Gauge) -> Self {
+    pub fn new(data: Vec<u8>, partition_key: Arc<str>, message: Arc<InFlightMessage>, in_flight: &Gauge) -> Self {
         in_flight.inc();
         OutboundRecord {
             data,

@@ -156,43 +156,15 @@ pub(super) fn error_code_label(code: &str) -> &'static str {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
-    use tokio::time::Instant;
-
     use prometheus_client::metrics::gauge::Gauge;
-    use prometheus_client::registry::Registry;
-    use tokio::sync::Semaphore;
 
     use super::*;
-    use crate::pipeline::message::{NewMessage, Receipt};
-
-    fn message(id: &str, events: usize) -> Arc<InFlightMessage> {
-        let permit = Arc::new(Semaphore::new(1)).try_acquire_owned().unwrap();
-        let receipt = Receipt {
-            message_id: id.into(),
-            handle: format!("handle-{id}"),
-        };
-        let entry = InFlightMessage::new(
-            NewMessage {
-                receipt,
-                received_at: Instant::now(),
-                visibility_timeout: Duration::from_secs(60),
-                delete_margin: Duration::from_secs(1),
-                permit,
-                sent_at: None,
-            },
-            crate::pipeline::message::InFlightMetrics::register(&mut Registry::default()),
-        );
-        let bytes = Arc::new(Semaphore::new(0)).try_acquire_many_owned(0).unwrap();
-        entry.publishing(events, bytes, 0, None);
-        entry
-    }
+    use crate::pipeline::message::test_message as message;
 
     fn record(message: &Arc<InFlightMessage>, index: usize) -> OutboundRecord {
         OutboundRecord::new(
             format!("{}:{index}", message.message_id()).into_bytes(),
-            message.message_id().to_owned(),
+            message.message_id().into(),
             message.clone(),
             &Gauge::default(),
         )
