@@ -99,9 +99,9 @@ pub const QUEUE_RECEIVERS: Setting = setting(
 );
 pub(crate) const QUEUE_RECEIPTS_TO_DELETE_INTERVAL_SEC: Setting = setting(
     "QUEUE_RECEIPTS_TO_DELETE_INTERVAL_SEC",
-    "1",
+    "0.1",
     "0.01-300 (decimals allowed)",
-    "Longest a confirmed receipt waits before a DeleteMessageBatch call.",
+    "Longest a confirmed receipt waits before a DeleteMessageBatch call. A finished message keeps its slot of MAX_IN_FLIGHT_MESSAGES until its delete is answered, and is delivered again if the replica dies before; longer intervals make fewer calls when traffic is light.",
 );
 pub(crate) const QUEUE_MAX_RECEIPTS_TO_DELETE_AT_ONCE: Setting = setting(
     "QUEUE_MAX_RECEIPTS_TO_DELETE_AT_ONCE",
