@@ -17,6 +17,7 @@ use tokio::time::Instant;
 
 use aws_sdk_sqs::error::DisplayErrorContext;
 use aws_sdk_sqs::types::{Message, MessageSystemAttributeName};
+use bytes::Bytes;
 use chrono::Utc;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
@@ -36,7 +37,7 @@ use crate::liveness::Activity;
 use crate::metrics::kit::{CallDurations, Counters, add, call_duration, start_at_zero, timed};
 use crate::retry::{RetryEpisode, RetryPolicy};
 use prometheus_client::metrics::histogram::Histogram;
-use telemetry_format::event::{self, PartitionKey, RECORD_OVERHEAD_BYTES};
+use telemetry_format::event::{self, PartitionKey, RECORD_OVERHEAD_BYTES, RecordBuffer, Records};
 use telemetry_format::submission::{self, DECODE_HEAP_PER_BODY_BYTE, Rejection, TimeBounds};
 
 /// How long a receive in flight at shutdown may still take to answer.
@@ -337,7 +338,7 @@ const DECODE_INLINE_MAX_BYTES: usize = 64 * 1024;
 
 /// What decoding a body found: the submission's records, keyed, with its `time_created` read as
 /// UTC; or why it is invalid.
-type Decoded = Result<(uuid::Uuid, String, Vec<Vec<u8>>, Option<SystemTime>), Rejection>;
+type Decoded = Result<(uuid::Uuid, String, Records, Option<SystemTime>), Rejection>;
 
 fn decode(body: &str, settings: &SourceSettings) -> Decoded {
     let now = Utc::now();
@@ -452,23 +453,38 @@ async fn route(
     entry.publishing(records.len(), bytes, record_bytes, kept_body);
     let partition_key: Arc<str> = partition_key.into();
     let lane = &outputs.lanes[lane_for(&key_id, outputs.lanes.len())];
-    for data in records {
-        let record = OutboundRecord::new(data, partition_key.clone(), entry.clone(), &outputs.events_in_flight);
-        if lane.send(record).await.is_err() {
-            // The lane is gone only when the collector is stopping; the entry is dropped
-            // unfinished and the message comes back.
-            return;
+    for buffer in records.buffers {
+        let releases = buffer_heap_bytes(&buffer);
+        let data = Bytes::from(buffer.data);
+        let mut start = 0;
+        for (i, &end) in buffer.ends.iter().enumerate() {
+            let last_of_buffer = i + 1 == buffer.ends.len();
+            let record = OutboundRecord::new(
+                data.slice(start..end),
+                partition_key.clone(),
+                if last_of_buffer { releases } else { 0 },
+                entry.clone(),
+                &outputs.events_in_flight,
+            );
+            start = end;
+            if lane.send(record).await.is_err() {
+                // The lane is gone only when the collector is stopping; the entry is dropped
+                // unfinished and the message comes back.
+                return;
+            }
         }
     }
 }
 
 /// What a message's records take on the heap until they are sent: data, partition key and
 /// each record's own bookkeeping.
-fn records_heap_bytes(records: &[Vec<u8>], partition_key: &str) -> usize {
-    records
-        .iter()
-        .map(|data| data.len() + partition_key.len() + RECORD_OVERHEAD_BYTES)
-        .sum()
+fn records_heap_bytes(records: &Records, partition_key: &str) -> usize {
+    partition_key.len() + records.buffers.iter().map(buffer_heap_bytes).sum::<usize>()
+}
+
+/// What a buffer of records takes on the heap until the last of them is sent.
+fn buffer_heap_bytes(buffer: &RecordBuffer) -> usize {
+    buffer.data.len() + buffer.ends.len() * RECORD_OVERHEAD_BYTES
 }
 
 fn drop_invalid(receipt: &Receipt, body: &str, rejection: &Rejection, samples: bool, metrics: &SourceMetrics) {

@@ -86,13 +86,12 @@ async fn while_kinesis_is_slow_in_flight_bytes_stay_under_their_cap_and_all_are_
     sample_until_queue_empty(&rig, &mut peaks).await;
     assert!(peaks.bytes <= CAP, "{} bytes in flight", peaks.bytes);
     exactly_once_in_order(&rig, &sent);
-    // What the gauge counts per record: data, partition key and 64 bytes of bookkeeping.
-    let record_bytes: usize = rig
-        .fake
-        .records(STREAM)
-        .iter()
-        .map(|r| r.data.len() + r.partition_key.len() + 64)
-        .sum();
+    // What the gauge counts: per record its data and 64 bytes of bookkeeping, per message its
+    // partition key once (its events share it).
+    let records = rig.fake.records(STREAM);
+    let keys: std::collections::HashSet<&str> = records.iter().map(|r| r.partition_key.as_str()).collect();
+    let record_bytes: usize =
+        records.iter().map(|r| r.data.len() + 64).sum::<usize>() + keys.iter().map(|k| k.len()).sum::<usize>();
     let per_message = record_bytes as f64 / sent.len() as f64;
     assert!(
         peaks.messages * per_message > CAP,
@@ -152,5 +151,39 @@ async fn a_receive_asks_for_no_more_messages_than_the_body_budget_holds_at_the_q
     let answered: Vec<usize> = rig.fake.deliveries().iter().map(|c| c.entries).collect();
     assert_eq!(answered, [4, 4, 2], "messages per receive");
     exactly_once_in_order(&rig, &sent);
+    rig.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_large_submission_gives_back_its_share_of_the_byte_cap_as_its_events_are_published() {
+    // 3,000 events make about 1.4 MB of records, in buffers of at most 64 KiB: each buffer's
+    // bytes go back to the cap with its last record, long before the message is finished.
+    let rig = Rig::start(&[("MAX_IN_FLIGHT_BYTES", "16777216")]).await;
+    rig.fake.set_latency(Op::PutRecords, Duration::from_secs(1));
+    let sent = rig.send(1, 3000);
+    let mut held_at_start = 0.0;
+    rig.wait_until("the message holds its records' bytes", |rig| {
+        held_at_start = rig.metric("telemetry_collector_in_flight_bytes");
+        held_at_start > 1_000_000.0
+    })
+    .await;
+    rig.wait_until("a third of its events are published", |rig| {
+        rig.metric("telemetry_collector_events_published_total") >= 1000.0
+    })
+    .await;
+    let published = rig.metric("telemetry_collector_events_published_total");
+    let held = rig.metric("telemetry_collector_in_flight_bytes");
+    assert!(
+        published < 3000.0,
+        "the message was finished before it could be looked at"
+    );
+    assert!(
+        held < held_at_start * (1.0 - 0.8 * published / 3000.0),
+        "{held} bytes still held of {held_at_start} with {published} of 3000 events published"
+    );
+    assert!(held > 0.0, "the unpublished events' bytes are still held");
+    rig.wait_until_queue_empty().await;
+    assert_eq!(rig.metric("telemetry_collector_in_flight_bytes"), 0.0);
+    exactly_once_in_order(&rig, &[sent]);
     rig.stop().await;
 }

@@ -71,9 +71,62 @@ impl PartitionKey {
 }
 
 /// Heap a record takes beyond its data and partition key while it waits to be sent: its
-/// `Vec` and the allocator's rounding. What callers count per record when they account for
-/// memory.
+/// handle on its buffer and the allocator's rounding. What callers count per record when they
+/// account for memory.
 pub const RECORD_OVERHEAD_BYTES: usize = 64;
+
+/// Most bytes of records written into one buffer (a record larger than this has a buffer of
+/// its own). A buffer is freed once all of its records are, so a large submission's buffers
+/// leave memory as its events are published, while small submissions take one allocation each
+/// rather than one per event.
+pub const RECORD_BUFFER_BYTES: usize = 64 * 1024;
+
+/// Records written back to back into one buffer.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RecordBuffer {
+    pub data: Vec<u8>,
+    /// Where each record ends in `data`; the first starts at 0, each next where the last ended.
+    pub ends: Vec<usize>,
+}
+
+impl RecordBuffer {
+    /// The records, in order.
+    pub fn records(&self) -> impl Iterator<Item = &[u8]> {
+        let starts = std::iter::once(0).chain(self.ends.iter().copied());
+        starts
+            .zip(self.ends.iter().copied())
+            .map(|(start, end)| &self.data[start..end])
+    }
+}
+
+/// The records of a submission, in order, in one or more [`RecordBuffer`]s.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Records {
+    pub buffers: Vec<RecordBuffer>,
+}
+
+impl Records {
+    pub fn len(&self) -> usize {
+        self.buffers.iter().map(|b| b.ends.len()).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.buffers.iter().all(|b| b.ends.is_empty())
+    }
+
+    /// Every record's data, in order.
+    pub fn iter(&self) -> impl Iterator<Item = &[u8]> {
+        self.buffers.iter().flat_map(RecordBuffer::records)
+    }
+}
+
+impl<'a> IntoIterator for &'a Records {
+    type Item = &'a [u8];
+    type IntoIter = Box<dyn Iterator<Item = &'a [u8]> + 'a>;
+    fn into_iter(self) -> Self::IntoIter {
+        Box::new(self.iter())
+    }
+}
 
 /// The Kinesis records of a submission: one JSON document per event, in order.
 ///
@@ -84,19 +137,37 @@ pub fn to_records(
     time_processed: &str,
     partition_key: PartitionKey,
     max_record_bytes: usize,
-) -> Result<(String, Vec<Vec<u8>>), Rejection> {
+) -> Result<(String, Records), Rejection> {
     let key = partition_key.of(submission).hyphenated().to_string();
-    let mut records = Vec::with_capacity(submission.events.len());
+    let mut left: usize = events(submission, time_processed).map(|e| e.estimated_len()).sum();
+    let mut records = Records::default();
+    let mut buffer = RecordBuffer::default();
     for (index, event) in events(submission, time_processed).enumerate() {
-        let data = event.to_json();
-        if data.len() + key.len() > max_record_bytes {
+        let estimate = event.estimated_len();
+        // Each buffer is sized up front for the records it will take, and never grows.
+        if buffer.data.len() + estimate > buffer.data.capacity() {
+            if !buffer.ends.is_empty() {
+                buffer.data.shrink_to_fit();
+                records.buffers.push(std::mem::take(&mut buffer));
+            }
+            buffer.data.reserve_exact(left.min(RECORD_BUFFER_BYTES).max(estimate));
+        }
+        left -= estimate;
+        let start = buffer.data.len();
+        event.write_json(&mut buffer.data);
+        let bytes = buffer.data.len() - start;
+        if bytes + key.len() > max_record_bytes {
             return Err(Rejection::RecordTooLarge {
                 index,
-                bytes: data.len() + key.len(),
+                bytes: bytes + key.len(),
                 limit: max_record_bytes,
             });
         }
-        records.push(data);
+        buffer.ends.push(buffer.data.len());
+    }
+    if !buffer.ends.is_empty() {
+        buffer.data.shrink_to_fit();
+        records.buffers.push(buffer);
     }
     Ok((key, records))
 }
@@ -156,27 +227,38 @@ impl Event<'_> {
     /// generic serialiser spent most of its time on escaping ids and times that never need it
     /// and on growing the buffer.
     pub fn to_json(&self) -> Vec<u8> {
-        let variable = self.time_processed.len()
+        let mut out = Vec::with_capacity(self.estimated_len());
+        self.write_json(&mut out);
+        out
+    }
+
+    /// At least the length of the record data (strings that need escaping aside).
+    pub fn estimated_len(&self) -> usize {
+        RECORD_FIXED_BYTES
+            + self.time_processed.len()
             + self.time_created.len()
             + match self.type_specific_data {
                 TypeSpecificData::NewProcess { cmdl, user } => cmdl.len() + user.len(),
                 TypeSpecificData::NetworkConnection { .. } => 64,
-            };
-        let mut out = Vec::with_capacity(RECORD_FIXED_BYTES + variable);
+            }
+    }
+
+    /// Appends the record data (see [`Event::to_json`]) to `out`.
+    pub fn write_json(&self, out: &mut Vec<u8>) {
         let mut uuid_buf = Uuid::encode_buffer();
         let mut digits = [0u8; MAX_USIZE_DIGITS];
         out.extend_from_slice(b"{\"event_id\":\"");
         out.extend_from_slice(self.event_id.hyphenated().encode_lower(&mut uuid_buf).as_bytes());
         out.extend_from_slice(b"\",\"type\":");
-        write_json_str(&mut out, self.kind);
+        write_json_str(out, self.kind);
         out.extend_from_slice(b",\"device_id\":\"");
         out.extend_from_slice(self.device_id.hyphenated().encode_lower(&mut uuid_buf).as_bytes());
         out.extend_from_slice(b"\",\"submission_id\":\"");
         out.extend_from_slice(self.submission_id.hyphenated().encode_lower(&mut uuid_buf).as_bytes());
         out.extend_from_slice(b"\",\"time_processed\":");
-        write_json_str(&mut out, self.time_processed);
+        write_json_str(out, self.time_processed);
         out.extend_from_slice(b",\"time_created\":");
-        write_json_str(&mut out, self.time_created);
+        write_json_str(out, self.time_created);
         out.extend_from_slice(b",\"event_index\":");
         out.extend_from_slice(decimal(self.event_index, &mut digits));
         out.extend_from_slice(b",\"event_count\":");
@@ -185,9 +267,9 @@ impl Event<'_> {
         match self.type_specific_data {
             TypeSpecificData::NewProcess { cmdl, user } => {
                 out.extend_from_slice(b"{\"cmdl\":");
-                write_json_str(&mut out, cmdl);
+                write_json_str(out, cmdl);
                 out.extend_from_slice(b",\"user\":");
-                write_json_str(&mut out, user);
+                write_json_str(out, user);
             }
             TypeSpecificData::NetworkConnection {
                 source_ip,
@@ -195,15 +277,14 @@ impl Event<'_> {
                 destination_port,
             } => {
                 out.extend_from_slice(b"{\"source_ip\":\"");
-                write_ipv4(&mut out, source_ip);
+                write_ipv4(out, source_ip);
                 out.extend_from_slice(b"\",\"destination_ip\":\"");
-                write_ipv4(&mut out, destination_ip);
+                write_ipv4(out, destination_ip);
                 out.extend_from_slice(b"\",\"destination_port\":");
                 out.extend_from_slice(decimal(usize::from(destination_port), &mut digits));
             }
         }
         out.extend_from_slice(b"}}");
-        out
     }
 }
 
@@ -437,6 +518,60 @@ mod tests {
         let err = to_records(&big, "2021-03-29T12:06:20.123456Z", PartitionKey::SubmissionId, 1024).unwrap_err();
         assert_eq!(err.label(), "record_too_large");
         assert!(matches!(err, Rejection::RecordTooLarge { index: 2, .. }));
+    }
+
+    #[test]
+    fn records_are_written_in_order_into_buffers_that_never_grow_past_their_bound() {
+        let mut sub = submission();
+        // About 1,000 bytes of records each; one of 100 KiB, larger than a buffer, in the middle.
+        sub.events = (0..300)
+            .map(|i| EventData::NewProcess {
+                cmdl: if i == 150 {
+                    "y".repeat(100 * 1024)
+                } else {
+                    format!("{i}{}", "x".repeat(700))
+                },
+                user: "u".into(),
+            })
+            .collect();
+        let time_processed = "2021-03-29T12:06:20.123456Z";
+        let (_, records) = to_records(&sub, time_processed, PartitionKey::SubmissionId, 1 << 20).unwrap();
+        let expected: Vec<Vec<u8>> = explode(&sub, time_processed).iter().map(Event::to_json).collect();
+        assert_eq!(records.len(), 300);
+        assert_eq!(records.iter().map(<[u8]>::to_vec).collect::<Vec<_>>(), expected);
+        assert!(
+            records.buffers.len() >= 5,
+            "{} buffers for 400 KiB",
+            records.buffers.len()
+        );
+        for buffer in &records.buffers {
+            assert!(!buffer.ends.is_empty());
+            assert_eq!(buffer.ends.last(), Some(&buffer.data.len()));
+            if buffer.ends.len() > 1 {
+                assert!(buffer.data.len() <= RECORD_BUFFER_BYTES, "{}", buffer.data.len());
+            }
+            // Sized once for what it holds: nothing left over for the allocator to keep.
+            assert_eq!(buffer.data.capacity(), buffer.data.len());
+        }
+        let alone = records
+            .buffers
+            .iter()
+            .find(|b| b.data.len() > RECORD_BUFFER_BYTES)
+            .unwrap();
+        assert_eq!(alone.ends.len(), 1, "a record larger than a buffer has one of its own");
+    }
+
+    #[test]
+    fn a_small_submission_takes_one_buffer() {
+        let (_, records) = to_records(
+            &submission(),
+            "2021-03-29T12:06:20.123456Z",
+            PartitionKey::SubmissionId,
+            1024,
+        )
+        .unwrap();
+        assert_eq!(records.buffers.len(), 1);
+        assert_eq!(records.buffers[0].ends.len(), 2);
     }
 
     #[test]

@@ -13,7 +13,6 @@ use crate::liveness::Activity;
 use crate::pipeline::dead_letter::{Disposal, dispose};
 use crate::pipeline::message::{GiveUp, InFlightMessage};
 use crate::retry::RetryEpisode;
-use telemetry_format::event::RECORD_OVERHEAD_BYTES;
 
 use super::request::put_records_body;
 use super::settle::{CallFailure, MAX_REFUSALS_IN_A_ROW, classify_call, refusal_label, settle, stream_unusable};
@@ -276,7 +275,7 @@ impl Lane {
             self.refusals_in_a_row = 0;
         }
         for record in settled.confirmed {
-            if record.message.confirm_one(record.size() + RECORD_OVERHEAD_BYTES) {
+            if record.message.confirm_one(record.releases) {
                 self.context.deleter.push(record.message.clone());
             }
             metrics.events_published.inc();

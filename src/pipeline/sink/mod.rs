@@ -28,6 +28,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use tokio::time::Instant;
 
 use aws_sdk_kinesis::Client;
@@ -55,10 +56,14 @@ pub(crate) use metrics::SinkMetrics;
 /// whichever way it leaves the pipeline (published, given back, expired, refused, or left
 /// unfinished at shutdown): no path has to remember to count it out.
 pub(crate) struct OutboundRecord {
-    pub data: Vec<u8>,
+    /// Its part of the buffer its submission's records were written into.
+    pub data: Bytes,
     /// Shared by the events of a submission: one allocation per submission, not per event.
     pub partition_key: Arc<str>,
     pub message: Arc<InFlightMessage>,
+    /// What its message gives back of the byte cap when it is published: its buffer's bytes
+    /// for the last record of a buffer (the buffer leaves memory with it), else nothing.
+    pub releases: usize,
     pub enqueued_at: Instant,
     _counted: CountedEvent,
 }
@@ -74,12 +79,19 @@ impl Drop for CountedEvent {
 
 impl OutboundRecord {
     /// An event of `message` entering the pipeline, counted in `in_flight` until dropped.
-    pub fn new(data: Vec<u8>, partition_key: Arc<str>, message: Arc<InFlightMessage>, in_flight: &Gauge) -> Self {
+    pub fn new(
+        data: Bytes,
+        partition_key: Arc<str>,
+        releases: usize,
+        message: Arc<InFlightMessage>,
+        in_flight: &Gauge,
+    ) -> Self {
         in_flight.inc();
         OutboundRecord {
             data,
             partition_key,
             message,
+            releases,
             enqueued_at: Instant::now(),
             _counted: CountedEvent(in_flight.clone()),
         }

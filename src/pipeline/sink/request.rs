@@ -58,7 +58,13 @@ mod tests {
     use crate::pipeline::message::test_message;
 
     fn record(data: &[u8], key: &str) -> OutboundRecord {
-        OutboundRecord::new(data.to_vec(), key.into(), test_message("m", 1), &Gauge::default())
+        OutboundRecord::new(
+            data.to_vec().into(),
+            key.into(),
+            0,
+            test_message("m", 1),
+            &Gauge::default(),
+        )
     }
 
     #[test]

@@ -163,8 +163,9 @@ mod tests {
 
     fn record(message: &Arc<InFlightMessage>, index: usize) -> OutboundRecord {
         OutboundRecord::new(
-            format!("{}:{index}", message.message_id()).into_bytes(),
+            format!("{}:{index}", message.message_id()).into_bytes().into(),
             message.message_id().into(),
+            0,
             message.clone(),
             &Gauge::default(),
         )
@@ -187,7 +188,7 @@ mod tests {
     fn names(records: &[OutboundRecord]) -> Vec<String> {
         records
             .iter()
-            .map(|r| String::from_utf8(r.data.clone()).unwrap())
+            .map(|r| String::from_utf8(r.data.to_vec()).unwrap())
             .collect()
     }
 
