@@ -81,7 +81,15 @@ pub(crate) async fn run_lane(
         tokio::select! {
             biased;
             record = input.recv(), if lane.buffer.len() < capacity => match record {
-                Some(record) => lane.push(record),
+                Some(record) => {
+                    lane.push(record);
+                    // What else is already waiting comes in the same turn, not one record per
+                    // turn of this loop: a submission's events arrive together.
+                    while lane.buffer.len() < capacity {
+                        let Ok(record) = input.try_recv() else { break };
+                        lane.push(record);
+                    }
+                }
                 None => closed = true,
             },
             _ = shutdown.cancelled(), if !lane.stopping => lane.stop(),
