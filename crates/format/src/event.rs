@@ -148,7 +148,12 @@ pub fn to_records(
     max_record_bytes: usize,
 ) -> Result<(String, Records), Rejection> {
     let key = partition_key.of(submission).hyphenated().to_string();
-    let total: usize = events(submission, time_processed).map(|e| e.estimated_len()).sum();
+    // Sized from the event data alone: building the events would hash every event id twice.
+    let total: usize = submission
+        .events
+        .iter()
+        .map(|data| estimated_record_len(time_processed, &submission.time_created, &data.into()))
+        .sum();
     let mut records = Records::default();
     // Records are written into a scratch buffer, and each finished buffer is copied into an
     // allocation of exactly its size: sized by estimate and then shrunk, buffers left holes
@@ -247,13 +252,7 @@ impl Event<'_> {
 
     /// At least the length of the record data (strings that need escaping aside).
     pub fn estimated_len(&self) -> usize {
-        RECORD_FIXED_BYTES
-            + self.time_processed.len()
-            + self.time_created.len()
-            + match self.type_specific_data {
-                TypeSpecificData::NewProcess { cmdl, user } => cmdl.len() + user.len(),
-                TypeSpecificData::NetworkConnection { .. } => 64,
-            }
+        estimated_record_len(self.time_processed, self.time_created, &self.type_specific_data)
     }
 
     /// Appends the record data (see [`Event::to_json`]) to `out`.
@@ -299,6 +298,18 @@ impl Event<'_> {
         }
         out.extend_from_slice(b"}}");
     }
+}
+
+/// At least the length of an event's record data (strings that need escaping aside), from what
+/// varies between records: no event id needed, so no hashing.
+fn estimated_record_len(time_processed: &str, time_created: &str, data: &TypeSpecificData) -> usize {
+    RECORD_FIXED_BYTES
+        + time_processed.len()
+        + time_created.len()
+        + match data {
+            TypeSpecificData::NewProcess { cmdl, user } => cmdl.len() + user.len(),
+            TypeSpecificData::NetworkConnection { .. } => 64,
+        }
 }
 
 /// A record's bytes besides its times and type-specific strings: keys, punctuation, three ids,
