@@ -4,7 +4,6 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use tokio::time::Instant;
 
-use aws_sdk_kinesis::types::PutRecordsResultEntry;
 use aws_smithy_types::body::SdkBody;
 use tokio::sync::mpsc;
 use tokio::time::sleep_until;
@@ -14,6 +13,7 @@ use crate::pipeline::dead_letter::{Disposal, dispose};
 use crate::pipeline::message::{GiveUp, InFlightMessage};
 use crate::retry::RetryEpisode;
 
+use super::answer::{AnswerSlot, RecordResults};
 use super::request::put_records_body;
 use super::settle::{CallFailure, MAX_REFUSALS_IN_A_ROW, classify_call, refusal_label, settle, stream_unusable};
 use super::{LaneContext, OutboundRecord};
@@ -195,7 +195,7 @@ impl Lane {
     fn next_batch(&mut self) -> Vec<OutboundRecord> {
         let now = Instant::now();
         let (max_records, max_bytes) = (self.batch_cap, self.context.settings.max_request_bytes);
-        let mut batch = Vec::new();
+        let mut batch = Vec::with_capacity(max_records.min(self.buffer.len()));
         let mut bytes = 0;
         while let Some(front) = self.buffer.front() {
             if front.message.is_given_up() || front.message.lease.expiring(now) {
@@ -263,7 +263,7 @@ impl Lane {
     }
 
     /// An answered call: confirms what was written, puts back what was not.
-    fn settle_answer(&mut self, batch: Vec<OutboundRecord>, results: &[PutRecordsResultEntry]) {
+    fn settle_answer(&mut self, batch: Vec<OutboundRecord>, answer: &RecordResults) {
         let metrics = self.context.metrics.clone();
         let sent = batch.len();
         // What each shard took, for the shard supervisor: every written record counts,
@@ -271,11 +271,10 @@ impl Lane {
         self.context.shard_tally.add_response(
             batch
                 .iter()
-                .zip(results)
-                .filter(|(_, result)| result.error_code().is_none())
-                .filter_map(|(record, result)| Some((result.shard_id()?, record.size()))),
+                .zip(&answer.results)
+                .filter_map(|(record, result)| Some((answer.shard_name(result)?, record.size()))),
         );
-        let settled = settle(batch, results);
+        let settled = settle(batch, &answer.results);
         if settled.confirmed.is_empty() {
             self.context.breaker.failed();
         } else {
@@ -415,14 +414,17 @@ async fn put_records(
     client: aws_sdk_kinesis::Client,
     stream_name: String,
     batch: &[OutboundRecord],
-) -> Result<Vec<PutRecordsResultEntry>, CallFailure> {
-    // The body is written from the records directly (request.rs); the SDK's input carries none.
+) -> Result<RecordResults, CallFailure> {
+    // The body is written from the records directly (request.rs), and the answer read from its
+    // body (answer.rs); the SDK's input and output carry no records.
     let body = put_records_body(&stream_name, batch);
+    let answer = AnswerSlot::default();
     let output = client
         .put_records()
         .stream_name(stream_name)
         .set_records(Some(Vec::new()))
         .customize()
+        .interceptor(answer.reader())
         .mutate_request(move |request| {
             request.headers_mut().insert("content-length", body.len().to_string());
             *request.body_mut() = SdkBody::from(body.clone());
@@ -430,12 +432,15 @@ async fn put_records(
         .send()
         .await
         .map_err(|e| classify_call(&e))?;
-    if output.records().len() != batch.len() {
+    let results = answer
+        .take()
+        .unwrap_or_else(|| RecordResults::from_entries(output.records()));
+    if results.len() != batch.len() {
         return Err(CallFailure::Transient(format!(
             "PutRecords answered {} results for {} records",
-            output.records().len(),
+            results.len(),
             batch.len()
         )));
     }
-    Ok(output.records)
+    Ok(results)
 }

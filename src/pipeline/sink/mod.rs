@@ -43,6 +43,7 @@ use super::message::{InFlightMessage, Receipt};
 use super::shard_tally::ShardTally;
 use crate::retry::RetryPolicy;
 
+mod answer;
 mod lane;
 mod metrics;
 mod request;

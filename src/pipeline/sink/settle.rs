@@ -5,11 +5,11 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use aws_sdk_kinesis::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
-use aws_sdk_kinesis::types::PutRecordsResultEntry;
 
 use crate::pipeline::message::InFlightMessage;
 
 use super::OutboundRecord;
+use super::answer::RecordResult;
 
 /// What became of one PutRecords call's records.
 #[derive(Default)]
@@ -106,7 +106,7 @@ pub(super) fn refusal_label(reason: &str) -> &'static str {
 
 /// Splits a call's records by their results (same length and order as the request). Once an
 /// event of a message fails, every later event of that message in the call is sent again too.
-pub(super) fn settle(batch: Vec<OutboundRecord>, results: &[PutRecordsResultEntry]) -> Settled {
+pub(super) fn settle(batch: Vec<OutboundRecord>, results: &[RecordResult]) -> Settled {
     let mut settled = Settled::default();
     let mut failed_messages: HashSet<*const InFlightMessage> = HashSet::new();
     for (record, result) in batch.into_iter().zip(results) {
@@ -129,7 +129,7 @@ pub(super) fn settle(batch: Vec<OutboundRecord>, results: &[PutRecordsResultEntr
     settled
 }
 
-pub(super) fn code_of(result: &PutRecordsResultEntry) -> String {
+pub(super) fn code_of(result: &RecordResult) -> String {
     result.error_code().unwrap_or("unknown").to_owned()
 }
 
@@ -171,18 +171,14 @@ mod tests {
         )
     }
 
-    fn ok() -> PutRecordsResultEntry {
-        PutRecordsResultEntry::builder()
-            .shard_id("s")
-            .sequence_number("1")
-            .build()
+    fn ok() -> RecordResult {
+        RecordResult::Written { shard: Some(0) }
     }
 
-    fn throttled() -> PutRecordsResultEntry {
-        PutRecordsResultEntry::builder()
-            .error_code("ProvisionedThroughputExceededException")
-            .error_message("slow down")
-            .build()
+    fn throttled() -> RecordResult {
+        RecordResult::Failed {
+            code: "ProvisionedThroughputExceededException".into(),
+        }
     }
 
     fn names(records: &[OutboundRecord]) -> Vec<String> {
