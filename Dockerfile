@@ -14,6 +14,11 @@
 # cargo-chef splits the build in two layers: the dependencies, which change when a Cargo.toml or
 # Cargo.lock change, and the workspace's own code. Editing src/ then rebuilds only the second.
 FROM rust:1.95-slim-bookworm AS chef
+# make: jemalloc, the collector's allocator, is built from C with its own configure and make.
+# hadolint ignore=DL3008
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends make \
+ && rm -rf /var/lib/apt/lists/*
 RUN cargo install --locked cargo-chef --version 0.1.78
 WORKDIR /build
 
