@@ -19,6 +19,7 @@ use aws_smithy_runtime_api::client::http::SharedHttpClient;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::kit::{Counters, outcome};
+use crate::pipeline::body_budget::ReceiveHttpClient;
 use crate::retry::{RetryPolicy, retry_until};
 
 /// SQS's limit on entries per batch call (DeleteMessageBatch, ChangeMessageVisibilityBatch).
@@ -52,8 +53,8 @@ pub(crate) struct Queue {
 pub(crate) struct Clients {
     pub sqs: aws_sdk_sqs::Client,
     pub kinesis: aws_sdk_kinesis::Client,
-    /// The SQS client's HTTP client, which a ReceiveMessage call wraps to reserve its answer's
-    /// size in the body budget (`pipeline::body_budget`).
+    /// The SQS client's HTTP client, which the ReceiveMessage calls' client wraps to reserve
+    /// each answer's size in the body budget (`pipeline::body_budget`).
     pub sqs_http: SharedHttpClient,
     /// The attempt timeout of every call but ReceiveMessage.
     pub call_timeout: Duration,
@@ -84,10 +85,19 @@ impl Clients {
         }
     }
 
-    /// The configuration override of a ReceiveMessage call: a long poll is answered only after
-    /// its wait time when the queue is empty, so its attempt may last that much longer.
-    pub(crate) fn receive_override(&self, wait_time: Duration) -> aws_sdk_sqs::config::Builder {
-        aws_sdk_sqs::config::Builder::default().timeout_config(timeouts(wait_time + self.call_timeout))
+    /// The client of the ReceiveMessage calls: a long poll is answered only after its wait
+    /// time when the queue is empty, so its attempt may last that much longer; and its HTTP
+    /// client reserves each answer's size in the body budget (`pipeline::body_budget`). Made
+    /// once: a per-call configuration override costs about as much as the call's signing.
+    pub(crate) fn receive_client(&self, wait_time: Duration) -> aws_sdk_sqs::Client {
+        aws_sdk_sqs::Client::from_conf(
+            self.sqs
+                .config()
+                .to_builder()
+                .timeout_config(timeouts(wait_time + self.call_timeout))
+                .http_client(ReceiveHttpClient::new(self.sqs_http.clone()))
+                .build(),
+        )
     }
 }
 

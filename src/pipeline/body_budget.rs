@@ -9,8 +9,9 @@
 //!   that receiving pauses while the budget is full;
 //! - when the answer's headers arrive, before its body is read, what the answer takes: its
 //!   `Content-Length` (the worst case of the messages asked for when it has none). The
-//!   ReceiveMessage call's HTTP client does this ([`Reserving`]) and leaves the reservation
-//!   where the receiver finds it after the call.
+//!   ReceiveMessage calls' HTTP client does this ([`ReceiveHttpClient`]), for the ticket of the
+//!   call being made ([`Ticket::during`]), and leaves the reservation where the receiver finds
+//!   it after the call.
 //!
 //! A receive asks for no more of the queue's largest bodies than the whole budget holds, so the
 //! budget is never exceeded (but for an answer whose JSON escaping makes it larger than all of
@@ -95,15 +96,15 @@ impl Ticket {
         self.asked
     }
 
-    /// The HTTP client for this receive's call: `inner`, reserving the answer's size in the
-    /// budget when its headers arrive.
-    pub(crate) fn http_client(&self, inner: SharedHttpClient) -> Reserving {
-        Reserving {
-            inner,
+    /// Makes `call`, a ReceiveMessage call through a [`ReceiveHttpClient`], reserve its
+    /// answer's size with this ticket when the answer's headers arrive.
+    pub(crate) async fn during<F: Future>(&self, call: F) -> F::Output {
+        let reserving = Reserving {
             held: self.held.clone(),
             budget: self.budget.clone(),
             worst_case: self.asked.saturating_mul(self.budget.max_body),
-        }
+        };
+        CALL_RESERVATION.scope(reserving, call).await
     }
 
     /// After the call: what it holds of the budget (the answer's reservation, or the ticket
@@ -113,20 +114,30 @@ impl Ticket {
     }
 }
 
-/// The HTTP client of one ReceiveMessage call (see the module's comment).
-#[derive(Clone, Debug)]
-pub(crate) struct Reserving {
-    inner: SharedHttpClient,
-    held: Arc<Mutex<Option<OwnedSemaphorePermit>>>,
-    budget: BodyBudget,
-    worst_case: usize,
+tokio::task_local! {
+    /// The reservation of the ReceiveMessage call the task is making. Task-local because the
+    /// SDK's client, and so its HTTP client, is made once, while the ticket changes with every
+    /// call; the SDK calls the HTTP connector from the task that awaits the call.
+    static CALL_RESERVATION: Reserving;
 }
 
-impl HttpClient for Reserving {
+/// The HTTP client of the ReceiveMessage calls (see the module's comment): `inner`, reserving
+/// each answer's size in the body budget for the ticket of its call.
+#[derive(Clone, Debug)]
+pub(crate) struct ReceiveHttpClient {
+    inner: SharedHttpClient,
+}
+
+impl ReceiveHttpClient {
+    pub(crate) fn new(inner: SharedHttpClient) -> ReceiveHttpClient {
+        ReceiveHttpClient { inner }
+    }
+}
+
+impl HttpClient for ReceiveHttpClient {
     fn http_connector(&self, settings: &HttpConnectorSettings, components: &RuntimeComponents) -> SharedHttpConnector {
         SharedHttpConnector::new(ReservingConnector {
             inner: self.inner.http_connector(settings, components),
-            client: self.clone(),
         })
     }
 }
@@ -134,24 +145,34 @@ impl HttpClient for Reserving {
 #[derive(Debug)]
 struct ReservingConnector {
     inner: SharedHttpConnector,
-    client: Reserving,
 }
 
 impl HttpConnector for ReservingConnector {
     fn call(&self, request: HttpRequest) -> HttpConnectorFuture {
+        // A call made outside `Ticket::during` reserves nothing: its ticket stays what it holds.
+        let reserving = CALL_RESERVATION.try_with(Reserving::clone).ok();
         let call = self.inner.call(request);
-        let client = self.client.clone();
         HttpConnectorFuture::new(async move {
             let response = call.await?;
-            let size = response
-                .headers()
-                .get("content-length")
-                .and_then(|length| length.parse::<usize>().ok())
-                .unwrap_or(client.worst_case);
-            client.reserve(size).await;
+            if let Some(reserving) = reserving {
+                let size = response
+                    .headers()
+                    .get("content-length")
+                    .and_then(|length| length.parse::<usize>().ok())
+                    .unwrap_or(reserving.worst_case);
+                reserving.reserve(size).await;
+            }
             Ok(response)
         })
     }
+}
+
+/// One ReceiveMessage call's share of the budget, as its HTTP connector sees it.
+#[derive(Clone, Debug)]
+struct Reserving {
+    held: Arc<Mutex<Option<OwnedSemaphorePermit>>>,
+    budget: BodyBudget,
+    worst_case: usize,
 }
 
 impl Reserving {
@@ -230,23 +251,17 @@ mod tests {
         budget.ticket(10, &CancellationToken::new()).await.unwrap()
     }
 
-    /// One call through the ticket's HTTP client to a server answering `length` bytes.
+    /// One call through the receive HTTP client, for `ticket`, to a server answering `length`
+    /// bytes.
     async fn call(ticket: &Ticket, length: usize, says_length: bool) {
-        let reserving = ticket.http_client(SharedHttpClient::new(NeverUsed));
         let connector = ReservingConnector {
             inner: SharedHttpConnector::new(Answers { length, says_length }),
-            client: reserving,
         };
-        connector.call(HttpRequest::empty()).await.unwrap();
-    }
-
-    #[derive(Debug)]
-    struct NeverUsed;
-
-    impl HttpClient for NeverUsed {
-        fn http_connector(&self, _: &HttpConnectorSettings, _: &RuntimeComponents) -> SharedHttpConnector {
-            unreachable!("the tests call the connector directly")
-        }
+        // The connector is called within the call's future, as the SDK calls it.
+        ticket
+            .during(async { connector.call(HttpRequest::empty()).await })
+            .await
+            .unwrap();
     }
 
     fn held(ticket: Ticket) -> usize {
@@ -279,6 +294,21 @@ mod tests {
         call(&ticket, 3 * TICKET, true).await;
         assert_eq!(budget.room.available_permits(), TICKET);
         assert_eq!(held(ticket), 3 * TICKET);
+    }
+
+    #[tokio::test]
+    async fn a_call_made_outside_its_tickets_scope_reserves_nothing_and_the_ticket_stays_whole() {
+        let budget = budget();
+        let ticket = ticket(&budget).await;
+        let connector = ReservingConnector {
+            inner: SharedHttpConnector::new(Answers {
+                length: 3 * TICKET,
+                says_length: true,
+            }),
+        };
+        connector.call(HttpRequest::empty()).await.unwrap();
+        assert_eq!(budget.room.available_permits(), 3 * TICKET);
+        assert_eq!(held(ticket), TICKET);
     }
 
     #[tokio::test]

@@ -209,12 +209,13 @@ fn spawn_receivers(
     shared: &Shared,
     outputs: source::Outputs,
 ) {
+    let receive_client = shared.clients.receive_client(settings.source.wait_time);
     for index in 0..settings.source.receivers {
         let name = format!("receiver {index}");
         let activity = shared.liveness.stage(name.clone());
         let stage = source::run(source::Receiver {
             index,
-            clients: shared.clients.clone(),
+            sqs: receive_client.clone(),
             queue_url: queue_url.to_owned(),
             settings: settings.source.clone(),
             retry: shared.retry,

@@ -32,7 +32,6 @@ use super::dead_letter::{DeadLetterQueue, Disposal, dispose};
 use super::deleter::DeleteQueue;
 use super::message::{GiveUp, InFlightMessage, InFlightMetrics, NewMessage, Receipt};
 use super::sink::{OutboundRecord, lane_for};
-use crate::aws::Clients;
 use crate::liveness::Activity;
 use crate::metrics::kit::{CallDurations, Counters, add, call_duration, start_at_zero, timed};
 use crate::retry::{RetryEpisode, RetryPolicy};
@@ -185,7 +184,8 @@ pub(crate) async fn run(receiver: Receiver) {
 pub(crate) struct Receiver {
     /// Which of the receive loops, for logs.
     pub index: usize,
-    pub clients: Clients,
+    /// The ReceiveMessage calls' client (`Clients::receive_client`).
+    pub sqs: aws_sdk_sqs::Client,
     pub queue_url: String,
     pub settings: SourceSettings,
     pub retry: RetryPolicy,
@@ -206,22 +206,17 @@ impl Receiver {
         let sent_at = Instant::now();
         let call = timed(
             &self.metrics.receive_duration,
-            self.clients
-                .sqs
-                .receive_message()
-                .queue_url(&self.queue_url)
-                .max_number_of_messages(ticket.asked() as i32)
-                // For the freshness from the queue: when SQS accepted the message.
-                .message_system_attribute_names(MessageSystemAttributeName::SentTimestamp)
-                .wait_time_seconds(settings.wait_time.as_secs() as i32)
-                .visibility_timeout(settings.visibility_timeout.as_secs() as i32)
-                .customize()
-                .config_override(
-                    self.clients
-                        .receive_override(settings.wait_time)
-                        .http_client(ticket.http_client(self.clients.sqs_http.clone())),
-                )
-                .send(),
+            ticket.during(
+                self.sqs
+                    .receive_message()
+                    .queue_url(&self.queue_url)
+                    .max_number_of_messages(ticket.asked() as i32)
+                    // For the freshness from the queue: when SQS accepted the message.
+                    .message_system_attribute_names(MessageSystemAttributeName::SentTimestamp)
+                    .wait_time_seconds(settings.wait_time.as_secs() as i32)
+                    .visibility_timeout(settings.visibility_timeout.as_secs() as i32)
+                    .send(),
+            ),
         );
         tokio::pin!(call);
         let answer = tokio::select! {
