@@ -291,11 +291,12 @@ impl InFlightMessage {
     ///
     /// `record_bytes` is what the published record took (as counted when the records were
     /// built): its part of the message's share of the byte cap goes back at once.
-    pub(crate) fn confirm_one(&self, record_bytes: usize) -> bool {
+    /// `published_at` is when its call was answered, read once for all of the call's records.
+    pub(crate) fn confirm_one(&self, record_bytes: usize, published_at: Instant) -> bool {
         self.capacity
             .metrics
             .event_latency
-            .observe(self.lease.started.elapsed().as_secs_f64());
+            .observe((published_at - self.lease.started).as_secs_f64());
         self.capacity.release_part(record_bytes);
         let last = self.events.confirm_one();
         if last {
@@ -487,13 +488,13 @@ mod tests {
             100,
             None,
         );
-        assert!(!e.confirm_one(25));
-        assert!(!e.confirm_one(25));
+        assert!(!e.confirm_one(25, Instant::now()));
+        assert!(!e.confirm_one(25, Instant::now()));
         assert_eq!(e.outstanding(), 1);
         // Each published record gives back its part at once.
         assert_eq!(bytes.available_permits(), 50);
         assert_eq!(e.capacity.metrics.bytes_in_flight.get(), 50);
-        assert!(e.confirm_one(50));
+        assert!(e.confirm_one(50, Instant::now()));
         // Its records are gone, but the message counts against the cap until it is deleted.
         assert_eq!(bytes.available_permits(), 100);
         assert_eq!(e.capacity.metrics.bytes_in_flight.get(), 0);
@@ -508,12 +509,12 @@ mod tests {
         let e = entry(4, &Arc::new(Semaphore::new(1)));
         // 400 bytes of records on a 100-byte cap: it holds all of it.
         e.publishing(4, bytes.clone().try_acquire_many_owned(100).unwrap(), 400, None);
-        assert!(!e.confirm_one(100));
+        assert!(!e.confirm_one(100, Instant::now()));
         assert_eq!(bytes.available_permits(), 25);
-        assert!(!e.confirm_one(100));
-        assert!(!e.confirm_one(100));
+        assert!(!e.confirm_one(100, Instant::now()));
+        assert!(!e.confirm_one(100, Instant::now()));
         assert_eq!(bytes.available_permits(), 75);
-        assert!(e.confirm_one(100));
+        assert!(e.confirm_one(100, Instant::now()));
         assert_eq!(bytes.available_permits(), 100);
         assert_eq!(e.capacity.metrics.bytes_in_flight.get(), 0);
     }
@@ -532,7 +533,7 @@ mod tests {
         assert_eq!(e.capacity.metrics.bytes_in_flight.get(), 100);
         assert_eq!(permits.available_permits(), 0);
         assert_eq!(bytes.available_permits(), 0);
-        assert!(!e.confirm_one(10));
+        assert!(!e.confirm_one(10, Instant::now()));
         let metrics = e.capacity.metrics.clone();
         drop(e);
         assert_eq!(permits.available_permits(), 1);
@@ -618,9 +619,9 @@ mod tests {
             0,
             None,
         );
-        assert!(!old.confirm_one(0));
+        assert!(!old.confirm_one(0, Instant::now()));
         assert_eq!(sums().1, 0.0, "nothing before the last event");
-        assert!(old.confirm_one(0));
+        assert!(old.confirm_one(0, Instant::now()));
         let (q_sum, q_count, s_sum, s_count) = sums();
         assert!((30.0..60.0).contains(&q_sum) && q_count == 1.0, "{q_sum}");
         assert!((90.0..120.0).contains(&s_sum) && s_count == 1.0, "{s_sum}");
@@ -634,7 +635,7 @@ mod tests {
             0,
             None,
         );
-        assert!(ahead.confirm_one(0));
+        assert!(ahead.confirm_one(0, Instant::now()));
         let (q_sum_after, q_count_after, s_sum_after, s_count_after) = sums();
         assert_eq!((q_sum_after, q_count_after), (q_sum, 1.0));
         assert_eq!((s_sum_after, s_count_after), (s_sum, 2.0));

@@ -448,6 +448,9 @@ async fn route(
     entry.publishing(records.len(), bytes, record_bytes, kept_body);
     let partition_key: Arc<str> = partition_key.into();
     let lane = &outputs.lanes[lane_for(&key_id, outputs.lanes.len())];
+    // One reading of the clock for the whole submission: a record that waited for room in the
+    // lane's channel is taken to have waited in the lane, and leaves no later for it.
+    let enqueued_at = Instant::now();
     for buffer in records.buffers {
         let releases = buffer_heap_bytes(&buffer);
         let data = Bytes::from(buffer.data);
@@ -460,6 +463,7 @@ async fn route(
                 if last_of_buffer { releases } else { 0 },
                 entry.clone(),
                 &outputs.events_in_flight,
+                enqueued_at,
             );
             start = end;
             if lane.send(record).await.is_err() {

@@ -281,8 +281,9 @@ impl Lane {
             self.context.breaker.succeeded();
             self.refusals_in_a_row = 0;
         }
+        let published_at = Instant::now();
         for record in settled.confirmed {
-            if record.message.confirm_one(record.releases) {
+            if record.message.confirm_one(record.releases, published_at) {
                 self.context.deleter.push(record.message.clone());
             }
             metrics.events_published.inc();

@@ -79,13 +79,15 @@ impl Drop for CountedEvent {
 }
 
 impl OutboundRecord {
-    /// An event of `message` entering the pipeline, counted in `in_flight` until dropped.
+    /// An event of `message` entering the pipeline at `enqueued_at` (read once for all the
+    /// events of a submission), counted in `in_flight` until dropped.
     pub fn new(
         data: Bytes,
         partition_key: Arc<str>,
         releases: usize,
         message: Arc<InFlightMessage>,
         in_flight: &Gauge,
+        enqueued_at: Instant,
     ) -> Self {
         in_flight.inc();
         OutboundRecord {
@@ -93,7 +95,7 @@ impl OutboundRecord {
             partition_key,
             message,
             releases,
-            enqueued_at: Instant::now(),
+            enqueued_at,
             _counted: CountedEvent(in_flight.clone()),
         }
     }

@@ -8,7 +8,7 @@
 //! serialised from an input without records. The body is the AWS JSON 1.1 document of
 //! PutRecords: `{"StreamName":…,"Records":[{"Data":<base64>,"PartitionKey":…},…]}`.
 
-use base64_simd::{AsOut, STANDARD};
+use base64_simd::STANDARD;
 use bytes::Bytes;
 use telemetry_format::event::write_json_str;
 
@@ -30,9 +30,8 @@ pub(super) fn put_records_body(stream_name: &str, records: &[OutboundRecord]) ->
             body.push(b',');
         }
         body.extend_from_slice(b"{\"Data\":\"");
-        let start = body.len();
-        body.resize(start + STANDARD.encoded_length(record.data.len()), 0);
-        let _ = STANDARD.encode(&record.data, body[start..].as_out());
+        // Encoded into the buffer's spare room, which is not zeroed first.
+        STANDARD.encode_append(&record.data, &mut body);
         body.extend_from_slice(b"\",\"PartitionKey\":");
         write_json_str(&mut body, &record.partition_key);
         body.push(b'}');
@@ -69,6 +68,7 @@ mod tests {
             0,
             test_message("m", 1),
             &Gauge::default(),
+            tokio::time::Instant::now(),
         )
     }
 

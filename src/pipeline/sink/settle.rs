@@ -168,6 +168,7 @@ mod tests {
             0,
             message.clone(),
             &Gauge::default(),
+            tokio::time::Instant::now(),
         )
     }
 
