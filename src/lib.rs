@@ -20,6 +20,7 @@
 //! pure policy driven by a simulated clock), and their settings types. Everything else is
 //! `pub(crate)`: the stages' internals are not an interface.
 
+mod answer_reader;
 pub mod aws;
 pub mod check;
 pub mod config;

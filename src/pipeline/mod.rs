@@ -19,6 +19,7 @@ pub mod breaker;
 pub mod dead_letter;
 pub mod deleter;
 pub mod message;
+mod receive_answer;
 pub mod shard_tally;
 pub mod sink;
 pub mod source;

@@ -16,7 +16,7 @@ use std::time::{Duration, SystemTime};
 use tokio::time::Instant;
 
 use aws_sdk_sqs::error::DisplayErrorContext;
-use aws_sdk_sqs::types::{Message, MessageSystemAttributeName};
+use aws_sdk_sqs::types::MessageSystemAttributeName;
 use bytes::Bytes;
 use chrono::Utc;
 use prometheus_client::metrics::counter::Counter;
@@ -31,7 +31,9 @@ use super::breaker::Breaker;
 use super::dead_letter::{DeadLetterQueue, Disposal, dispose};
 use super::deleter::DeleteQueue;
 use super::message::{GiveUp, InFlightMessage, InFlightMetrics, NewMessage, Receipt};
+use super::receive_answer::{ReceiveMessageAnswer, ReceivedMessage, messages};
 use super::sink::{OutboundRecord, lane_for};
+use crate::answer_reader::AnswerSlot;
 use crate::liveness::Activity;
 use crate::metrics::kit::{CallDurations, Counters, add, call_duration, start_at_zero, timed};
 use crate::retry::{RetryEpisode, RetryPolicy};
@@ -199,11 +201,12 @@ impl Receiver {
     /// One long poll for the messages `ticket` asked for, and when its answer arrived; the
     /// answer's size is reserved in the body budget, with the ticket, when its headers arrive.
     /// `None` when shutdown came first.
-    async fn receive(&self, ticket: &Ticket) -> Option<(Result<Vec<Message>, String>, ReceiveTiming)> {
+    async fn receive(&self, ticket: &Ticket) -> Option<(Result<Vec<ReceivedMessage>, String>, ReceiveTiming)> {
         let settings = &self.settings;
         self.metrics.receive_calls.inc();
         self.activity.busy();
         let sent_at = Instant::now();
+        let read = AnswerSlot::<ReceiveMessageAnswer>::default();
         let call = timed(
             &self.metrics.receive_duration,
             ticket.during(
@@ -215,6 +218,8 @@ impl Receiver {
                     .message_system_attribute_names(MessageSystemAttributeName::SentTimestamp)
                     .wait_time_seconds(settings.wait_time.as_secs() as i32)
                     .visibility_timeout(settings.visibility_timeout.as_secs() as i32)
+                    .customize()
+                    .interceptor(read.reader())
                     .send(),
             ),
         );
@@ -227,7 +232,7 @@ impl Receiver {
                 // messages to give answers at once, so wait a moment for it, then give back
                 // whatever it brought. A call still waiting after that found an empty queue.
                 if let Ok(Ok(output)) = tokio::time::timeout(SHUTDOWN_RECEIVE_GRACE, &mut call).await {
-                    for message in output.messages.unwrap_or_default() {
+                    for message in messages(read.take(), output) {
                         self.metrics.messages_received.inc();
                         if let (Some(message_id), Some(handle)) = (message.message_id, message.receipt_handle) {
                             let _ = self.outputs.give_back.send(Receipt { message_id, handle });
@@ -244,10 +249,10 @@ impl Receiver {
         };
         self.activity.progressed();
         self.activity.idle();
-        let answer = answer
-            .map(|output| output.messages.unwrap_or_default())
+        let received = answer
+            .map(|output| messages(read.take(), output))
             .map_err(|e| DisplayErrorContext(&e).to_string());
-        Some((answer, timing))
+        Some((received, timing))
     }
 
     /// Makes each message of a batch a message in flight, with one of the batch's permits and
@@ -256,7 +261,7 @@ impl Receiver {
     /// hidden while the earlier ones wait for room. `None` when stopping.
     async fn take_in(
         &self,
-        messages: Vec<Message>,
+        messages: Vec<ReceivedMessage>,
         mut permits: OwnedSemaphorePermit,
         mut bodies_room: Option<OwnedSemaphorePermit>,
         timing: ReceiveTiming,
@@ -269,7 +274,7 @@ impl Receiver {
                 // SQS returned more than asked for; take a permit the ordinary way.
                 None => self.outputs.in_flight.clone().acquire_owned().await.ok()?,
             };
-            let sent_at = sent_timestamp(&message);
+            let sent_at = message.sent_at;
             let message_id = message.message_id.unwrap_or_default();
             let Some(handle) = message.receipt_handle else {
                 tracing::warn!(
@@ -304,17 +309,6 @@ impl Receiver {
         }
         Some(batch)
     }
-}
-
-/// When SQS accepted `message` (its `SentTimestamp` attribute, epoch milliseconds), if it says.
-fn sent_timestamp(message: &Message) -> Option<SystemTime> {
-    let millis: u64 = message
-        .attributes
-        .as_ref()?
-        .get(&MessageSystemAttributeName::SentTimestamp)?
-        .parse()
-        .ok()?;
-    SystemTime::UNIX_EPOCH.checked_add(Duration::from_millis(millis))
 }
 
 /// A received message, in flight, its body not decoded yet.

@@ -188,13 +188,16 @@ fn unwrap_body(body: &str) -> Result<Cow<'_, [u8]>, Rejection> {
     }
     // The vectorised decoder takes the bodies; the scalar one, which names the offending
     // symbol and its offset, gives a refused body its reason.
-    base64_simd::STANDARD.decode_to_vec(trimmed).map(Cow::Owned).map_err(|_| {
-        let reason = match base64::engine::general_purpose::STANDARD.decode(trimmed) {
-            Err(e) => e.to_string(),
-            Ok(_) => "not in the canonical padded form".to_owned(),
-        };
-        Rejection::NotBase64(reason)
-    })
+    base64_simd::STANDARD
+        .decode_to_vec(trimmed)
+        .map(Cow::Owned)
+        .map_err(|_| {
+            let reason = match base64::engine::general_purpose::STANDARD.decode(trimmed) {
+                Err(e) => e.to_string(),
+                Ok(_) => "not in the canonical padded form".to_owned(),
+            };
+            Rejection::NotBase64(reason)
+        })
 }
 
 /// A JSON value that keeps object keys in document order and refuses repeated keys, which

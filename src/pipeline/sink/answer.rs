@@ -1,25 +1,20 @@
-//! The PutRecords answer, read straight from its body.
+//! The PutRecords answer, read straight from its body (`answer_reader`).
 //!
 //! The SDK would build an entry per record, with strings of its own for the sequence number
-//! and the shard id: two allocations per record, and about a sixteenth of the collector's work
-//! at its ceiling (`docs/performance.md`). The lane needs only each record's shard or error
-//! code, so a successful answer is read here, into one vector of small results, and the SDK is
-//! handed an output without records. Error answers, and any answer this reader does not
-//! understand, are read by the SDK's own deserializer as before.
+//! and the shard id: two allocations per record. The lane needs only each record's shard or
+//! error code, so a successful answer is read here, into one vector of small results.
 
 use std::borrow::Cow;
 use std::fmt;
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::sync::OnceLock;
 
 use aws_sdk_kinesis::operation::put_records::{PutRecords, PutRecordsOutput};
 use aws_sdk_kinesis::types::PutRecordsResultEntry;
-use aws_smithy_runtime_api::box_error::BoxError;
-use aws_smithy_runtime_api::client::interceptors::Intercept;
-use aws_smithy_runtime_api::client::interceptors::context::{BeforeSerializationInterceptorContextRef, Error, Output};
-use aws_smithy_runtime_api::client::orchestrator::{HttpResponse, OrchestratorError};
+use aws_smithy_runtime_api::client::interceptors::context::Output;
 use aws_smithy_runtime_api::client::runtime_plugin::RuntimePlugin;
-use aws_smithy_runtime_api::client::ser_de::{DeserializeResponse, SharedResponseDeserializer};
-use aws_smithy_types::config_bag::{ConfigBag, FrozenLayer};
+use aws_smithy_types::config_bag::FrozenLayer;
+
+use crate::answer_reader::OwnReading;
 use serde::Deserialize;
 use serde::de::{Deserializer, SeqAccess, Visitor};
 
@@ -146,71 +141,24 @@ impl<'de> Visitor<'de> for EntriesVisitor {
     }
 }
 
-/// Where one call's answer is left by its reader.
-#[derive(Debug, Clone, Default)]
-pub(super) struct AnswerSlot(Arc<Mutex<Option<RecordResults>>>);
+/// PutRecords answers, read here (`answer_reader`).
+pub(super) struct PutRecordsAnswer;
 
-impl AnswerSlot {
-    /// The interceptor that has this call's successful answer read into this slot.
-    pub(super) fn reader(&self) -> impl Intercept + 'static {
-        AnswerReader(self.clone())
+impl OwnReading for PutRecordsAnswer {
+    type Read = RecordResults;
+
+    fn operation_layer() -> Option<&'static FrozenLayer> {
+        static LAYER: OnceLock<Option<FrozenLayer>> = OnceLock::new();
+        LAYER.get_or_init(|| PutRecords::new().config()).as_ref()
     }
 
-    /// The results read, if the answer was a success this reader understood.
-    pub(super) fn take(&self) -> Option<RecordResults> {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner).take()
-    }
-}
-
-/// Puts the call's response deserializer in front of the SDK's for one call.
-#[derive(Debug)]
-struct AnswerReader(AnswerSlot);
-
-impl Intercept for AnswerReader {
-    fn name(&self) -> &'static str {
-        "PutRecordsAnswerReader"
+    fn read(body: &[u8]) -> Option<RecordResults> {
+        RecordResults::parse(body).ok()
     }
 
-    fn read_before_execution(
-        &self,
-        _context: &BeforeSerializationInterceptorContextRef<'_>,
-        cfg: &mut ConfigBag,
-    ) -> Result<(), BoxError> {
-        // The interceptors' layer sits above the operation's, so this deserializer is the one
-        // the call loads.
-        cfg.interceptor_state()
-            .store_put(SharedResponseDeserializer::new(AnswerDeserializer(self.0.clone())));
-        Ok(())
-    }
-}
-
-/// The operation's own configuration, which holds the SDK's PutRecords deserializer.
-fn sdk_operation_layer() -> Option<&'static FrozenLayer> {
-    static LAYER: OnceLock<Option<FrozenLayer>> = OnceLock::new();
-    LAYER.get_or_init(|| PutRecords::new().config()).as_ref()
-}
-
-#[derive(Debug)]
-struct AnswerDeserializer(AnswerSlot);
-
-impl DeserializeResponse for AnswerDeserializer {
-    fn deserialize_nonstreaming_with_config(
-        &self,
-        response: &HttpResponse,
-        cfg: &ConfigBag,
-    ) -> Result<Output, OrchestratorError<Error>> {
-        if response.status().is_success()
-            && let Some(body) = response.body().bytes()
-            && let Ok(results) = RecordResults::parse(body)
-            && let Ok(output) = PutRecordsOutput::builder().set_records(Some(Vec::new())).build()
-        {
-            *self.0.0.lock().unwrap_or_else(PoisonError::into_inner) = Some(results);
-            return Ok(Output::erase(output));
-        }
-        match sdk_operation_layer().and_then(|layer| layer.load::<SharedResponseDeserializer>()) {
-            Some(sdk) => sdk.deserialize_nonstreaming_with_config(response, cfg),
-            None => Err(OrchestratorError::other("the SDK's PutRecords deserializer is missing")),
-        }
+    fn empty_output() -> Option<Output> {
+        let output = PutRecordsOutput::builder().set_records(Some(Vec::new())).build().ok()?;
+        Some(Output::erase(output))
     }
 }
 

@@ -13,10 +13,11 @@ use crate::pipeline::dead_letter::{Disposal, dispose};
 use crate::pipeline::message::{GiveUp, InFlightMessage};
 use crate::retry::RetryEpisode;
 
-use super::answer::{AnswerSlot, RecordResults};
+use super::answer::{PutRecordsAnswer, RecordResults};
 use super::request::put_records_body;
 use super::settle::{CallFailure, MAX_REFUSALS_IN_A_ROW, classify_call, refusal_label, settle, stream_unusable};
 use super::{LaneContext, OutboundRecord};
+use crate::answer_reader::AnswerSlot;
 
 /// Runs one lane until its input is closed and everything it holds is published (or given up
 /// because its receipt expired, or given back at shutdown).
@@ -419,7 +420,7 @@ async fn put_records(
     // The body is written from the records directly (request.rs), and the answer read from its
     // body (answer.rs); the SDK's input and output carry no records.
     let body = put_records_body(&stream_name, batch);
-    let answer = AnswerSlot::default();
+    let answer = AnswerSlot::<PutRecordsAnswer>::default();
     let output = client
         .put_records()
         .stream_name(stream_name)
