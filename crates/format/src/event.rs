@@ -160,7 +160,9 @@ pub fn to_records(
     // the allocator kept (a fifth more RSS under a backlog).
     let mut scratch = Vec::with_capacity(total.min(RECORD_BUFFER_BYTES));
     let mut ends = Vec::new();
+    let mut shared = None;
     for (index, event) in events(submission, time_processed).enumerate() {
+        let shared = shared.get_or_insert_with(|| SharedFields::of(&event));
         let estimate = event.estimated_len();
         if !ends.is_empty() && scratch.len() + estimate > RECORD_BUFFER_BYTES {
             records.buffers.push(RecordBuffer {
@@ -170,7 +172,7 @@ pub fn to_records(
             scratch.clear();
         }
         let start = scratch.len();
-        event.write_json(&mut scratch);
+        event.write_json_sharing(&mut scratch, shared);
         let bytes = scratch.len() - start;
         if bytes + key.len() > max_record_bytes {
             return Err(Rejection::RecordTooLarge {
@@ -257,25 +259,21 @@ impl Event<'_> {
 
     /// Appends the record data (see [`Event::to_json`]) to `out`.
     pub fn write_json(&self, out: &mut Vec<u8>) {
+        self.write_json_sharing(out, &SharedFields::of(self));
+    }
+
+    /// Appends the record data, with what every event of its submission writes alike already
+    /// encoded in `shared` (made from any event of the submission).
+    fn write_json_sharing(&self, out: &mut Vec<u8>, shared: &SharedFields) {
         let mut uuid_buf = Uuid::encode_buffer();
         let mut digits = [0u8; MAX_USIZE_DIGITS];
         out.extend_from_slice(b"{\"event_id\":\"");
         out.extend_from_slice(self.event_id.hyphenated().encode_lower(&mut uuid_buf).as_bytes());
         out.extend_from_slice(b"\",\"type\":");
         write_json_str(out, self.kind);
-        out.extend_from_slice(b",\"device_id\":\"");
-        out.extend_from_slice(self.device_id.hyphenated().encode_lower(&mut uuid_buf).as_bytes());
-        out.extend_from_slice(b"\",\"submission_id\":\"");
-        out.extend_from_slice(self.submission_id.hyphenated().encode_lower(&mut uuid_buf).as_bytes());
-        out.extend_from_slice(b"\",\"time_processed\":");
-        write_json_str(out, self.time_processed);
-        out.extend_from_slice(b",\"time_created\":");
-        write_json_str(out, self.time_created);
-        out.extend_from_slice(b",\"event_index\":");
+        out.extend_from_slice(&shared.after_type);
         out.extend_from_slice(decimal(self.event_index, &mut digits));
-        out.extend_from_slice(b",\"event_count\":");
-        out.extend_from_slice(decimal(self.event_count, &mut digits));
-        out.extend_from_slice(b",\"type_specific_data\":");
+        out.extend_from_slice(&shared.after_index);
         match self.type_specific_data {
             TypeSpecificData::NewProcess { cmdl, user } => {
                 out.extend_from_slice(b"{\"cmdl\":");
@@ -299,6 +297,44 @@ impl Event<'_> {
         out.extend_from_slice(b"}}");
     }
 }
+
+/// The parts of an event's record that every event of its submission writes alike: the ids,
+/// the times and the count, encoded once per submission rather than once per event.
+struct SharedFields {
+    /// From after the type to the index: `,"device_id":"…",…,"time_created":…,"event_index":`.
+    after_type: Vec<u8>,
+    /// From after the index to the type-specific data: `,"event_count":N,"type_specific_data":`.
+    after_index: Vec<u8>,
+}
+
+impl SharedFields {
+    fn of(event: &Event) -> SharedFields {
+        let mut uuid_buf = Uuid::encode_buffer();
+        let mut digits = [0u8; MAX_USIZE_DIGITS];
+        let mut after_type =
+            Vec::with_capacity(SHARED_FIXED_BYTES + event.time_processed.len() + event.time_created.len());
+        after_type.extend_from_slice(b",\"device_id\":\"");
+        after_type.extend_from_slice(event.device_id.hyphenated().encode_lower(&mut uuid_buf).as_bytes());
+        after_type.extend_from_slice(b"\",\"submission_id\":\"");
+        after_type.extend_from_slice(event.submission_id.hyphenated().encode_lower(&mut uuid_buf).as_bytes());
+        after_type.extend_from_slice(b"\",\"time_processed\":");
+        write_json_str(&mut after_type, event.time_processed);
+        after_type.extend_from_slice(b",\"time_created\":");
+        write_json_str(&mut after_type, event.time_created);
+        after_type.extend_from_slice(b",\"event_index\":");
+        let mut after_index = Vec::with_capacity(48);
+        after_index.extend_from_slice(b",\"event_count\":");
+        after_index.extend_from_slice(decimal(event.event_count, &mut digits));
+        after_index.extend_from_slice(b",\"type_specific_data\":");
+        SharedFields {
+            after_type,
+            after_index,
+        }
+    }
+}
+
+/// The shared parts' keys, punctuation and two ids.
+const SHARED_FIXED_BYTES: usize = 160;
 
 /// At least the length of an event's record data (strings that need escaping aside), from what
 /// varies between records: no event id needed, so no hashing.
@@ -329,15 +365,28 @@ pub fn write_json_str(out: &mut Vec<u8>, s: &str) {
     }
 }
 
-/// Dotted-quad text, as `Ipv4Addr`'s `Display` (and so its `Serialize`) writes it.
+/// Dotted-quad text, as `Ipv4Addr`'s `Display` (and so its `Serialize`) writes it; composed on
+/// the stack and appended at once (appending each octet was a copy call apiece).
 fn write_ipv4(out: &mut Vec<u8>, ip: Ipv4Addr) {
-    let mut digits = [0u8; MAX_USIZE_DIGITS];
+    let mut text = [0u8; 15];
+    let mut len = 0;
     for (i, octet) in ip.octets().into_iter().enumerate() {
         if i > 0 {
-            out.push(b'.');
+            text[len] = b'.';
+            len += 1;
         }
-        out.extend_from_slice(decimal(usize::from(octet), &mut digits));
+        if octet >= 100 {
+            text[len] = b'0' + octet / 100;
+            len += 1;
+        }
+        if octet >= 10 {
+            text[len] = b'0' + octet / 10 % 10;
+            len += 1;
+        }
+        text[len] = b'0' + octet % 10;
+        len += 1;
     }
+    out.extend_from_slice(&text[..len]);
 }
 
 /// `time_processed` as published: UTC, RFC 3339, microseconds, `Z`.
@@ -634,6 +683,13 @@ mod tests {
                 event.event_index = index;
                 proptest::prop_assert_eq!(event.to_json(), serde_json::to_vec(&event).unwrap());
             }
+            // The records, which share the submission's common fields, are the same events.
+            let (_, records) = to_records(&sub, "2021-03-29T12:06:20.123456Z", PartitionKey::SubmissionId, 1 << 20).unwrap();
+            let expected: Vec<Vec<u8>> = explode(&sub, "2021-03-29T12:06:20.123456Z")
+                .iter()
+                .map(|event| serde_json::to_vec(event).unwrap())
+                .collect();
+            proptest::prop_assert_eq!(records.iter().map(<[u8]>::to_vec).collect::<Vec<_>>(), expected);
         }
     }
 }
