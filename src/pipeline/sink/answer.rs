@@ -62,15 +62,20 @@ impl RecordResults {
     pub(super) fn from_entries(entries: &[PutRecordsResultEntry]) -> RecordResults {
         let mut results = RecordResults::default();
         for entry in entries {
-            let result = match entry.error_code() {
-                Some(code) => RecordResult::Failed { code: code.to_owned() },
-                None => RecordResult::Written {
-                    shard: entry.shard_id().map(|shard| results.shard_index(shard)),
-                },
-            };
-            results.results.push(result);
+            results.push(entry.error_code(), entry.shard_id());
         }
         results
+    }
+
+    /// Adds the next record's result: failed with its error code, or written to its shard.
+    fn push(&mut self, error_code: Option<&str>, shard_id: Option<&str>) {
+        let result = match error_code {
+            Some(code) => RecordResult::Failed { code: code.to_owned() },
+            None => RecordResult::Written {
+                shard: shard_id.map(|shard| self.shard_index(shard)),
+            },
+        };
+        self.results.push(result);
     }
 
     fn shard_index(&mut self, shard: &str) -> u32 {
@@ -127,15 +132,7 @@ impl<'de> Visitor<'de> for EntriesVisitor {
             results: Vec::with_capacity(PUT_RECORDS_MAX_RECORDS),
         };
         while let Some(entry) = entries.next_element::<Entry>()? {
-            let result = match entry.error_code {
-                Some(code) => RecordResult::Failed {
-                    code: code.into_owned(),
-                },
-                None => RecordResult::Written {
-                    shard: entry.shard_id.map(|shard| results.shard_index(&shard)),
-                },
-            };
-            results.results.push(result);
+            results.push(entry.error_code.as_deref(), entry.shard_id.as_deref());
         }
         Ok(results)
     }
