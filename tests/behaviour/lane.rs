@@ -76,6 +76,86 @@ async fn records_arriving_while_a_call_is_in_flight_go_together_in_the_next_call
 }
 
 #[tokio::test(start_paused = true)]
+async fn under_a_steady_backlog_a_lane_whose_calls_leave_nearly_full_waits_for_full_ones() {
+    let rig = Rig::start(&[ONE_LANE]).await;
+    rig.fake.set_latency(Op::PutRecords, Duration::from_millis(100));
+    // 40 events every 10 ms: 400 arrive during each 100 ms call, 80% of a call.
+    let mut sent = Vec::new();
+    for n in 1..=150 {
+        sent.push(rig.send(n, 40));
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    rig.wait_until_queue_empty().await;
+
+    let calls = rig.fake.calls(Op::PutRecords);
+    let entries: Vec<usize> = calls.iter().map(|c| c.entries).collect();
+    let first_full = entries.iter().position(|&n| n == 500).expect("full calls");
+    assert!(
+        first_full <= 3,
+        "full calls from the first nearly full one: {entries:?}"
+    );
+    let steady = &entries[first_full..entries.len() - 2];
+    assert!(
+        steady.len() >= 8 && steady.iter().all(|&n| n == 500),
+        "every call of the backlog is full: {entries:?}"
+    );
+    for pair in calls[first_full..].windows(2) {
+        assert!(
+            pair[1].at - pair[0].at <= Duration::from_millis(150),
+            "a call starts at most half a call after the previous one ended: {entries:?}"
+        );
+    }
+    exactly_once_in_order(&rig, &sent);
+    rig.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn after_a_full_call_a_lane_waits_at_most_half_that_call_for_more() {
+    let (entries, delay) = call_after_a_call_of(500).await;
+    assert_eq!(entries, [1, 500, 1], "records per PutRecords call");
+    assert_eq!(
+        delay,
+        Duration::from_millis(40),
+        "sent half a call after the full call ended"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn after_a_call_far_from_full_a_lane_sends_what_arrived_at_once() {
+    let (entries, delay) = call_after_a_call_of(300).await;
+    assert_eq!(entries, [1, 300, 1], "records per PutRecords call");
+    assert!(delay < Duration::from_millis(1), "sent {delay:?} after it was queued");
+}
+
+/// One lane, 100 ms calls: a call of one record, a submission of `events` events sent during it
+/// (so in the next call, whole), and a submission of one event 10 ms after that call ended.
+/// Returns the records per call, and how long the last submission
+/// waited from being queued to its call.
+async fn call_after_a_call_of(events: usize) -> (Vec<usize>, Duration) {
+    let rig = Rig::start(&[ONE_LANE]).await;
+    rig.fake.set_latency(Op::PutRecords, Duration::from_millis(100));
+    let mut sent = vec![rig.send(1, 1)];
+    rig.wait_for_call(Op::PutRecords, "the first call").await;
+    let first_at = rig.fake.calls(Op::PutRecords)[0].at;
+    sent.push(rig.send(2, events));
+    tokio::time::sleep_until(first_at + Duration::from_millis(210)).await;
+    sent.push(rig.send(3, 1));
+    let queued_at = Instant::now();
+    rig.wait_until_queue_empty().await;
+
+    let calls = rig.fake.calls(Op::PutRecords);
+    let entries: Vec<usize> = calls.iter().map(|c| c.entries).collect();
+    assert_eq!(
+        calls[1].at - first_at,
+        Duration::from_millis(100),
+        "the second call starts as the first ends"
+    );
+    exactly_once_in_order(&rig, &sent);
+    rig.stop().await;
+    (entries, calls[calls.len() - 1].at - queued_at)
+}
+
+#[tokio::test(start_paused = true)]
 async fn records_that_fail_are_sent_again_with_the_later_events_of_their_submission_in_order() {
     let rig = Rig::start(&[ONE_LANE]).await;
     // The first five records of the first call (events 0-4 of the first submission) fail.

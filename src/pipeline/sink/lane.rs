@@ -72,10 +72,7 @@ pub(crate) async fn run_lane(
         // Sent as soon as the lane is free (after the linger, 0 by default): batches form
         // from what arrives while a call is in flight, so a quiet lane sends at once and a
         // busy one sends full calls, with no interval to tune between the two.
-        let deadline = lane
-            .buffer
-            .front()
-            .map(|r| r.enqueued_at + lane.context.settings.linger.min(lane.context.settings.flush_interval));
+        let deadline = lane.buffer.front().map(|r| lane.send_at(r.enqueued_at));
         // Records already waiting come first: after a call the deadline of the records queued
         // meanwhile has passed, and a fair choice would send them one or two per call, slowing
         // the lane to a crawl just when it has the most to send.
@@ -116,6 +113,9 @@ struct Lane {
     stopping: bool,
     /// After a failed call, when to send again.
     retry_at: Option<Instant>,
+    /// After a nearly full call, until when the lane waits for a full one (see
+    /// [`Lane::hold_after`]).
+    hold_until: Option<Instant>,
     context: LaneContext,
 }
 
@@ -133,6 +133,7 @@ impl Lane {
             ),
             stopping: false,
             retry_at: None,
+            hold_until: None,
             context,
         }
     }
@@ -181,6 +182,29 @@ impl Lane {
     fn has_full_batch(&self) -> bool {
         let settings = &self.context.settings;
         self.buffer.len() >= self.batch_cap || self.buffered_bytes >= settings.max_request_bytes
+    }
+
+    /// When the records buffered, the oldest queued at `oldest`, are sent if no full call
+    /// forms first: after the linger, or at the end of the hold after a nearly full call; never
+    /// later than the flush interval.
+    fn send_at(&self, oldest: Instant) -> Instant {
+        let settings = &self.context.settings;
+        let linger = oldest + settings.linger.min(settings.flush_interval);
+        match self.hold_until {
+            Some(hold) => hold.max(linger).min(oldest + settings.flush_interval),
+            None => linger,
+        }
+    }
+
+    /// After a call of `records` records and `bytes` bytes that took `took`: whether the next
+    /// call waits for a full one. A lane whose calls leave nearly full is kept busy by a
+    /// backlog: what is missing arrives within a fraction of a call, and waiting for it makes
+    /// fewer, fuller calls (each costs signing and a round trip) at no cost in throughput.
+    /// The wait is half the last call, so a lane still sends at least every one and a half
+    /// calls' time; a lane whose calls are smaller sends at once, as ever.
+    fn hold_after(&mut self, records: usize, bytes: usize, took: std::time::Duration) {
+        let nearly_full = records * 4 >= self.batch_cap * 3 || bytes * 4 >= self.context.settings.max_request_bytes * 3;
+        self.hold_until = nearly_full.then(|| Instant::now() + took / 2);
     }
 
     /// Puts records back at the head of the buffer, keeping their order.
@@ -256,9 +280,14 @@ impl Lane {
             }
         };
         self.activity.progressed();
-        metrics.put_records_duration.observe(started.elapsed().as_secs_f64());
+        let took = started.elapsed();
+        metrics.put_records_duration.observe(took.as_secs_f64());
         match result {
-            Ok(results) => self.settle_answer(batch, &results),
+            Ok(results) => {
+                let bytes = batch.iter().map(OutboundRecord::size).sum();
+                self.hold_after(batch.len(), bytes, took);
+                self.settle_answer(batch, &results)
+            }
             Err(failure) => self.call_failed(batch, failure).await,
         }
     }
