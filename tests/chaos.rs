@@ -20,8 +20,10 @@
 
 mod support;
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use support::fault_proxy::{FaultProxy, Faults};
@@ -224,6 +226,37 @@ impl Collector {
     }
 }
 
+/// The run's progress (the plan, each fault, the queue every 5 s, the report): written to a file beside the
+/// collector's logs, and to stderr too when `CHAOS_PROGRESS` is set (`script/chaos` sets it).
+/// Kept off the test's own output otherwise, so that a failure's message leads what a short
+/// excerpt of a CI log shows.
+#[derive(Clone)]
+struct Progress {
+    file: Arc<Mutex<std::fs::File>>,
+    path: PathBuf,
+    echo: bool,
+}
+
+impl Progress {
+    fn create(path: PathBuf) -> Progress {
+        let file = std::fs::File::create(&path).expect("create the progress file");
+        Progress {
+            file: Arc::new(Mutex::new(file)),
+            path,
+            echo: std::env::var_os("CHAOS_PROGRESS").is_some(),
+        }
+    }
+
+    fn line(&self, text: &str) {
+        if let Ok(mut file) = self.file.lock() {
+            let _ = writeln!(file, "chaos: {text}");
+        }
+        if self.echo {
+            eprintln!("chaos: {text}");
+        }
+    }
+}
+
 fn run_seconds(started: Instant) -> f64 {
     (started.elapsed().as_secs_f64() * 10.0).round() / 10.0
 }
@@ -235,16 +268,23 @@ async fn chaos_soak_loses_nothing_keeps_order_and_publishes_nothing_invalid() {
     let proxy = FaultProxy::start_split(&env.endpoint, &env.kinesis_endpoint, plan.seed).await;
     let faults = proxy.faults.clone();
     let mut rng = Rng::new(plan.seed);
-    eprintln!("chaos: seed={} plan={plan:?}", plan.seed);
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    let progress = Progress::create(dir.join(format!("{}-progress.log", env.stream_name)));
+    eprintln!(
+        "chaos: CHAOS_SEED={} (progress in {})",
+        plan.seed,
+        progress.path.display()
+    );
+    progress.line(&format!("seed={} plan={plan:?}", plan.seed));
     let emulators = if env.kinesis_endpoint == env.endpoint {
         env.endpoint.clone()
     } else {
         format!("SQS {}, Kinesis {}", env.endpoint, env.kinesis_endpoint)
     };
-    eprintln!(
-        "chaos: queue {} stream {} at {emulators} (collector through {})",
+    progress.line(&format!(
+        "queue {} stream {} at {emulators} (collector through {})",
         env.queue_url, env.stream_name, proxy.endpoint
-    );
+    ));
 
     let visibility = plan.visibility_timeout_sec.to_string();
     let max_in_flight = plan.max_in_flight_messages.to_string();
@@ -267,7 +307,6 @@ async fn chaos_soak_loses_nothing_keeps_order_and_publishes_nothing_invalid() {
     let mut collector = Collector::start(&env, &settings, &faults, 0);
 
     // The fleet talks to the emulator directly: the faults are on the collector's paths only.
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
     let manifest = dir.join(format!("{}.manifest.jsonl", env.stream_name));
     let fleet_log = std::fs::File::create(dir.join(format!("{}-fleet.log", env.stream_name))).unwrap();
     let fleet = tokio::process::Command::new(support::workspace_binary("sensor-fleet"))
@@ -289,21 +328,22 @@ async fn chaos_soak_loses_nothing_keeps_order_and_publishes_nothing_invalid() {
         .expect("start sensor-fleet");
     let fleet = tokio::spawn(fleet.wait_with_output());
 
-    // Progress on stderr while the run lasts (shown with --nocapture).
+    // The queue and the proxy's counts every 5 s while the run lasts.
     let monitor = tokio::spawn({
         let watch = env.retarget(&env.queue_url, &env.stream_name);
         let faults = faults.clone();
+        let progress = progress.clone();
         async move {
             loop {
                 tokio::time::sleep(Duration::from_secs(5)).await;
                 let (visible, in_flight) = watch.queue_counts().await;
-                eprintln!(
-                    "chaos: t={:.0}s records published={} failed={} calls cut={} queue {visible} visible + {in_flight} in flight",
+                progress.line(&format!(
+                    "t={:.0}s records published={} failed={} calls cut={} queue {visible} visible + {in_flight} in flight",
                     started.elapsed().as_secs_f64(),
                     published(&faults),
                     faults.records_failed.load(Ordering::Relaxed),
                     faults.calls_cut.load(Ordering::Relaxed),
-                );
+                ));
             }
         }
     });
@@ -342,10 +382,10 @@ async fn chaos_soak_loses_nothing_keeps_order_and_publishes_nothing_invalid() {
                     assert!(status.success(), "exit after SIGTERM: {status}");
                     tally.sigterms += 1;
                 }
-                eprintln!(
-                    "chaos: t={:.1}s {fault:?} (queue {visible} visible, {in_flight} in flight)",
+                progress.line(&format!(
+                    "t={:.1}s {fault:?} (queue {visible} visible, {in_flight} in flight)",
                     run_seconds(started)
-                );
+                ));
                 tokio::time::sleep(Duration::from_millis(rng.below(1_000))).await;
                 collector = collector.restart(&env, &settings, &faults);
             }
@@ -356,7 +396,7 @@ async fn chaos_soak_loses_nothing_keeps_order_and_publishes_nothing_invalid() {
                     (plan.sqs_cut, &faults.sqs_calls_cut)
                 };
                 let before = counter.load(Ordering::Relaxed);
-                eprintln!("chaos: t={:.1}s {fault:?} for {duration:?}", run_seconds(started));
+                progress.line(&format!("t={:.1}s {fault:?} for {duration:?}", run_seconds(started)));
                 let set = |down| {
                     if fault == Fault::KinesisCut {
                         faults.set_kinesis_down(down)
@@ -393,7 +433,7 @@ async fn chaos_soak_loses_nothing_keeps_order_and_publishes_nothing_invalid() {
                     }
                 };
                 let before = counter.load(Ordering::Relaxed);
-                eprintln!("chaos: t={:.1}s {fault:?} for {duration:?}", run_seconds(started));
+                progress.line(&format!("t={:.1}s {fault:?} for {duration:?}", run_seconds(started)));
                 set(true);
                 // The length of the outage, not a wait for a condition.
                 tokio::time::sleep(duration).await;
@@ -410,12 +450,12 @@ async fn chaos_soak_loses_nothing_keeps_order_and_publishes_nothing_invalid() {
             }
             Fault::Latency => {
                 let before = faults.calls_delayed.load(Ordering::Relaxed);
-                eprintln!(
-                    "chaos: t={:.1}s +{:?} per call for {:?}",
+                progress.line(&format!(
+                    "t={:.1}s +{:?} per call for {:?}",
                     run_seconds(started),
                     plan.latency,
                     plan.latency_for
-                );
+                ));
                 faults.set_latency(plan.latency);
                 tokio::time::sleep(plan.latency_for).await;
                 faults.set_latency(Duration::ZERO);
@@ -427,12 +467,12 @@ async fn chaos_soak_loses_nothing_keeps_order_and_publishes_nothing_invalid() {
             }
             Fault::Throttle => {
                 let before = faults.records_failed.load(Ordering::Relaxed);
-                eprintln!(
-                    "chaos: t={:.1}s {}% of PutRecords records fail for {:?}",
+                progress.line(&format!(
+                    "t={:.1}s {}% of PutRecords records fail for {:?}",
                     run_seconds(started),
                     plan.throttle_share * 100.0,
                     plan.throttle_for
-                );
+                ));
                 faults.set_put_records_failure_rate(plan.throttle_share);
                 tokio::time::sleep(plan.throttle_for).await;
                 faults.set_put_records_failure_rate(0.0);
@@ -450,7 +490,7 @@ async fn chaos_soak_loses_nothing_keeps_order_and_publishes_nothing_invalid() {
     let sent = tool_summary("sensor-fleet", &fleet);
     assert_eq!(sent["sent"], plan.submissions, "{sent}");
     assert_eq!(sent["failed"], 0, "{sent}");
-    eprintln!("chaos: t={:.1}s fleet done: {sent}", run_seconds(started));
+    progress.line(&format!("t={:.1}s fleet done: {sent}", run_seconds(started)));
 
     wait_until("queue drained", plan.drain_timeout, || async {
         env.queue_total().await == 0
@@ -477,33 +517,35 @@ async fn chaos_soak_loses_nothing_keeps_order_and_publishes_nothing_invalid() {
     let report = tool_summary("stream-reader", &verified);
     let (visible, in_flight) = env.queue_counts().await;
 
-    println!("chaos soak: seed {} on {emulators}", plan.seed);
-    println!(
+    progress.line(&format!("chaos soak: seed {} on {emulators}", plan.seed));
+    progress.line(&format!(
         "submissions sent:          {} ({} valid, {} invalid)",
         sent["sent"], sent["valid"], sent["invalid"]
-    );
-    println!("events expected:           {}", report["events_expected"]);
-    println!("records read:              {}", report["records_read"]);
-    println!("events found (unique):     {}", report["events_found"]);
-    println!("lost:                      {}", report["events_missing"]);
-    println!("duplicates:                {}", report["duplicates"]);
-    println!("order violations:          {}", report["out_of_order"]);
-    println!("invalid published:         {}", report["invalid_published"]);
-    println!(
+    ));
+    progress.line(&format!("events expected:           {}", report["events_expected"]));
+    progress.line(&format!("records read:              {}", report["records_read"]));
+    progress.line(&format!("events found (unique):     {}", report["events_found"]));
+    progress.line(&format!("lost:                      {}", report["events_missing"]));
+    progress.line(&format!("duplicates:                {}", report["duplicates"]));
+    progress.line(&format!("order violations:          {}", report["out_of_order"]));
+    progress.line(&format!("invalid published:         {}", report["invalid_published"]));
+    progress.line(&format!(
         "malformed / unexpected:    {} / {}",
         report["malformed"], report["unexpected"]
-    );
-    println!("messages left in queue:    {visible} visible, {in_flight} in flight");
-    println!(
+    ));
+    progress.line(&format!(
+        "messages left in queue:    {visible} visible, {in_flight} in flight"
+    ));
+    progress.line(&format!(
         "SIGKILLs: {}  SIGTERMs: {}  collector starts: {}",
         tally.kills, tally.sigterms, collector.starts
-    );
+    ));
     for (fault, at, published, visible, in_flight) in &tally.stops {
-        println!(
+        progress.line(&format!(
             "  {fault:?} at {at} s: {published} records published so far, queue {visible} visible + {in_flight} in flight"
-        );
+        ));
     }
-    println!(
+    progress.line(&format!(
         "Kinesis cuts: {} x {:?} ({} calls cut)  SQS cuts: {} x {:?} ({} calls cut)",
         tally.kinesis_cuts,
         plan.kinesis_cut,
@@ -511,8 +553,8 @@ async fn chaos_soak_loses_nothing_keeps_order_and_publishes_nothing_invalid() {
         tally.sqs_cuts,
         plan.sqs_cut,
         faults.sqs_calls_cut.load(Ordering::Relaxed)
-    );
-    println!(
+    ));
+    progress.line(&format!(
         "Kinesis black holes: {} x {:?} ({} calls swallowed)  SQS black holes: {} x {:?} ({} calls swallowed)",
         tally.kinesis_black_holes,
         plan.kinesis_black_hole,
@@ -520,27 +562,27 @@ async fn chaos_soak_loses_nothing_keeps_order_and_publishes_nothing_invalid() {
         tally.sqs_black_holes,
         plan.sqs_black_hole,
         faults.sqs_calls_swallowed.load(Ordering::Relaxed)
-    );
-    println!(
+    ));
+    progress.line(&format!(
         "latency phases: {} x +{:?} for {:?} ({} calls delayed)",
         tally.latency_phases,
         plan.latency,
         plan.latency_for,
         faults.calls_delayed.load(Ordering::Relaxed)
-    );
-    println!(
+    ));
+    progress.line(&format!(
         "throttling phases: {} x {}% for {:?} ({} records failed with ProvisionedThroughputExceeded)",
         tally.throttle_phases,
         plan.throttle_share * 100.0,
         plan.throttle_for,
         faults.records_failed.load(Ordering::Relaxed)
-    );
-    println!(
+    ));
+    progress.line(&format!(
         "records published through the proxy: {}; queue drained at {drained_at} s, run {} s",
         published(&faults),
         run_seconds(started)
-    );
-    println!("{report}");
+    ));
+    progress.line(&format!("{report}"));
 
     assert_eq!(tally.kills, plan.kills, "SIGKILLs done");
     assert_eq!(tally.sigterms, plan.sigterms, "SIGTERMs done");
