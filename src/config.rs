@@ -131,7 +131,7 @@ pub(crate) const DATA_STREAM_LINGER_MS: Setting = setting(
     "DATA_STREAM_LINGER_MS",
     "0",
     "0-300000, at most DATA_STREAM_FLUSH_INTERVAL_SEC",
-    "How long a lane with no PutRecords call in flight waits for more events before it sends. 0: at once; what arrives while a call is in flight goes in the next call.",
+    "How long a lane with no PutRecords call in flight waits for more events before it sends. 0: at once; what arrives while a call is in flight goes in the next call. After a call that left at least 3/4 full, the lane waits for a full call for up to half that call's duration (never past DATA_STREAM_FLUSH_INTERVAL_SEC), whatever this setting.",
 );
 pub(crate) const DATA_STREAM_MAX_BUFFER_SIZE: Setting = setting(
     "DATA_STREAM_MAX_BUFFER_SIZE",
