@@ -5,8 +5,8 @@ moto serves requests on threads, but its Kinesis shard assigns sequence numbers 
 (two concurrent PutRecords calls can get the same number, and one record overwrites the other),
 its resharding rewrites a shard's records while others are being written, and its SQS ReceiveMessage checks and marks visibility without a lock (two concurrent receives
 can both take the same message). Tests of a collector that calls both concurrently would see
-those as lost or duplicated data. Here every such call holds one lock; long polls wait outside
-it.
+those as lost or duplicated data. Here every such call holds the lock of its stream or queue;
+long polls wait outside it.
 
 UpdateShardCount: on AWS a stream is UPDATING for a while after the call, and a second call
 meanwhile fails with ResourceInUseException; moto resizes at once and stays ACTIVE. Here the
@@ -26,6 +26,7 @@ import base64
 import datetime
 import functools
 import gzip
+import inspect
 import io
 import json
 import sys
@@ -37,26 +38,51 @@ from botocore.loaders import create_loader
 from botocore.model import ServiceModel
 from moto import server
 from moto.kinesis.exceptions import ResourceInUseError
-from moto.kinesis.models import KinesisBackend, Shard, Stream
+from moto.kinesis.models import KinesisBackend
 from moto.sqs.models import SQSBackend
 
-LOCK = threading.RLock()
+# One lock per queue and one per stream, not one for the whole server: moto's receive scans every
+# message of its queue (and a delete or visibility change scans for its receipt), so on a queue
+# with a backlog these calls take long, and with a single lock every other queue's and stream's
+# calls would queue behind them. Calls given up by their clients meanwhile still wait for the
+# lock on moto's threads, which slows the rest further: under load the server could collapse
+# with thousands of threads waiting, each call timing out.
+_LOCKS = {}
+_LOCKS_GUARD = threading.Lock()
 
 
-def locked(method):
-    @functools.wraps(method)
-    def wrapper(*args, **kwargs):
-        with LOCK:
-            return method(*args, **kwargs)
-
-    return wrapper
+def lock_for(*key):
+    with _LOCKS_GUARD:
+        return _LOCKS.setdefault(key, threading.RLock())
 
 
-Shard.put_record = locked(Shard.put_record)
-# moto's resharding moves a shard's records out and writes them again; a record written by a
-# concurrent PutRecords in between would be lost or land ahead of older ones.
-Stream.split_shard = locked(Stream.split_shard)
-Stream.merge_shards = locked(Stream.merge_shards)
+def locked_by(resource, *names):
+    """Wraps a backend method so that it holds the lock of the queue or stream it is called on:
+    the argument named `names[0]` (or the next name, when that is None; an ARN's last part)."""
+
+    def wrap(method):
+        signature = inspect.signature(method)
+
+        @functools.wraps(method)
+        def wrapper(self, *args, **kwargs):
+            bound = signature.bind(self, *args, **kwargs).arguments
+            value = next((bound[n] for n in names if bound.get(n)), "")
+            key = str(value).rsplit("/", 1)[-1]
+            with lock_for(resource, self.account_id, self.region_name, key):
+                return method(self, *args, **kwargs)
+
+        return wrapper
+
+    return wrap
+
+
+stream_locked = locked_by("kinesis", "stream_name", "stream_arn")
+queue_locked = locked_by("sqs", "queue_name")
+
+# A stream's sequence numbers and its resharding (which moves a shard's records out and writes
+# them again: a record written in between would be lost or land ahead of older ones).
+for name in ("put_record", "put_records", "split_shard", "merge_shards"):
+    setattr(KinesisBackend, name, stream_locked(getattr(KinesisBackend, name)))
 for name in (
     "send_message",
     "send_message_batch",
@@ -66,9 +92,9 @@ for name in (
     "change_message_visibility_batch",
     "purge_queue",
 ):
-    setattr(SQSBackend, name, locked(getattr(SQSBackend, name)))
+    setattr(SQSBackend, name, queue_locked(getattr(SQSBackend, name)))
 
-_receive = SQSBackend.receive_message
+_receive = queue_locked(SQSBackend.receive_message)
 
 
 @functools.wraps(_receive)
@@ -76,8 +102,7 @@ def receive_message(self, queue_name, count, wait_seconds_timeout, visibility_ti
     # Each attempt is an atomic non-waiting receive; the long poll is the loop around it.
     deadline = time.monotonic() + (wait_seconds_timeout or 0)
     while True:
-        with LOCK:
-            result = _receive(self, queue_name, count, 0, visibility_timeout, message_attribute_names)
+        result = _receive(self, queue_name, count, 0, visibility_timeout, message_attribute_names)
         if result or time.monotonic() >= deadline:
             return result
         time.sleep(0.05)
@@ -99,16 +124,15 @@ def describe_stream(self, stream_arn, stream_name):
     return stream
 
 
-@functools.wraps(_update_shard_count)
+@stream_locked
 def update_shard_count(self, stream_arn, stream_name, target_shard_count):
-    with LOCK:
-        stream = describe_stream(self, stream_arn, stream_name)
-        if stream.status != "ACTIVE":
-            raise ResourceInUseError(f"Stream {stream.stream_name} is in {stream.status} state")
-        current = _update_shard_count(self, stream_arn, stream_name, target_shard_count)
-        stream.status = "UPDATING"
-        stream.updating_until = time.monotonic() + RESIZE_SECONDS
-        return current
+    stream = describe_stream(self, stream_arn, stream_name)
+    if stream.status != "ACTIVE":
+        raise ResourceInUseError(f"Stream {stream.stream_name} is in {stream.status} state")
+    current = _update_shard_count(self, stream_arn, stream_name, target_shard_count)
+    stream.status = "UPDATING"
+    stream.updating_until = time.monotonic() + RESIZE_SECONDS
+    return current
 
 
 KinesisBackend.describe_stream = describe_stream
