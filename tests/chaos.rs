@@ -264,17 +264,35 @@ fn run_seconds(started: Instant) -> f64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chaos_soak_loses_nothing_keeps_order_and_publishes_nothing_invalid() {
     let plan = Plan::from_env();
-    let env = TestEnv::new("chaos").await;
-    let proxy = FaultProxy::start_split(&env.endpoint, &env.kinesis_endpoint, plan.seed).await;
-    let faults = proxy.faults.clone();
-    let mut rng = Rng::new(plan.seed);
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
-    let progress = Progress::create(dir.join(format!("{}-progress.log", env.stream_name)));
+    let progress = Progress::create(dir.join(format!("chaos-{}-{}-progress.log", plan.seed, std::process::id())));
     eprintln!(
         "chaos: CHAOS_SEED={} (progress in {})",
         plan.seed,
         progress.path.display()
     );
+    // On a failure, the run's last progress lines follow the failure's message.
+    let path = progress.path.clone();
+    if let Err(failure) = tokio::spawn(soak(plan, progress)).await {
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        eprintln!("chaos: the run's last progress lines:");
+        for line in &lines[lines.len().saturating_sub(12)..] {
+            eprintln!("{line}");
+        }
+        match failure.try_into_panic() {
+            Ok(panic) => std::panic::resume_unwind(panic),
+            Err(error) => panic!("the soak's task failed: {error}"),
+        }
+    }
+}
+
+async fn soak(plan: Plan, progress: Progress) {
+    let env = TestEnv::new("chaos").await;
+    let proxy = FaultProxy::start_split(&env.endpoint, &env.kinesis_endpoint, plan.seed).await;
+    let faults = proxy.faults.clone();
+    let mut rng = Rng::new(plan.seed);
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
     progress.line(&format!("seed={} plan={plan:?}", plan.seed));
     let emulators = if env.kinesis_endpoint == env.endpoint {
         env.endpoint.clone()
