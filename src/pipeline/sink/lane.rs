@@ -180,8 +180,13 @@ impl Lane {
     }
 
     fn has_full_batch(&self) -> bool {
-        let settings = &self.context.settings;
-        self.buffer.len() >= self.batch_cap || self.buffered_bytes >= settings.max_request_bytes
+        self.reaches(self.buffer.len(), self.buffered_bytes, 1, 1)
+    }
+
+    /// Whether `records` records of `bytes` bytes reach `num/den` of a call's limits, by
+    /// records or by bytes.
+    fn reaches(&self, records: usize, bytes: usize, num: usize, den: usize) -> bool {
+        records * den >= self.batch_cap * num || bytes * den >= self.context.settings.max_request_bytes * num
     }
 
     /// When the records buffered, the oldest queued at `oldest`, are sent if no full call
@@ -203,8 +208,7 @@ impl Lane {
     /// The wait is half the last call, so a lane still sends at least every one and a half
     /// calls' time; a lane whose calls are smaller sends at once, as ever.
     fn hold_after(&mut self, records: usize, bytes: usize, took: std::time::Duration) {
-        let nearly_full = records * 4 >= self.batch_cap * 3 || bytes * 4 >= self.context.settings.max_request_bytes * 3;
-        self.hold_until = nearly_full.then(|| Instant::now() + took / 2);
+        self.hold_until = self.reaches(records, bytes, 3, 4).then(|| Instant::now() + took / 2);
     }
 
     /// Puts records back at the head of the buffer, keeping their order.
@@ -216,8 +220,9 @@ impl Lane {
     }
 
     /// Takes the next call's records from the head of the buffer, within the record and byte
-    /// limits, and drops the records of messages whose receipt has expired.
-    fn next_batch(&mut self) -> Vec<OutboundRecord> {
+    /// limits, and drops the records of messages whose receipt has expired. Returns them with
+    /// their size.
+    fn next_batch(&mut self) -> (Vec<OutboundRecord>, usize) {
         let now = Instant::now();
         let (max_records, max_bytes) = (self.batch_cap, self.context.settings.max_request_bytes);
         let mut batch = Vec::with_capacity(max_records.min(self.buffer.len()));
@@ -237,7 +242,7 @@ impl Lane {
             bytes += size;
             batch.extend(self.pop());
         }
-        batch
+        (batch, bytes)
     }
 
     fn give_up_expired(&self, record: OutboundRecord) {
@@ -252,7 +257,7 @@ impl Lane {
     }
 
     async fn send_batch(&mut self, input: &mut mpsc::Receiver<OutboundRecord>) {
-        let batch = self.next_batch();
+        let (batch, bytes) = self.next_batch();
         if batch.is_empty() {
             return;
         }
@@ -284,7 +289,6 @@ impl Lane {
         metrics.put_records_duration.observe(took.as_secs_f64());
         match result {
             Ok(results) => {
-                let bytes = batch.iter().map(OutboundRecord::size).sum();
                 self.hold_after(batch.len(), bytes, took);
                 self.settle_answer(batch, &results)
             }
