@@ -129,7 +129,6 @@ pub(crate) fn timeouts(attempt: Duration) -> TimeoutConfig {
         .build()
 }
 
-/// Finds the queue URL, retrying with backoff until it exists (or until shutdown).
 /// The largest body the queue accepts (its `MaximumMessageSize`), which bounds what a receive
 /// can bring. SQS's own limit when the attribute cannot be read: a safe over-estimate.
 pub(crate) async fn queue_max_message_bytes(sqs: &aws_sdk_sqs::Client, queue_url: &str) -> usize {
@@ -159,6 +158,7 @@ pub(crate) async fn queue_max_message_bytes(sqs: &aws_sdk_sqs::Client, queue_url
     }
 }
 
+/// Finds the queue URL, retrying with backoff until it exists (or until shutdown).
 pub(crate) async fn resolve_queue_url(
     sqs: &aws_sdk_sqs::Client,
     queue: &QueueRef,

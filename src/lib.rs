@@ -96,23 +96,25 @@ pub async fn run(
     };
     readiness.queue_resolved.store(true, Ordering::Release);
     let stream = &config.stream_name;
-    if aws::wait_for_stream(
-        kinesis,
-        stream,
-        retry,
-        &shared.metrics.breaker.kinesis_probes,
-        &shared.shutdown,
-    )
-    .await
-    .is_none()
-    {
+    // The queue's largest body is asked for while the stream is awaited: one round trip less
+    // before the first receive.
+    let (found, max_body_bytes) = tokio::join!(
+        aws::wait_for_stream(
+            kinesis,
+            stream,
+            retry,
+            &shared.metrics.breaker.kinesis_probes,
+            &shared.shutdown,
+        ),
+        aws::queue_max_message_bytes(sqs, &queue_url)
+    );
+    if found.is_none() {
         return Ok(());
     }
     readiness.stream_resolved.store(true, Ordering::Release);
     tracing::info!(queue_url, stream, "collector started");
 
     // Spawn the pipeline, and what runs beside it.
-    let max_body_bytes = aws::queue_max_message_bytes(sqs, &queue_url).await;
     let mut stages = pipeline::spawn(&config.pipeline, stream, &queue_url, max_body_bytes, &shared);
     spawn_beside_the_pipeline(&mut services, &config, &shared);
 
