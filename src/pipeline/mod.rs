@@ -159,9 +159,12 @@ fn spawn_keeper(stages: &mut Stages, settings: &Settings, queue: &Queue, shared:
     let stage = visibility::run(
         queue.clone(),
         settings.visibility.clone(),
+        settings.in_flight.messages,
         shared.retry,
-        watch_input,
-        give_back_input,
+        visibility::KeeperInputs {
+            track: watch_input,
+            give_back: give_back_input,
+        },
         shared.metrics.visibility.clone(),
         activity.clone(),
     );

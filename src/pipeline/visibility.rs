@@ -50,25 +50,79 @@ struct Tracked {
     extendable: bool,
 }
 
-/// Runs until nobody can send it anything and every watched message is finished.
+/// What the keeper is sent: every message received, to watch; receipts to give back.
+pub(crate) struct KeeperInputs {
+    pub track: mpsc::UnboundedReceiver<Weak<InFlightMessage>>,
+    pub give_back: mpsc::UnboundedReceiver<Receipt>,
+}
+
+/// The messages the keeper watches. A finished message leaves a dead `Weak` here, which still
+/// holds the message's allocation; pruned only at each tick (every 5 s with the defaults), the
+/// dead would hold memory in proportion to throughput, not to the in-flight cap: tens of MiB at
+/// a few hundred thousand events/s. So the list is also pruned whenever it reaches twice what
+/// was alive at the last pruning, and at least twice the in-flight cap: a pruning then drops at
+/// least half the list, so its cost stays constant per message.
+struct Watched {
+    list: Vec<Tracked>,
+    /// The in-flight cap (`MAX_IN_FLIGHT_MESSAGES`): at most that many messages are alive.
+    cap: usize,
+    prune_at: usize,
+}
+
+impl Watched {
+    fn new(cap: usize) -> Watched {
+        Watched {
+            list: Vec::new(),
+            cap,
+            prune_at: 2 * cap.max(1),
+        }
+    }
+
+    fn push(&mut self, entry: Weak<InFlightMessage>) {
+        if self.list.len() >= self.prune_at {
+            self.prune();
+        }
+        self.list.push(Tracked {
+            entry,
+            extendable: true,
+        });
+    }
+
+    /// Drops the finished messages.
+    fn prune(&mut self) {
+        self.list.retain(|t| t.entry.strong_count() > 0);
+        self.prune_at = 2 * self.list.len().max(self.cap).max(1);
+    }
+
+    fn all_finished(&self) -> bool {
+        self.list.iter().all(|t| t.entry.strong_count() == 0)
+    }
+}
+
+/// Runs until nobody can send it anything and every watched message is finished. `in_flight_cap`
+/// is `MAX_IN_FLIGHT_MESSAGES`.
 pub(crate) async fn run(
     queue: Queue,
     settings: VisibilitySettings,
+    in_flight_cap: usize,
     retry: RetryPolicy,
-    mut track: mpsc::UnboundedReceiver<Weak<InFlightMessage>>,
-    mut give_back_input: mpsc::UnboundedReceiver<Receipt>,
+    inputs: KeeperInputs,
     metrics: VisibilityMetrics,
     activity: Arc<Activity>,
 ) {
+    let KeeperInputs {
+        mut track,
+        give_back: mut give_back_input,
+    } = inputs;
     let mut episode = RetryEpisode::new("ChangeMessageVisibilityBatch (extend)", retry);
-    let mut watched: Vec<Tracked> = Vec::new();
+    let mut watched = Watched::new(in_flight_cap);
     let mut ticker = tokio::time::interval(tick(settings.timeout));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let (mut tracking, mut giving_back) = (true, true);
     loop {
         tokio::select! {
             entry = track.recv(), if tracking => match entry {
-                Some(entry) => watched.push(Tracked { entry, extendable: true }),
+                Some(entry) => watched.push(entry),
                 None => tracking = false,
             },
             receipt = give_back_input.recv(), if giving_back => match receipt {
@@ -84,11 +138,11 @@ pub(crate) async fn run(
                 None => giving_back = false,
             },
             _ = ticker.tick() => {
-                watched.retain(|t| t.entry.strong_count() > 0);
-                extend_due(&queue, &settings, &mut watched, &mut episode, &metrics, &activity).await;
+                watched.prune();
+                extend_due(&queue, &settings, &mut watched.list, &mut episode, &metrics, &activity).await;
             }
         }
-        if !tracking && !giving_back && watched.iter().all(|t| t.entry.strong_count() == 0) {
+        if !tracking && !giving_back && watched.all_finished() {
             return;
         }
     }
@@ -361,6 +415,50 @@ mod tests {
 
     fn at(base: Instant, secs: u64) -> Instant {
         base + Duration::from_secs(secs)
+    }
+
+    #[test]
+    fn finished_messages_leave_the_watch_list_long_before_the_tick() {
+        use crate::pipeline::message::test_message;
+        let cap = 10;
+        let mut watched = Watched::new(cap);
+        let alive: Vec<_> = (0..cap).map(|i| test_message(&format!("alive-{i}"), 1)).collect();
+        for message in &alive {
+            watched.push(Arc::downgrade(message));
+        }
+        // Ten thousand messages finish between two ticks.
+        for i in 0..10_000 {
+            let finished = test_message(&format!("finished-{i}"), 1);
+            watched.push(Arc::downgrade(&finished));
+            assert!(watched.list.len() <= 2 * cap + 1, "{} watched", watched.list.len());
+        }
+        // The living are all still watched.
+        for message in &alive {
+            assert!(watched.list.iter().any(|t| t.entry.ptr_eq(&Arc::downgrade(message))));
+        }
+        watched.prune();
+        assert_eq!(watched.list.len(), cap);
+    }
+
+    #[test]
+    fn more_alive_than_the_cap_keeps_pruning_rare() {
+        use crate::pipeline::message::test_message;
+        // More alive than the cap (a message keeps its allocation a moment after its slot):
+        // the list grows to twice what was alive at the last pruning before it is pruned again,
+        // so a pruning never runs for every message.
+        let mut watched = Watched::new(2);
+        let alive: Vec<_> = (0..50).map(|i| test_message(&format!("alive-{i}"), 1)).collect();
+        for message in &alive {
+            watched.push(Arc::downgrade(message));
+        }
+        watched.prune();
+        assert_eq!(watched.list.len(), 50);
+        for i in 0..50 {
+            watched.push(Arc::downgrade(&test_message(&format!("finished-{i}"), 1)));
+        }
+        assert_eq!(watched.list.len(), 100, "no pruning before twice the living");
+        watched.push(Arc::downgrade(&test_message("one more", 1)));
+        assert_eq!(watched.list.len(), 51, "pruned at twice the living");
     }
 
     #[test]
