@@ -97,7 +97,14 @@ pub async fn run(
     readiness.queue_resolved.store(true, Ordering::Release);
     let stream = &config.stream_name;
     // The queue's largest body is asked for while the stream is awaited: one round trip less
-    // before the first receive.
+    // before the first receive. Shutdown need not wait for its answer.
+    let max_body_bytes = async {
+        tokio::select! {
+            biased;
+            _ = shared.shutdown.cancelled() => aws::SQS_MAX_MESSAGE_BYTES,
+            bytes = aws::queue_max_message_bytes(sqs, &queue_url) => bytes,
+        }
+    };
     let (found, max_body_bytes) = tokio::join!(
         aws::wait_for_stream(
             kinesis,
@@ -106,7 +113,7 @@ pub async fn run(
             &shared.metrics.breaker.kinesis_probes,
             &shared.shutdown,
         ),
-        aws::queue_max_message_bytes(sqs, &queue_url)
+        max_body_bytes
     );
     if found.is_none() {
         return Ok(());
