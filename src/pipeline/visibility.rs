@@ -5,8 +5,9 @@
 //! visibility timeout the keeper looks for messages whose visibility ends within half the
 //! timeout and extends them with ChangeMessageVisibilityBatch, up to
 //! `QUEUE_VISIBILITY_MAX_TOTAL_SEC` from receipt. A slow or failing Kinesis therefore does not
-//! make SQS deliver a message a second time. A finished message is dropped by the pipeline and
-//! disappears from here by itself.
+//! make SQS deliver a message a second time. A finished message is dropped by the pipeline; its
+//! reference here is dropped at the next tick, or sooner when the list is long (see
+//! `Watched`).
 
 use std::sync::{Arc, Weak};
 use std::time::Duration;
