@@ -75,8 +75,13 @@ impl Watched {
         Watched {
             list: Vec::new(),
             cap,
-            prune_at: 2 * cap.max(1),
+            prune_at: Self::next_pruning(0, cap),
         }
+    }
+
+    /// The list's length at which the next pruning runs, given what is alive now.
+    fn next_pruning(alive: usize, cap: usize) -> usize {
+        2 * alive.max(cap).max(1)
     }
 
     fn push(&mut self, entry: Weak<InFlightMessage>) {
@@ -92,7 +97,7 @@ impl Watched {
     /// Drops the finished messages.
     fn prune(&mut self) {
         self.list.retain(|t| t.entry.strong_count() > 0);
-        self.prune_at = 2 * self.list.len().max(self.cap).max(1);
+        self.prune_at = Self::next_pruning(self.list.len(), self.cap);
     }
 
     fn all_finished(&self) -> bool {
