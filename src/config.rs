@@ -159,7 +159,7 @@ pub const DATA_STREAM_CONCURRENCY: Setting = setting(
 );
 pub(crate) const MAX_IN_FLIGHT_MESSAGES: Setting = setting(
     "MAX_IN_FLIGHT_MESSAGES",
-    "1000",
+    "2000",
     "1-100000, at least QUEUE_MAX_NUMBER_OF_MESSAGE_PER_REQUEST",
     "Messages received and not yet finished: a message counts until its delete is answered (or it is given up); receiving waits at the cap.",
 );

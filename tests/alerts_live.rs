@@ -74,10 +74,10 @@ fn test_copy_of_the_rules(rules: &str) -> String {
             "rate(telemetry_collector_aws_call_duration_seconds_bucket{call!=\"ReceiveMessage\"}[10m]))) > 0.25",
             "rate(telemetry_collector_aws_call_duration_seconds_bucket{call!=\"ReceiveMessage\"}[10m]))) > 1",
         ),
-        // 800 awaiting delete is 80% of the default cap; a test with deletes denied for a few
+        // 1600 awaiting delete is 80% of the default cap; a test with deletes denied for a few
         // seconds holds tens.
         (
-            "(telemetry_collector_messages_awaiting_delete) > 800",
+            "(telemetry_collector_messages_awaiting_delete) > 1600",
             "(telemetry_collector_messages_awaiting_delete) > 10",
         ),
     ] {

@@ -71,7 +71,7 @@ async fn while_kinesis_is_slow_in_flight_bytes_stay_under_their_cap_and_all_are_
     let rig = Rig::start(&[("MAX_IN_FLIGHT_BYTES", "1048576")]).await;
     rig.fake.set_latency(Op::PutRecords, Duration::from_secs(5));
     // 60 events make about 29 KB of records: the byte cap binds at about 30 messages (the next
-    // one's decoding is reserved too), long before the message cap (1000).
+    // one's decoding is reserved too), long before the message cap (2000).
     let sent: Vec<_> = (1..=80).map(|n| rig.send(n, 60)).collect();
     let mut peaks = Peaks::default();
     rig.wait_until("the byte cap is nearly reached", |rig| {
