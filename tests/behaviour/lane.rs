@@ -111,7 +111,7 @@ async fn under_a_steady_backlog_a_lane_whose_calls_leave_nearly_full_waits_for_f
 
 #[tokio::test(start_paused = true)]
 async fn after_a_full_call_a_lane_waits_at_most_half_that_call_for_more() {
-    let (entries, delay) = call_after_a_call_of(500).await;
+    let (entries, delay) = call_after_a_call_of(500, Duration::from_millis(100), &[]).await;
     assert_eq!(entries, [1, 500, 1], "records per PutRecords call");
     assert_eq!(
         delay,
@@ -122,34 +122,43 @@ async fn after_a_full_call_a_lane_waits_at_most_half_that_call_for_more() {
 
 #[tokio::test(start_paused = true)]
 async fn after_a_call_far_from_full_a_lane_sends_what_arrived_at_once() {
-    let (entries, delay) = call_after_a_call_of(300).await;
+    let (entries, delay) = call_after_a_call_of(300, Duration::from_millis(100), &[]).await;
     assert_eq!(entries, [1, 300, 1], "records per PutRecords call");
     assert!(delay < Duration::from_millis(1), "sent {delay:?} after it was queued");
 }
 
-/// One lane, 100 ms calls: a call of one record, a submission of `events` events sent during it
-/// (so in the next call, whole), and a submission of one event 10 ms after that call ended.
-/// Returns the records per call, and how long the last submission
-/// waited from being queued to its call.
-async fn call_after_a_call_of(events: usize) -> (Vec<usize>, Duration) {
-    let rig = Rig::start(&[ONE_LANE]).await;
-    rig.fake.set_latency(Op::PutRecords, Duration::from_millis(100));
+#[tokio::test(start_paused = true)]
+async fn the_flush_interval_bounds_the_wait_after_a_full_call() {
+    // Half of a 2 s call would be 1 s; the flush interval, 0.5 s, is the longest an event waits.
+    let flush = ("DATA_STREAM_FLUSH_INTERVAL_SEC", "0.5");
+    let (entries, delay) = call_after_a_call_of(500, Duration::from_secs(2), &[flush]).await;
+    assert_eq!(entries, [1, 500, 1], "records per PutRecords call");
+    assert_eq!(
+        delay,
+        Duration::from_millis(500),
+        "sent a flush interval after it was queued"
+    );
+}
+
+/// One lane, calls that take `call`: a call of one record, a submission of `events` events sent
+/// during it (so in the next call, whole), and a submission of one event 10 ms after that call
+/// ended. Returns the records per call, and how long the last submission waited from being
+/// queued to its call.
+async fn call_after_a_call_of(events: usize, call: Duration, settings: &[(&str, &str)]) -> (Vec<usize>, Duration) {
+    let rig = Rig::start(&[&[ONE_LANE], settings].concat()).await;
+    rig.fake.set_latency(Op::PutRecords, call);
     let mut sent = vec![rig.send(1, 1)];
     rig.wait_for_call(Op::PutRecords, "the first call").await;
     let first_at = rig.fake.calls(Op::PutRecords)[0].at;
     sent.push(rig.send(2, events));
-    tokio::time::sleep_until(first_at + Duration::from_millis(210)).await;
+    tokio::time::sleep_until(first_at + 2 * call + Duration::from_millis(10)).await;
     sent.push(rig.send(3, 1));
     let queued_at = Instant::now();
     rig.wait_until_queue_empty().await;
 
     let calls = rig.fake.calls(Op::PutRecords);
     let entries: Vec<usize> = calls.iter().map(|c| c.entries).collect();
-    assert_eq!(
-        calls[1].at - first_at,
-        Duration::from_millis(100),
-        "the second call starts as the first ends"
-    );
+    assert_eq!(calls[1].at - first_at, call, "the second call starts as the first ends");
     exactly_once_in_order(&rig, &sent);
     rig.stop().await;
     (entries, calls[calls.len() - 1].at - queued_at)
