@@ -107,7 +107,11 @@ pub(super) fn refusal_label(reason: &str) -> &'static str {
 /// Splits a call's records by their results (same length and order as the request). Once an
 /// event of a message fails, every later event of that message in the call is sent again too.
 pub(super) fn settle(batch: Vec<OutboundRecord>, results: &[RecordResult]) -> Settled {
-    let mut settled = Settled::default();
+    // Most calls are confirmed whole: room for all of them at once, not grown record by record.
+    let mut settled = Settled {
+        confirmed: Vec::with_capacity(batch.len()),
+        ..Settled::default()
+    };
     let mut failed_messages: HashSet<*const InFlightMessage> = HashSet::new();
     for (record, result) in batch.into_iter().zip(results) {
         let message = Arc::as_ptr(&record.message);
