@@ -96,8 +96,8 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 /// jemalloc's settings, read when it starts: one arena (the collector has two worker threads,
 /// and more arenas keep more memory), freed pages handed back to the system after 1 s rather
-/// than 10 s (at 0.1 s, handing pages back and faulting them in again took a twelfth of the
-/// CPU at the ceiling; at 10 s more is held than the pipeline's byte caps), and sizes above
+/// than 10 s (at 0.1 s, handing pages back and faulting them in again took 3-4% of the CPU
+/// at the ceiling; at 10 s more is held than the pipeline's byte caps), and sizes above
 /// 4 KiB not cached per thread. `_RJEM_MALLOC_CONF` in the environment overrides any of them.
 #[unsafe(export_name = "_rjem_malloc_conf")]
 static ALLOCATOR_SETTINGS: &[u8; 63] = b"narenas:1,dirty_decay_ms:1000,muzzy_decay_ms:0,tcache_max:4096\0";
