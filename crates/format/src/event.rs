@@ -355,7 +355,7 @@ const RECORD_FIXED_BYTES: usize = 320;
 /// A JSON string literal as `serde_json` writes it: as is when nothing needs escaping (the ids
 /// and times always, most command lines), else through `serde_json` itself.
 pub fn write_json_str(out: &mut Vec<u8>, s: &str) {
-    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+    if !needs_escaping(s.as_bytes()) {
         out.push(b'"');
         out.extend_from_slice(s.as_bytes());
         out.push(b'"');
@@ -363,6 +363,16 @@ pub fn write_json_str(out: &mut Vec<u8>, s: &str) {
         // Writing into memory cannot fail.
         let _ = serde_json::to_writer(&mut *out, s);
     }
+}
+
+/// Whether any byte of `bytes` is one JSON escapes. Checked in blocks without stopping early,
+/// which the compiler vectorises: most command lines are long and have nothing to escape.
+fn needs_escaping(bytes: &[u8]) -> bool {
+    const BLOCK: usize = 32;
+    let escapes = |b: u8| b < 0x20 || b == b'"' || b == b'\\';
+    let mut blocks = bytes.chunks_exact(BLOCK);
+    let in_blocks = blocks.any(|block| block.iter().fold(false, |found, &b| found | escapes(b)));
+    in_blocks || blocks.remainder().iter().any(|&b| escapes(b))
 }
 
 /// Dotted-quad text, as `Ipv4Addr`'s `Display` (and so its `Serialize`) writes it; composed on
@@ -645,6 +655,21 @@ mod tests {
         .unwrap();
         assert_eq!(records.buffers.len(), 1);
         assert_eq!(records.buffers[0].ends.len(), 2);
+    }
+
+    #[test]
+    fn a_character_to_escape_is_found_wherever_it_is() {
+        let clear = "a".repeat(100);
+        assert!(!needs_escaping(clear.as_bytes()));
+        for len in [0, 1, 31, 32, 33, 64, 100] {
+            for at in 0..len {
+                for special in [b'"', b'\\', b'\n', 0x00, 0x1f] {
+                    let mut text = vec![b'a'; len];
+                    text[at] = special;
+                    assert!(needs_escaping(&text), "{len} bytes, {special:#x} at {at}");
+                }
+            }
+        }
     }
 
     #[test]
