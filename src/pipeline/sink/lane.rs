@@ -33,6 +33,7 @@ pub(crate) async fn run_lane(
     // channel, the channel fills, and the source stops receiving from SQS.
     let capacity = lane.context.settings.max_records * 2;
     let mut closed = false;
+    let mut incoming = Vec::with_capacity(capacity);
     loop {
         if lane.buffer.is_empty() {
             lane.activity.idle();
@@ -78,17 +79,16 @@ pub(crate) async fn run_lane(
         // the lane to a crawl just when it has the most to send.
         tokio::select! {
             biased;
-            record = input.recv(), if lane.buffer.len() < capacity => match record {
-                Some(record) => {
-                    lane.push(record);
-                    // What else is already waiting comes in the same turn, not one record per
-                    // turn of this loop: a submission's events arrive together.
-                    while lane.buffer.len() < capacity {
-                        let Ok(record) = input.try_recv() else { break };
-                        lane.push(record);
-                    }
+            // What is already waiting comes in the same turn, not one record per turn of this
+            // loop (a submission's events arrive together), and frees its room in the channel
+            // at once rather than record by record.
+            taken = input.recv_many(&mut incoming, capacity - lane.buffer.len()), if lane.buffer.len() < capacity => {
+                if taken == 0 {
+                    closed = true;
                 }
-                None => closed = true,
+                for record in incoming.drain(..) {
+                    lane.push(record);
+                }
             },
             _ = shutdown.cancelled(), if !lane.stopping => lane.stop(),
             _ = sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
