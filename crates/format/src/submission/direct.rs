@@ -16,7 +16,9 @@ use std::net::Ipv4Addr;
 use chrono::{DateTime, Utc};
 use serde::de::{self, Deserialize, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 
-use super::{EventData, Json, Key, Submission, TimeBounds, check_time_created, parse_dotted_quad, parse_uuid};
+use super::{
+    EventData, Json, Key, Submission, TextVisitor, TimeBounds, check_time_created, parse_dotted_quad, parse_uuid,
+};
 
 /// The submission in `text` when it is valid and reads straight through; `None` when it must
 /// be read the full way (it may still be valid: the full reading decides).
@@ -108,26 +110,7 @@ struct Text<'de>(Cow<'de, str>);
 
 impl<'de> Deserialize<'de> for Text<'de> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_any(TextVisitor)
-    }
-}
-
-struct TextVisitor;
-
-impl<'de> Visitor<'de> for TextVisitor {
-    type Value = Text<'de>;
-
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a string")
-    }
-    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Text<'de>, E> {
-        Ok(Text(Cow::Borrowed(v)))
-    }
-    fn visit_str<E>(self, v: &str) -> Result<Text<'de>, E> {
-        Ok(Text(Cow::Owned(v.to_owned())))
-    }
-    fn visit_string<E>(self, v: String) -> Result<Text<'de>, E> {
-        Ok(Text(Cow::Owned(v)))
+        deserializer.deserialize_any(TextVisitor).map(Text)
     }
 }
 

@@ -6,18 +6,10 @@
 use proptest::prelude::*;
 
 use super::*;
+use crate::submission::tests::{DEV, SUB, now};
 use crate::submission::{parse_strict_json, validate};
 
-const SUB: &str = "8be01974-0f15-4d4f-809f-257a6de4d3f9";
-const DEV: &str = "31980191-fa99-4768-8a7b-0e81397ca6ef";
-
-fn now() -> DateTime<Utc> {
-    DateTime::parse_from_rfc3339("2021-03-29T12:00:00Z")
-        .unwrap()
-        .with_timezone(&Utc)
-}
-
-fn full(text: &str) -> Result<Submission, super::super::Rejection> {
+fn full(text: &str) -> Result<Submission, crate::submission::Rejection> {
     validate(parse_strict_json(text)?, &TimeBounds::default(), now())
 }
 

@@ -2,10 +2,10 @@ use super::*;
 use base64::engine::general_purpose::STANDARD;
 use proptest::prelude::*;
 
-const SUB: &str = "8be01974-0f15-4d4f-809f-257a6de4d3f9";
-const DEV: &str = "31980191-fa99-4768-8a7b-0e81397ca6ef";
+pub(super) const SUB: &str = "8be01974-0f15-4d4f-809f-257a6de4d3f9";
+pub(super) const DEV: &str = "31980191-fa99-4768-8a7b-0e81397ca6ef";
 
-fn now() -> DateTime<Utc> {
+pub(super) fn now() -> DateTime<Utc> {
     DateTime::parse_from_rfc3339("2021-03-29T12:00:00Z")
         .unwrap()
         .with_timezone(&Utc)
