@@ -57,6 +57,7 @@ pub(crate) struct Finished {
 
 impl Finished {
     fn new(entry: Arc<InFlightMessage>, backlog: &Gauge) -> Finished {
+        entry.mark_finished();
         backlog.inc();
         Finished {
             entry,

@@ -208,6 +208,9 @@ pub(crate) struct InFlightMessage {
     /// finished, not given back.
     started: AtomicBool,
     given_up: AtomicU8,
+    /// Set once it is handed to the deleter: from then on, its delete decides whether it comes
+    /// back.
+    finished: AtomicBool,
     /// The raw body, kept only when dead-lettering is on, for a submission the stream refuses.
     body: OnceLock<String>,
     /// When SQS accepted it (`SentTimestamp`), if SQS said.
@@ -243,6 +246,7 @@ impl InFlightMessage {
             },
             started: AtomicBool::new(false),
             given_up: AtomicU8::new(0),
+            finished: AtomicBool::new(false),
             body: OnceLock::new(),
             sent_at: new.sent_at,
             created_at: OnceLock::new(),
@@ -356,6 +360,16 @@ impl InFlightMessage {
     /// True once the message has been given up for any reason: its records are dropped.
     pub(crate) fn is_given_up(&self) -> bool {
         self.given_up.load(Ordering::Acquire) != 0
+    }
+
+    /// Marks the message as handed to the deleter.
+    pub(crate) fn mark_finished(&self) {
+        self.finished.store(true, Ordering::Release);
+    }
+
+    /// True once the message has been handed to the deleter.
+    pub(crate) fn is_finished(&self) -> bool {
+        self.finished.load(Ordering::Acquire)
     }
 }
 

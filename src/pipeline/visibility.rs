@@ -5,13 +5,16 @@
 //! visibility timeout the keeper looks for messages whose visibility ends within half the
 //! timeout and extends them with ChangeMessageVisibilityBatch, up to
 //! `QUEUE_VISIBILITY_MAX_TOTAL_SEC` from receipt. A slow or failing Kinesis therefore does not
-//! make SQS deliver a message a second time. A finished message is dropped by the pipeline; its
-//! reference here is dropped at the next tick, or sooner when the list is long (see
-//! `Watched`).
+//! make SQS deliver a message a second time. An extension that fails through no fault of ours
+//! (the whole call, or an entry SQS answers with `SenderFault: false`) is asked again after a
+//! backoff, without waiting for the next tick: one tick apart, two failures in a row would let
+//! the visibility end. A finished message is dropped by the pipeline; its reference here is
+//! dropped at the next tick, or sooner when the list is long (see `Watched`).
 
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
+use backon::ExponentialBackoff;
 use tokio::time::Instant;
 
 use aws_sdk_sqs::error::DisplayErrorContext;
@@ -49,6 +52,8 @@ struct Tracked {
     entry: Weak<InFlightMessage>,
     /// False after SQS refused to extend it (the receipt is no longer valid): no use asking again.
     extendable: bool,
+    /// Its last extension failed through no fault of ours: asked again at the next retry pass.
+    ask_again: bool,
 }
 
 /// What the keeper is sent: every message received, to watch; receipts to give back.
@@ -91,6 +96,7 @@ impl Watched {
         self.list.push(Tracked {
             entry,
             extendable: true,
+            ask_again: false,
         });
     }
 
@@ -124,33 +130,105 @@ pub(crate) async fn run(
     let mut watched = Watched::new(in_flight_cap);
     let mut ticker = tokio::time::interval(tick(settings.timeout));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Extensions to ask again: when, and the backoff of this run of failures.
+    let mut ask_again = AskAgain::new(retry);
     let (mut tracking, mut giving_back) = (true, true);
     loop {
-        tokio::select! {
-            entry = track.recv(), if tracking => match entry {
-                Some(entry) => watched.push(entry),
-                None => tracking = false,
-            },
-            receipt = give_back_input.recv(), if giving_back => match receipt {
-                Some(receipt) => {
-                    let mut receipts = vec![receipt];
-                    while let Ok(more) = give_back_input.try_recv() {
-                        receipts.push(more);
-                    }
-                    activity.busy();
-                    give_back(&queue, retry, receipts, &metrics, &activity).await;
-                    activity.idle();
+        let pass = tokio::select! {
+            entry = track.recv(), if tracking => {
+                match entry {
+                    Some(entry) => watched.push(entry),
+                    None => tracking = false,
                 }
-                None => giving_back = false,
+                None
+            },
+            receipt = give_back_input.recv(), if giving_back => {
+                match receipt {
+                    Some(receipt) => {
+                        let mut receipts = vec![receipt];
+                        while let Ok(more) = give_back_input.try_recv() {
+                            receipts.push(more);
+                        }
+                        activity.busy();
+                        give_back(&queue, retry, receipts, &metrics, &activity).await;
+                        activity.idle();
+                    }
+                    None => giving_back = false,
+                }
+                None
             },
             _ = ticker.tick() => {
                 watched.prune();
-                extend_due(&queue, &settings, &mut watched.list, &mut episode, &metrics, &activity).await;
+                Some(Pass::Tick)
             }
+            _ = ask_again.due() => Some(Pass::AskAgain),
+        };
+        if let Some(pass) = pass {
+            let failed = extend_due(
+                &queue,
+                &settings,
+                pass,
+                &mut watched.list,
+                &mut episode,
+                &metrics,
+                &activity,
+            )
+            .await;
+            ask_again.after(failed);
         }
         if !tracking && !giving_back && watched.all_finished() {
             return;
         }
+    }
+}
+
+/// Which watched messages a pass of the keeper looks at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pass {
+    /// Every message due an extension.
+    Tick,
+    /// Only those whose last extension failed through no fault of ours, and still due.
+    AskAgain,
+}
+
+/// When to ask again for the extensions that failed through no fault of ours: after the retry
+/// policy's backoff, growing while failures go on, started afresh after a pass with none.
+struct AskAgain {
+    retry: RetryPolicy,
+    delays: Option<ExponentialBackoff>,
+    at: Option<Instant>,
+}
+
+impl AskAgain {
+    fn new(retry: RetryPolicy) -> AskAgain {
+        AskAgain {
+            retry,
+            delays: None,
+            at: None,
+        }
+    }
+
+    /// Waits until the next pass is due; never, when none is.
+    async fn due(&self) {
+        match self.at {
+            Some(at) => tokio::time::sleep_until(at).await,
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Schedules the next pass after one that left `failed` extensions to ask again.
+    fn after(&mut self, failed: usize) {
+        if failed == 0 {
+            self.delays = None;
+            self.at = None;
+            return;
+        }
+        let delay = self
+            .delays
+            .get_or_insert_with(|| self.retry.delays())
+            .next()
+            .unwrap_or(self.retry.max);
+        self.at = Some(Instant::now() + delay);
     }
 }
 
@@ -191,12 +269,12 @@ pub(crate) fn extension_for(
 /// A message due an extension: its place among the watched, the message, and the timeout to ask.
 type Due = (usize, Arc<InFlightMessage>, Duration);
 
-/// The watched messages that need extending now.
-fn due(settings: &VisibilitySettings, watched: &[Tracked], now: Instant) -> Vec<Due> {
+/// The watched messages that need extending now, in a pass of kind `pass`.
+fn due(settings: &VisibilitySettings, pass: Pass, watched: &[Tracked], now: Instant) -> Vec<Due> {
     watched
         .iter()
         .enumerate()
-        .filter(|(_, tracked)| tracked.extendable)
+        .filter(|(_, tracked)| tracked.extendable && (pass == Pass::Tick || tracked.ask_again))
         .filter_map(|(i, tracked)| Some((i, tracked.entry.upgrade()?)))
         .filter(|(_, entry)| !entry.is_given_up())
         .filter_map(|(i, entry)| {
@@ -213,23 +291,31 @@ fn due(settings: &VisibilitySettings, watched: &[Tracked], now: Instant) -> Vec<
         .collect()
 }
 
+/// Extends the messages due in this pass; how many failed through no fault of ours and are to
+/// be asked again.
 async fn extend_due(
     queue: &Queue,
     settings: &VisibilitySettings,
+    pass: Pass,
     watched: &mut [Tracked],
     episode: &mut RetryEpisode,
     metrics: &VisibilityMetrics,
     activity: &Activity,
-) {
-    let due = due(settings, watched, Instant::now());
+) -> usize {
+    let due = due(settings, pass, watched, Instant::now());
+    // Whatever was to be asked again is in `due` if it still needs it; failures mark it again.
+    for tracked in watched.iter_mut() {
+        tracked.ask_again = false;
+    }
     if due.is_empty() {
-        return;
+        return 0;
     }
     activity.busy();
     // Several calls at once: at tens of milliseconds per round trip, one call at a time could
     // not extend a full in-flight cap before it expired.
     let mut calls = JoinSet::new();
     let mut chunks = due.chunks(SQS_BATCH_ENTRIES).map(<[_]>::to_vec);
+    let mut failed = 0;
     loop {
         while calls.len() < settings.concurrency {
             let Some(chunk) = chunks.next() else { break };
@@ -247,41 +333,60 @@ async fn extend_due(
         match done {
             Ok((chunk, requested_at, Ok(results))) => {
                 episode.succeeded();
-                record_extensions(watched, &chunk, requested_at, results, metrics);
+                failed += record_extensions(watched, &chunk, requested_at, results, metrics);
             }
             Ok((chunk, _, Err(error))) => {
-                // Tried again at the next tick while the receipts are still valid.
+                // Asked again after a backoff while the receipts are still valid.
                 outcome(&metrics.visibility_extensions, "failed", chunk.len() as u64);
                 episode.failed(&error);
+                for (i, _, _) in &chunk {
+                    watched[*i].ask_again = true;
+                }
+                failed += chunk.len();
             }
             Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
             Err(_) => {}
         }
     }
     activity.idle();
+    failed
 }
 
-/// Records what SQS answered for each message of one call.
+/// Records what SQS answered for each message of one call; how many failed through no fault
+/// of ours.
 fn record_extensions(
     watched: &mut [Tracked],
     chunk: &[Due],
     requested_at: Instant,
     results: Vec<Result<(), EntryFailure>>,
     metrics: &VisibilityMetrics,
-) {
+) -> usize {
+    let mut failed = 0;
     for ((i, entry, extension), result) in chunk.iter().zip(results) {
         match result {
             Ok(()) => {
                 entry.lease.extended(requested_at, *extension);
                 outcome(&metrics.visibility_extensions, "ok", 1);
             }
-            // SQS's own trouble: asked again at the next tick.
+            // SQS's own trouble: asked again after a backoff.
             Err(failure) if !failure.sender_fault => {
+                watched[*i].ask_again = true;
+                failed += 1;
                 outcome(&metrics.visibility_extensions, "retried", 1);
                 tracing::debug!(
                     message_id = entry.message_id(),
                     reason = entry.receipt().redact(&failure.reason()),
                     "visibility extension failed through no fault of ours; asking again"
+                );
+            }
+            // Finished while the call was on its way (typically deleted just before): the
+            // refusal changes nothing, the delete's outcome tells whether it comes back.
+            Err(failure) if entry.is_finished() || entry.is_given_up() => {
+                watched[*i].extendable = false;
+                tracing::debug!(
+                    message_id = entry.message_id(),
+                    reason = entry.receipt().redact(&failure.reason()),
+                    "visibility extension refused for a message already finished; nothing to do"
                 );
             }
             Err(failure) => {
@@ -295,6 +400,7 @@ fn record_extensions(
             }
         }
     }
+    failed
 }
 
 /// The visibility a message given back at shutdown gets: long enough that this replica's own
@@ -396,7 +502,7 @@ impl VisibilityMetrics {
             visibility_extensions: add(
                 registry,
                 "visibility_extensions",
-                "Visibility timeout extensions of in-flight messages, by outcome (ok, failed)",
+                "Visibility timeout extensions of in-flight messages, by outcome (ok; retried: SQS failed the entry through no fault of the sender; failed: refused, or the call failed)",
                 Counters::default(),
             ),
             messages_given_back: add(

@@ -45,7 +45,7 @@ async fn an_extension_sqs_refuses_as_the_senders_fault_is_counted_not_asked_agai
 }
 
 #[tokio::test(start_paused = true)]
-async fn an_extension_entry_sqs_fails_through_no_fault_of_the_sender_is_asked_again_at_the_next_tick_and_the_message_is_delivered_once()
+async fn an_extension_entry_sqs_fails_through_no_fault_of_the_sender_is_asked_again_after_a_backoff_and_the_message_is_delivered_once()
  {
     let rig = Rig::start(&[("QUEUE_VISIBILITY_TIMEOUT_SEC", "30")]).await;
     rig.fake.fail_calls(Op::PutRecords, usize::MAX, AwsError::internal());
@@ -57,11 +57,12 @@ async fn an_extension_entry_sqs_fails_through_no_fault_of_the_sender_is_asked_ag
 
     let calls = rig.fake.calls(Op::ChangeMessageVisibilityBatch);
     assert_eq!(calls.len(), 2, "the failed entry, then the same again");
-    // The keeper ticks every quarter of the timeout, at most every 5 s.
-    assert_eq!(
-        calls[1].at - calls[0].at,
-        Duration::from_secs(5),
-        "asked again at the next tick"
+    // The keeper ticks every quarter of the timeout, at most every 5 s; the first retry waits
+    // the initial backoff (100 ms by default) and at most twice that with jitter.
+    let gap = calls[1].at - calls[0].at;
+    assert!(
+        gap >= Duration::from_millis(100) && gap <= Duration::from_millis(200),
+        "asked again after the initial backoff, not at the next tick: {gap:?}"
     );
     let applied = rig.fake.visibility_changes()[0].at;
     assert!(
@@ -80,6 +81,132 @@ async fn an_extension_entry_sqs_fails_through_no_fault_of_the_sender_is_asked_ag
     rig.wait_until_queue_empty().await;
 
     assert_eq!(deliveries(&rig).len(), 1, "the message never became visible again");
+    exactly_once_in_order(&rig, &[sent]);
+    rig.stop().await;
+}
+
+/// With a 4 s timeout the keeper ticks every second and a message is due from 2.1 s before its
+/// end: asked only once a tick, three failures in a row would let its visibility end. Asked
+/// again after a backoff, five in a row still leave it extended in time.
+#[tokio::test(start_paused = true)]
+async fn extension_entries_failing_through_no_fault_of_the_sender_again_and_again_are_asked_until_extended_in_time() {
+    let rig = Rig::start(&[
+        ("QUEUE_VISIBILITY_TIMEOUT_SEC", "4"),
+        ("RETRY_INITIAL_BACKOFF_MS", "20"),
+        ("RETRY_MAX_BACKOFF_MS", "100"),
+    ])
+    .await;
+    rig.fake.fail_calls(Op::PutRecords, usize::MAX, AwsError::internal());
+    rig.fake
+        .fail_entries(Op::ChangeMessageVisibilityBatch, "InternalError", 5);
+    let sent = rig.send(1, 2);
+    rig.wait_until("an extension applied", |rig| !rig.fake.visibility_changes().is_empty())
+        .await;
+
+    let calls = rig.fake.calls(Op::ChangeMessageVisibilityBatch);
+    assert_eq!(calls.len(), 6, "five failures, then the extension");
+    assert!(
+        calls[5].at - calls[0].at < Duration::from_secs(1),
+        "all asked before the next tick: {:?}",
+        calls[5].at - calls[0].at
+    );
+    assert!(
+        rig.fake.visibility_changes()[0].at < deliveries(&rig)[0] + Duration::from_secs(4),
+        "extended before its visibility ended"
+    );
+    assert_eq!(
+        rig.metric("telemetry_collector_visibility_extensions_total{outcome=\"retried\"}"),
+        5.0
+    );
+    assert_eq!(
+        rig.metric("telemetry_collector_visibility_extensions_total{outcome=\"failed\"}"),
+        0.0
+    );
+    rig.fake.clear_faults();
+    rig.wait_until_queue_empty().await;
+
+    assert_eq!(deliveries(&rig).len(), 1, "the message never became visible again");
+    assert_eq!(rig.metric("telemetry_collector_messages_expired_total"), 0.0);
+    exactly_once_in_order(&rig, &[sent]);
+    rig.stop().await;
+}
+
+/// A whole ChangeMessageVisibilityBatch call that fails (here SQS's 500) is asked again after a
+/// backoff too, not a tick later.
+#[tokio::test(start_paused = true)]
+async fn a_failed_extension_call_is_asked_again_after_a_backoff_and_the_message_is_delivered_once() {
+    let rig = Rig::start(&[
+        ("QUEUE_VISIBILITY_TIMEOUT_SEC", "4"),
+        ("RETRY_INITIAL_BACKOFF_MS", "20"),
+        ("RETRY_MAX_BACKOFF_MS", "100"),
+    ])
+    .await;
+    rig.fake.fail_calls(Op::PutRecords, usize::MAX, AwsError::internal());
+    rig.fake
+        .fail_calls(Op::ChangeMessageVisibilityBatch, 3, AwsError::internal());
+    let sent = rig.send(1, 2);
+    rig.wait_until("an extension applied", |rig| !rig.fake.visibility_changes().is_empty())
+        .await;
+
+    let calls = rig.fake.calls(Op::ChangeMessageVisibilityBatch);
+    assert_eq!(calls.len(), 4, "three failed calls, then the extension");
+    assert!(
+        calls[3].at - calls[0].at < Duration::from_secs(1),
+        "all asked before the next tick: {:?}",
+        calls[3].at - calls[0].at
+    );
+    // A failed call is counted as a failed extension of each of its messages.
+    assert_eq!(
+        rig.metric("telemetry_collector_visibility_extensions_total{outcome=\"failed\"}"),
+        3.0
+    );
+    rig.fake.clear_faults();
+    rig.wait_until_queue_empty().await;
+
+    assert_eq!(deliveries(&rig).len(), 1, "the message never became visible again");
+    assert_eq!(rig.metric("telemetry_collector_messages_expired_total"), 0.0);
+    exactly_once_in_order(&rig, &[sent]);
+    rig.stop().await;
+}
+
+/// An extension on its way while the message is deleted reaches SQS after the delete and is
+/// refused: nothing is wrong, and nothing is counted as a failed extension.
+#[tokio::test(start_paused = true)]
+async fn an_extension_refused_because_the_message_was_deleted_meanwhile_is_not_a_failure() {
+    let rig = Rig::start(&[("QUEUE_VISIBILITY_TIMEOUT_SEC", "30"), ("RETRY_MAX_BACKOFF_MS", "500")]).await;
+    rig.fake.fail_calls(Op::PutRecords, usize::MAX, AwsError::internal());
+    // An extension takes effect 4 s after it is sent (within the 10 s call timeout): long
+    // enough for the stream to be back and the delete to land first.
+    let slow_extensions = |rig: &Rig| {
+        rig.fake
+            .set_latency(Op::ChangeMessageVisibilityBatch, Duration::from_secs(8))
+    };
+    slow_extensions(&rig);
+    let sent = rig.send(1, 2);
+    rig.wait_for_call(Op::ChangeMessageVisibilityBatch, "an extension sent")
+        .await;
+    rig.fake.clear_faults();
+    slow_extensions(&rig);
+    rig.wait_until_queue_empty().await;
+    let deleted_at = rig.fake.calls(Op::DeleteMessageBatch)[0].at;
+    rig.wait_until("the extension answered", |rig| {
+        rig.metric("telemetry_collector_aws_call_duration_seconds_count{call=\"ChangeMessageVisibilityBatch\"") >= 1.0
+    })
+    .await;
+
+    let extension = &rig.fake.calls(Op::ChangeMessageVisibilityBatch)[0];
+    assert!(extension.at < deleted_at, "the extension was sent before the delete");
+    assert_eq!(
+        extension.error, None,
+        "the call itself succeeded; its one entry was refused"
+    );
+    assert!(rig.fake.visibility_changes().is_empty(), "the extension was refused");
+    assert_eq!(
+        rig.metric("telemetry_collector_visibility_extensions_total{outcome=\"failed\"}"),
+        0.0
+    );
+    assert_eq!(rig.metric("telemetry_collector_deletes_total{outcome=\"ok\"}"), 1.0);
+    assert_eq!(deliveries(&rig).len(), 1);
     exactly_once_in_order(&rig, &[sent]);
     rig.stop().await;
 }
