@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::rig::{AwsError, Op, Rig, exactly_once_in_order};
+use crate::rig::{AwsError, FakeAws, Op, Rig, Sent, exactly_once_in_order};
 
 /// The receive calls that brought the test's one message, by when each arrived (a long poll
 /// that waited arrives before it answers).
@@ -86,10 +86,11 @@ async fn an_extension_entry_sqs_fails_through_no_fault_of_the_sender_is_asked_ag
 }
 
 /// With a 4 s timeout the keeper ticks every second and a message is due from 2.1 s before its
-/// end: asked only once a tick, three failures in a row would let its visibility end. Asked
-/// again after a backoff, five in a row still leave it extended in time.
-#[tokio::test(start_paused = true)]
-async fn extension_entries_failing_through_no_fault_of_the_sender_again_and_again_are_asked_until_extended_in_time() {
+/// end: asked only once a tick, three failures in a row would let its visibility end. Sends a
+/// message whose first `failures` extension calls `fail` makes fail, and returns once it is
+/// extended, having checked that every attempt came before the next tick and the extension
+/// before its visibility ended.
+async fn extended_after_failures(failures: usize, fail: impl FnOnce(&FakeAws)) -> (Rig, Sent) {
     let rig = Rig::start(&[
         ("QUEUE_VISIBILITY_TIMEOUT_SEC", "4"),
         ("RETRY_INITIAL_BACKOFF_MS", "20"),
@@ -97,23 +98,41 @@ async fn extension_entries_failing_through_no_fault_of_the_sender_again_and_agai
     ])
     .await;
     rig.fake.fail_calls(Op::PutRecords, usize::MAX, AwsError::internal());
-    rig.fake
-        .fail_entries(Op::ChangeMessageVisibilityBatch, "InternalError", 5);
+    fail(&rig.fake);
     let sent = rig.send(1, 2);
     rig.wait_until("an extension applied", |rig| !rig.fake.visibility_changes().is_empty())
         .await;
 
     let calls = rig.fake.calls(Op::ChangeMessageVisibilityBatch);
-    assert_eq!(calls.len(), 6, "five failures, then the extension");
+    assert_eq!(calls.len(), failures + 1, "the failures, then the extension");
+    let asked_within = calls[failures].at - calls[0].at;
     assert!(
-        calls[5].at - calls[0].at < Duration::from_secs(1),
-        "all asked before the next tick: {:?}",
-        calls[5].at - calls[0].at
+        asked_within < Duration::from_secs(1),
+        "all asked before the next tick: {asked_within:?}"
     );
     assert!(
         rig.fake.visibility_changes()[0].at < deliveries(&rig)[0] + Duration::from_secs(4),
         "extended before its visibility ended"
     );
+    (rig, sent)
+}
+
+/// Lets the stream work again and checks that the message was delivered once.
+async fn published_and_delivered_once(rig: Rig, sent: Sent) {
+    rig.fake.clear_faults();
+    rig.wait_until_queue_empty().await;
+    assert_eq!(deliveries(&rig).len(), 1, "the message never became visible again");
+    assert_eq!(rig.metric("telemetry_collector_messages_expired_total"), 0.0);
+    exactly_once_in_order(&rig, &[sent]);
+    rig.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn extension_entries_failing_through_no_fault_of_the_sender_again_and_again_are_asked_until_extended_in_time() {
+    let (rig, sent) = extended_after_failures(5, |fake| {
+        fake.fail_entries(Op::ChangeMessageVisibilityBatch, "InternalError", 5)
+    })
+    .await;
     assert_eq!(
         rig.metric("telemetry_collector_visibility_extensions_total{outcome=\"retried\"}"),
         5.0
@@ -122,51 +141,23 @@ async fn extension_entries_failing_through_no_fault_of_the_sender_again_and_agai
         rig.metric("telemetry_collector_visibility_extensions_total{outcome=\"failed\"}"),
         0.0
     );
-    rig.fake.clear_faults();
-    rig.wait_until_queue_empty().await;
-
-    assert_eq!(deliveries(&rig).len(), 1, "the message never became visible again");
-    assert_eq!(rig.metric("telemetry_collector_messages_expired_total"), 0.0);
-    exactly_once_in_order(&rig, &[sent]);
-    rig.stop().await;
+    published_and_delivered_once(rig, sent).await;
 }
 
 /// A whole ChangeMessageVisibilityBatch call that fails (here SQS's 500) is asked again after a
 /// backoff too, not a tick later.
 #[tokio::test(start_paused = true)]
 async fn a_failed_extension_call_is_asked_again_after_a_backoff_and_the_message_is_delivered_once() {
-    let rig = Rig::start(&[
-        ("QUEUE_VISIBILITY_TIMEOUT_SEC", "4"),
-        ("RETRY_INITIAL_BACKOFF_MS", "20"),
-        ("RETRY_MAX_BACKOFF_MS", "100"),
-    ])
+    let (rig, sent) = extended_after_failures(3, |fake| {
+        fake.fail_calls(Op::ChangeMessageVisibilityBatch, 3, AwsError::internal())
+    })
     .await;
-    rig.fake.fail_calls(Op::PutRecords, usize::MAX, AwsError::internal());
-    rig.fake
-        .fail_calls(Op::ChangeMessageVisibilityBatch, 3, AwsError::internal());
-    let sent = rig.send(1, 2);
-    rig.wait_until("an extension applied", |rig| !rig.fake.visibility_changes().is_empty())
-        .await;
-
-    let calls = rig.fake.calls(Op::ChangeMessageVisibilityBatch);
-    assert_eq!(calls.len(), 4, "three failed calls, then the extension");
-    assert!(
-        calls[3].at - calls[0].at < Duration::from_secs(1),
-        "all asked before the next tick: {:?}",
-        calls[3].at - calls[0].at
-    );
     // A failed call is counted as a failed extension of each of its messages.
     assert_eq!(
         rig.metric("telemetry_collector_visibility_extensions_total{outcome=\"failed\"}"),
         3.0
     );
-    rig.fake.clear_faults();
-    rig.wait_until_queue_empty().await;
-
-    assert_eq!(deliveries(&rig).len(), 1, "the message never became visible again");
-    assert_eq!(rig.metric("telemetry_collector_messages_expired_total"), 0.0);
-    exactly_once_in_order(&rig, &[sent]);
-    rig.stop().await;
+    published_and_delivered_once(rig, sent).await;
 }
 
 /// An extension on its way while the message is deleted reaches SQS after the delete and is
