@@ -29,11 +29,35 @@ impl RetryPolicy {
     }
 }
 
+/// The delays of one run of failures: growing to the cap, started afresh after a success.
+pub(crate) struct Backoff {
+    policy: RetryPolicy,
+    delays: Option<ExponentialBackoff>,
+}
+
+impl Backoff {
+    pub(crate) fn new(policy: RetryPolicy) -> Backoff {
+        Backoff { policy, delays: None }
+    }
+
+    /// The delay before the next attempt.
+    pub(crate) fn next_delay(&mut self) -> Duration {
+        self.delays
+            .get_or_insert_with(|| self.policy.delays())
+            .next()
+            .unwrap_or(self.policy.max)
+    }
+
+    /// Starts the next run of failures from the initial delay.
+    pub(crate) fn reset(&mut self) {
+        self.delays = None;
+    }
+}
+
 /// The retry state of one activity ("PutRecords on lane 2", "ReceiveMessage").
 pub(crate) struct RetryEpisode {
     what: String,
-    policy: RetryPolicy,
-    delays: Option<ExponentialBackoff>,
+    backoff: Backoff,
     failures: u64,
 }
 
@@ -41,8 +65,7 @@ impl RetryEpisode {
     pub fn new(what: impl Into<String>, policy: RetryPolicy) -> RetryEpisode {
         RetryEpisode {
             what: what.into(),
-            policy,
-            delays: None,
+            backoff: Backoff::new(policy),
             failures: 0,
         }
     }
@@ -50,11 +73,7 @@ impl RetryEpisode {
     /// Records a failure and returns how long to wait before the next attempt.
     pub(crate) fn failed(&mut self, error: &dyn Display) -> Duration {
         self.failures += 1;
-        let delay = self
-            .delays
-            .get_or_insert_with(|| self.policy.delays())
-            .next()
-            .unwrap_or(self.policy.max);
+        let delay = self.backoff.next_delay();
         if self.failures == 1 {
             tracing::warn!(what = %self.what, error = %error, retry_in_ms = delay.as_millis() as u64,
                 "call failed; retrying with backoff until it succeeds");
@@ -71,7 +90,7 @@ impl RetryEpisode {
             tracing::info!(what = %self.what, failed_attempts = self.failures, "recovered");
         }
         self.failures = 0;
-        self.delays = None;
+        self.backoff.reset();
     }
 
     /// Failures since the last success.

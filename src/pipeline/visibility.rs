@@ -14,7 +14,6 @@
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use backon::ExponentialBackoff;
 use tokio::time::Instant;
 
 use aws_sdk_sqs::error::DisplayErrorContext;
@@ -28,7 +27,7 @@ use super::source::SHUTDOWN_RECEIVE_GRACE;
 use crate::aws::{EntryFailure, Queue, SQS_BATCH_ENTRIES, SQS_MAX_VISIBILITY_SECS, batch_results};
 use crate::liveness::Activity;
 use crate::metrics::kit::{CallDurations, Counters, add, call_duration, outcome, start_at_zero, timed};
-use crate::retry::{RetryEpisode, RetryPolicy, with_attempts};
+use crate::retry::{Backoff, RetryEpisode, RetryPolicy, with_attempts};
 use prometheus_client::metrics::histogram::Histogram;
 
 /// Whole-call attempts for giving messages back at shutdown.
@@ -194,16 +193,14 @@ enum Pass {
 /// When to ask again for the extensions that failed through no fault of ours: after the retry
 /// policy's backoff, growing while failures go on, started afresh after a pass with none.
 struct AskAgain {
-    retry: RetryPolicy,
-    delays: Option<ExponentialBackoff>,
+    backoff: Backoff,
     at: Option<Instant>,
 }
 
 impl AskAgain {
     fn new(retry: RetryPolicy) -> AskAgain {
         AskAgain {
-            retry,
-            delays: None,
+            backoff: Backoff::new(retry),
             at: None,
         }
     }
@@ -219,16 +216,11 @@ impl AskAgain {
     /// Schedules the next pass after one that left `failed` extensions to ask again.
     fn after(&mut self, failed: usize) {
         if failed == 0 {
-            self.delays = None;
+            self.backoff.reset();
             self.at = None;
             return;
         }
-        let delay = self
-            .delays
-            .get_or_insert_with(|| self.retry.delays())
-            .next()
-            .unwrap_or(self.retry.max);
-        self.at = Some(Instant::now() + delay);
+        self.at = Some(Instant::now() + self.backoff.next_delay());
     }
 }
 
@@ -269,12 +261,16 @@ pub(crate) fn extension_for(
 /// A message due an extension: its place among the watched, the message, and the timeout to ask.
 type Due = (usize, Arc<InFlightMessage>, Duration);
 
-/// The watched messages that need extending now, in a pass of kind `pass`.
-fn due(settings: &VisibilitySettings, pass: Pass, watched: &[Tracked], now: Instant) -> Vec<Due> {
+/// The watched messages that need extending now, in a pass of kind `pass`. Every mark to ask
+/// again is taken: a message still due is in the pass, and a failure marks it again.
+fn due(settings: &VisibilitySettings, pass: Pass, watched: &mut [Tracked], now: Instant) -> Vec<Due> {
     watched
-        .iter()
+        .iter_mut()
         .enumerate()
-        .filter(|(_, tracked)| tracked.extendable && (pass == Pass::Tick || tracked.ask_again))
+        .filter_map(|(i, tracked)| {
+            let asked_again = std::mem::take(&mut tracked.ask_again);
+            (tracked.extendable && (pass == Pass::Tick || asked_again)).then_some((i, &*tracked))
+        })
         .filter_map(|(i, tracked)| Some((i, tracked.entry.upgrade()?)))
         .filter(|(_, entry)| !entry.is_given_up())
         .filter_map(|(i, entry)| {
@@ -303,10 +299,6 @@ async fn extend_due(
     activity: &Activity,
 ) -> usize {
     let due = due(settings, pass, watched, Instant::now());
-    // Whatever was to be asked again is in `due` if it still needs it; failures mark it again.
-    for tracked in watched.iter_mut() {
-        tracked.ask_again = false;
-    }
     if due.is_empty() {
         return 0;
     }
