@@ -222,6 +222,34 @@ async fn a_record_the_stream_refuses_sends_its_submission_to_the_dead_letter_que
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_record_refused_by_an_endpoint_that_names_none_is_found_by_halving_and_stops_only_its_submission() {
+    let rig = Rig::start(&[ONE_LANE, ("DEAD_LETTER_QUEUE_URL", "{dead_letter}")]).await;
+    let sent: Vec<_> = (1..=3).map(|n| rig.send(n, 5)).collect();
+    let refused_id = sent[1].submission_id.clone();
+    rig.fake
+        .refuse_records_naming_none(move |data| String::from_utf8_lossy(data).contains(&refused_id));
+    rig.wait_until_queue_empty().await;
+
+    exactly_once_in_order(&rig, &[sent[0].clone(), sent[2].clone()]);
+    assert!(
+        !rig.stream_events().contains_key(&sent[1].submission_id),
+        "no event of the refused submission is on the stream"
+    );
+    assert_eq!(
+        rig.fake.bodies(&rig.dead_letter),
+        [telemetry_fleet::generate::valid(2, 5, 0, false).0],
+        "the refused submission is on the dead-letter queue"
+    );
+    assert_eq!(rig.metric("telemetry_collector_submissions_refused_total"), 1.0);
+    let entries: Vec<usize> = rig.fake.entries(Op::PutRecords);
+    assert!(
+        entries.contains(&1),
+        "the refused record was sent alone before it was taken for the refused one: {entries:?}"
+    );
+    rig.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_refusal_naming_no_record_halves_the_calls_until_one_passes_and_then_they_grow_back() {
     let rig = Rig::start(&[ONE_LANE]).await;
     rig.fake.fail_calls(

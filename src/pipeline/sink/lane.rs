@@ -356,7 +356,12 @@ impl Lane {
         let error = match failure {
             CallFailure::Refused { record, reason } => {
                 metrics.put_records_call("refused");
-                let Some(culprit) = record.filter(|i| *i < batch.len()) else {
+                // A call of one record refused naming none (LocalStack's Kinesis names no
+                // record it finds too large) is refused for that record: smaller calls cannot
+                // get it through, and the refusals-in-a-row guard below still tells a stream
+                // that refuses everything from a record it refuses.
+                let named = record.or((batch.len() == 1).then_some(0));
+                let Some(culprit) = named.filter(|i| *i < batch.len()) else {
                     // No record named: the request or the stream is at fault. Smaller calls
                     // get past a request-size limit; anything else waits with backoff like any
                     // failed call, and nothing is dropped for it.

@@ -18,7 +18,8 @@
 //! the queue's own redrive policy to take. Nothing valid is ever deleted unpublished. A refusal
 //! that names no record is the request's or the stream's fault, not a record's: the lane halves
 //! its calls (a request too large for the endpoint gets through that way) and retries with
-//! backoff, dropping nothing. An error no record can get past (access denied, KMS key
+//! backoff, dropping nothing; once a call of a single record is refused, that record is the
+//! one refused (some endpoints name none). An error no record can get past (access denied, KMS key
 //! unusable, stream gone) opens the circuit breaker at once with that reason, and the lane
 //! keeps retrying with backoff until it is fixed.
 //!

@@ -97,7 +97,9 @@ pub(super) fn refused_record(message: &str) -> Option<usize> {
 
 /// A bounded label for the refusal metric.
 pub(super) fn refusal_label(reason: &str) -> &'static str {
-    if reason.contains("length less than or equal") || reason.contains("size") {
+    // Kinesis names the constraint ("length less than or equal"); LocalStack's Kinesis says
+    // "Data object is too large".
+    if reason.contains("length less than or equal") || reason.contains("size") || reason.contains("too large") {
         "record_too_large"
     } else {
         "record_invalid"
@@ -233,6 +235,14 @@ mod tests {
             }
         );
         assert_eq!(refusal_label(too_large), "record_too_large");
+        assert_eq!(
+            refusal_label("InvalidArgumentException: Data object is too large"),
+            "record_too_large"
+        );
+        assert_eq!(
+            refusal_label("ValidationException: Value at 'records.1.member.partitionKey' failed"),
+            "record_invalid"
+        );
         assert_eq!(
             classify(
                 "InvalidArgumentException",

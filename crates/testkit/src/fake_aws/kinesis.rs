@@ -83,6 +83,13 @@ pub(super) fn put_records(world: &mut World, request: &Value) -> Result<(Value, 
             .map_err(|e| AwsError::new(400, "SerializationException", &e.to_string()))?;
         let key = entry["PartitionKey"].as_str().unwrap_or_default().to_owned();
         let refused = world.faults.refused.as_ref().is_some_and(|refused| refused(&data));
+        if refused && !world.faults.refusal_names_record {
+            return Err(AwsError::new(
+                400,
+                "InvalidArgumentException",
+                "Data object is too large",
+            ));
+        }
         if data.len() > MAX_DATA_BYTES || refused {
             return Err(validation(format!(
                 "Value at 'records.{}.member.data' failed to satisfy constraint: Member must have length less than or equal to {MAX_DATA_BYTES}",

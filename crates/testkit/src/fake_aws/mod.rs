@@ -154,6 +154,8 @@ struct Faults {
     /// Messages delivered a second time, at once, while the first receipt is still valid.
     duplicates: usize,
     refused: Option<RefusedRecords>,
+    /// Whether a refusal names the record (Kinesis) or nothing (LocalStack's kinesis-mock).
+    refusal_names_record: bool,
 }
 
 /// Picks, by its data, a record the stream refuses.
@@ -378,7 +380,18 @@ impl FakeAws {
     /// PutRecords calls holding a record whose data `refused` picks are refused whole with
     /// Kinesis's validation error naming that record.
     pub fn refuse_records(&self, refused: impl Fn(&[u8]) -> bool + Send + Sync + 'static) {
-        self.world().faults.refused = Some(Arc::new(refused));
+        let mut world = self.world();
+        world.faults.refused = Some(Arc::new(refused));
+        world.faults.refusal_names_record = true;
+    }
+
+    /// PutRecords calls holding a record whose data `refused` picks are refused whole with
+    /// `InvalidArgumentException` naming no record, as LocalStack's Kinesis refuses a record
+    /// too large for it.
+    pub fn refuse_records_naming_none(&self, refused: impl Fn(&[u8]) -> bool + Send + Sync + 'static) {
+        let mut world = self.world();
+        world.faults.refused = Some(Arc::new(refused));
+        world.faults.refusal_names_record = false;
     }
 
     /// The next `messages` messages received are delivered again at once, under a second
