@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::rig::{AwsError, Op, Rig, exactly_once_in_order};
+use crate::rig::{AwsError, FakeAws, Op, Rig, exactly_once_in_order};
 
 #[tokio::test(start_paused = true)]
 async fn a_missing_stream_opens_the_breaker_and_stops_receiving_until_the_stream_is_back() {
@@ -44,12 +44,22 @@ async fn a_missing_stream_opens_the_breaker_and_stops_receiving_until_the_stream
 
 #[tokio::test(start_paused = true)]
 async fn a_stream_that_refuses_every_record_drops_three_submissions_then_opens_the_breaker_and_keeps_the_rest() {
+    refusing_every_record(|fake| fake.refuse_records(|_| true)).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stream_that_refuses_every_record_naming_none_drops_three_submissions_then_opens_the_breaker() {
+    refusing_every_record(|fake| fake.refuse_records_naming_none(|_| true)).await;
+}
+
+/// Six one-event submissions to a stream that refuses every record the way `refuse` sets.
+async fn refusing_every_record(refuse: impl FnOnce(&FakeAws)) {
     let rig = Rig::start(&[
         ("DATA_STREAM_CONCURRENCY", "1"),
         ("DEAD_LETTER_QUEUE_URL", "{dead_letter}"),
     ])
     .await;
-    rig.fake.refuse_records(|_| true);
+    refuse(&rig.fake);
     for n in 1..=6 {
         rig.send(n, 1);
     }
