@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::rig::{AwsError, Op, Rig, exactly_once_in_order, in_order_subsequence};
+use crate::rig::{AwsError, FakeAws, Op, Rig, exactly_once_in_order, in_order_subsequence};
 
 const ONE_LANE: (&str, &str) = ("DATA_STREAM_CONCURRENCY", "1");
 
@@ -198,36 +198,33 @@ async fn records_that_fail_are_sent_again_with_the_later_events_of_their_submiss
 
 #[tokio::test(start_paused = true)]
 async fn a_record_the_stream_refuses_sends_its_submission_to_the_dead_letter_queue_and_the_others_through() {
-    let rig = Rig::start(&[ONE_LANE, ("DEAD_LETTER_QUEUE_URL", "{dead_letter}")]).await;
-    let sent: Vec<_> = (1..=3).map(|n| rig.send(n, 5)).collect();
-    let refused_id = sent[1].submission_id.clone();
-    rig.fake
-        .refuse_records(move |data| String::from_utf8_lossy(data).contains(&refused_id));
-    rig.wait_until_queue_empty().await;
-
-    exactly_once_in_order(&rig, &[sent[0].clone(), sent[2].clone()]);
-    assert!(
-        !rig.stream_events().contains_key(&sent[1].submission_id),
-        "no event of the refused submission is on the stream"
-    );
-    let dead_letters = rig.fake.bodies(&rig.dead_letter);
-    assert_eq!(
-        dead_letters.len(),
-        1,
-        "the refused submission is on the dead-letter queue"
-    );
-    assert_eq!(dead_letters[0], telemetry_fleet::generate::valid(2, 5, 0, false).0);
-    assert_eq!(rig.metric("telemetry_collector_submissions_refused_total"), 1.0);
+    let rig = refused_to_the_dead_letter_queue(|fake, refused| fake.refuse_records(refused)).await;
     rig.stop().await;
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_record_refused_by_an_endpoint_that_names_none_is_found_by_halving_and_stops_only_its_submission() {
+    let rig = refused_to_the_dead_letter_queue(|fake, refused| fake.refuse_records_naming_none(refused)).await;
+    let entries: Vec<usize> = rig.fake.entries(Op::PutRecords);
+    assert!(
+        entries.contains(&1),
+        "the refused record was sent alone before it was taken for the refused one: {entries:?}"
+    );
+    rig.stop().await;
+}
+
+/// Three submissions of five events, the second's records refused the way `refuse` sets: the
+/// others are published once in order, the second is on the dead-letter queue.
+async fn refused_to_the_dead_letter_queue(
+    refuse: impl FnOnce(&FakeAws, Box<dyn Fn(&[u8]) -> bool + Send + Sync>),
+) -> Rig {
     let rig = Rig::start(&[ONE_LANE, ("DEAD_LETTER_QUEUE_URL", "{dead_letter}")]).await;
     let sent: Vec<_> = (1..=3).map(|n| rig.send(n, 5)).collect();
     let refused_id = sent[1].submission_id.clone();
-    rig.fake
-        .refuse_records_naming_none(move |data| String::from_utf8_lossy(data).contains(&refused_id));
+    refuse(
+        &rig.fake,
+        Box::new(move |data| String::from_utf8_lossy(data).contains(&refused_id)),
+    );
     rig.wait_until_queue_empty().await;
 
     exactly_once_in_order(&rig, &[sent[0].clone(), sent[2].clone()]);
@@ -241,12 +238,7 @@ async fn a_record_refused_by_an_endpoint_that_names_none_is_found_by_halving_and
         "the refused submission is on the dead-letter queue"
     );
     assert_eq!(rig.metric("telemetry_collector_submissions_refused_total"), 1.0);
-    let entries: Vec<usize> = rig.fake.entries(Op::PutRecords);
-    assert!(
-        entries.contains(&1),
-        "the refused record was sent alone before it was taken for the refused one: {entries:?}"
-    );
-    rig.stop().await;
+    rig
 }
 
 #[tokio::test(start_paused = true)]
