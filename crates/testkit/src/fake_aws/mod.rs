@@ -380,18 +380,20 @@ impl FakeAws {
     /// PutRecords calls holding a record whose data `refused` picks are refused whole with
     /// Kinesis's validation error naming that record.
     pub fn refuse_records(&self, refused: impl Fn(&[u8]) -> bool + Send + Sync + 'static) {
-        let mut world = self.world();
-        world.faults.refused = Some(Arc::new(refused));
-        world.faults.refusal_names_record = true;
+        self.set_refused(Arc::new(refused), true);
     }
 
     /// PutRecords calls holding a record whose data `refused` picks are refused whole with
     /// `InvalidArgumentException` naming no record, as LocalStack's Kinesis refuses a record
     /// too large for it.
     pub fn refuse_records_naming_none(&self, refused: impl Fn(&[u8]) -> bool + Send + Sync + 'static) {
+        self.set_refused(Arc::new(refused), false);
+    }
+
+    fn set_refused(&self, refused: RefusedRecords, names_record: bool) {
         let mut world = self.world();
-        world.faults.refused = Some(Arc::new(refused));
-        world.faults.refusal_names_record = false;
+        world.faults.refused = Some(refused);
+        world.faults.refusal_names_record = names_record;
     }
 
     /// The next `messages` messages received are delivered again at once, under a second
