@@ -7,8 +7,13 @@
 //! the collector's figures (it is printed apart); CPU comes from `/proc/PID/stat`, the peak RSS
 //! from `VmHWM` in `/proc/PID/status`.
 //!
-//! Environment: `CEILING_EVENTS` (default 1000000), `CEILING_POOL` (distinct submissions,
-//! default 2000), `CEILING_INVALID_SHARE` (default 0), `CEILING_TIMEOUT_SEC` (default 600).
+//! A run's CPU per event moves with the shared machine's pace (the fake's own CPU moves with
+//! it), so the benchmark makes `CEILING_RUNS` runs, each with a fresh collector and fake, and
+//! ends with the median and the range of each figure.
+//!
+//! Environment: `CEILING_EVENTS` (default 1000000), `CEILING_RUNS` (default 5), `CEILING_POOL`
+//! (distinct submissions, default 2000), `CEILING_INVALID_SHARE` (default 0),
+//! `CEILING_TIMEOUT_SEC` (default 600, per run).
 //! Collector settings (`QUEUE_RECEIVERS`, `DATA_STREAM_CONCURRENCY`, ...) set in the environment
 //! are passed on to it; `COLLECTOR_BIN` runs another build of the collector (to compare two).
 
@@ -17,18 +22,62 @@ mod support;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use support::fake_aws::{FakeAws, FakeState, events_of_first, messages_for_events};
+use support::fake_aws::{FakeAws, FakeState, PooledMessage, events_of_first, messages_for_events};
 use support::{CollectorProcess, cpu_seconds, env_or, fleet_pool, mib};
 
 const POLL: Duration = Duration::from_millis(10);
 
+/// What one run measured.
+struct RunFigures {
+    events_per_second: f64,
+    cpu_per_million_events: f64,
+    peak_rss_mib: f64,
+}
+
 fn main() {
     let target_events: u64 = env_or("CEILING_EVENTS", 1_000_000);
+    let runs: usize = env_or("CEILING_RUNS", 5).max(1);
     let pool_size: usize = env_or("CEILING_POOL", 2000);
     let invalid_share: f64 = env_or("CEILING_INVALID_SHARE", 0.0);
     let timeout = Duration::from_secs(env_or("CEILING_TIMEOUT_SEC", 600));
 
     let pool = fleet_pool(pool_size, 7, invalid_share);
+    let figures: Vec<RunFigures> = (1..=runs)
+        .map(|run| {
+            println!("\nrun {run} of {runs}");
+            measure(pool.clone(), target_events, timeout)
+        })
+        .collect();
+    println!("\nceiling over {runs} runs: median (least - most)");
+    print_spread("events/s", figures.iter().map(|f| f.events_per_second), 0);
+    print_spread(
+        "CPU s per million events",
+        figures.iter().map(|f| f.cpu_per_million_events),
+        2,
+    );
+    print_spread("collector peak RSS MiB", figures.iter().map(|f| f.peak_rss_mib), 1);
+}
+
+fn print_spread(name: &str, values: impl Iterator<Item = f64>, decimals: usize) {
+    let mut values: Vec<f64> = values.collect();
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    let median = if n % 2 == 1 {
+        values[n / 2]
+    } else {
+        (values[n / 2 - 1] + values[n / 2]) / 2.0
+    };
+    println!(
+        "  {name:<25} {median:.decimals$}  ({:.decimals$} - {:.decimals$})",
+        values[0],
+        values[n - 1]
+    );
+}
+
+/// One run: a fresh fake serving `target_events` events from `pool` and a fresh collector.
+/// Exits the benchmark if the run does not complete cleanly.
+fn measure(pool: Vec<PooledMessage>, target_events: u64, timeout: Duration) -> RunFigures {
+    let pool_size = pool.len();
     let messages = messages_for_events(&pool, target_events);
     let expected_events = events_of_first(&pool, messages);
     let state = FakeState::new(pool, messages, Duration::ZERO);
@@ -122,5 +171,10 @@ fn main() {
             log.display()
         );
         std::process::exit(1);
+    }
+    RunFigures {
+        events_per_second: acknowledged as f64 / seconds,
+        cpu_per_million_events: collector_cpu / millions,
+        peak_rss_mib: mib(hwm),
     }
 }

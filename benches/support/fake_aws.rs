@@ -40,6 +40,7 @@ const KINESIS_CONTENT_TYPE: &str = "application/x-amz-json-1.1";
 const MAX_EMPTY_POLL_WAIT: Duration = Duration::from_secs(1);
 
 /// One message of the pool.
+#[derive(Clone)]
 pub struct PooledMessage {
     /// The body as a JSON string literal, quotes included.
     pub body_literal: String,
