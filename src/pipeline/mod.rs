@@ -185,6 +185,7 @@ fn spawn_lanes(
         client: shared.clients.kinesis.clone(),
         stream_name: stream_name.to_owned(),
         settings: settings.sink.clone(),
+        call_timeout: shared.clients.call_timeout,
         retry: shared.retry,
         breaker: shared.breaker.clone(),
         give_back: keeper.give_back.clone(),

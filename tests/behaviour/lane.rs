@@ -273,6 +273,57 @@ async fn a_refusal_naming_no_record_halves_the_calls_until_one_passes_and_then_t
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_stream_too_slow_for_full_calls_gets_half_calls_after_a_timeout_and_every_event_through() {
+    // 30 ms a record: a full call (15 s) outlasts the 10 s call timeout, half of one (7.5 s)
+    // does not. Sent again whole, the timed-out call would time out for ever.
+    let rig = Rig::start(&[ONE_LANE]).await;
+    rig.fake
+        .set_latency_per_entry(Op::PutRecords, Duration::from_millis(30));
+    let slow: Vec<_> = (1..=4).map(|n| rig.send(n, 300)).collect();
+    rig.wait_until_queue_empty().await;
+
+    let entries = rig.fake.entries(Op::PutRecords);
+    let full = entries.iter().position(|&n| n == 500);
+    let Some(full) = full else {
+        panic!("a full call: {entries:?}")
+    };
+    assert!(
+        entries[full + 1..].iter().all(|&n| n <= 250),
+        "after the timeout, calls of at most half as many; answered in more than a quarter of the timeout, they do not grow: {entries:?}"
+    );
+    // The timed-out call's records were written before its answer was lost: those are the
+    // only repeats, and each submission's events keep their order.
+    let written = rig.stream_events();
+    for sent in &slow {
+        assert!(in_order_subsequence(&written[&sent.submission_id], 300));
+    }
+    assert_eq!(written.values().map(Vec::len).sum::<usize>(), 1200 + 500);
+    assert_eq!(
+        rig.metric("telemetry_collector_put_records_calls_made_smaller_total{reason=\"timed_out\"}"),
+        1.0
+    );
+
+    // Answered within a quarter of the timeout again: calls double back to full ones (records
+    // pile up during a second's call).
+    rig.fake.clear_faults();
+    rig.fake.set_latency(Op::PutRecords, Duration::from_secs(1));
+    let calls_before = entries.len();
+    let fast: Vec<_> = (5..=8).map(|n| rig.send(n, 300)).collect();
+    rig.wait_until_queue_empty().await;
+    let entries = rig.fake.entries(Op::PutRecords);
+    assert_eq!(
+        entries[calls_before..].iter().max(),
+        Some(&500),
+        "calls grow back to full: {:?}",
+        &entries[calls_before..]
+    );
+    for sent in &fast {
+        assert_eq!(rig.stream_events()[&sent.submission_id], (0..300).collect::<Vec<u64>>());
+    }
+    rig.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
 async fn without_a_dead_letter_queue_a_refused_submission_stays_in_the_queue_for_its_redrive_policy() {
     let rig = Rig::start(&[ONE_LANE]).await;
     let sent: Vec<_> = (1..=3).map(|n| rig.send(n, 5)).collect();

@@ -41,6 +41,7 @@ async fn the_metrics_count_exactly_what_was_sent() {
         ("telemetry_collector_deletes_total{outcome=\"expired\"}", 0.0),
         ("telemetry_collector_deletes_retried_total", 0.0),
         ("telemetry_collector_records_retried_total", 0.0),
+        ("telemetry_collector_put_records_calls_made_smaller_total", 0.0),
         ("telemetry_collector_put_records_calls_total{outcome=\"error\"}", 0.0),
         ("telemetry_collector_receive_errors_total", 0.0),
         ("telemetry_collector_messages_in_flight", 0.0),

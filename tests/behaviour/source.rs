@@ -41,19 +41,28 @@ async fn a_receive_swallowed_by_the_network_times_out_and_receiving_goes_on() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_put_records_answer_lost_after_the_write_is_sent_again_and_repeats_only_that_call() {
+async fn a_put_records_answer_lost_after_the_write_sends_only_that_calls_records_again_in_smaller_calls() {
     let rig = Rig::start(&[("AWS_CALL_TIMEOUT_SEC", "5"), ("DATA_STREAM_CONCURRENCY", "1")]).await;
     rig.fake.lose_answers(Op::PutRecords, 1);
     let sent = rig.send(1, 3);
     rig.wait_until_queue_empty().await;
 
     let calls = rig.fake.calls(Op::PutRecords);
-    assert_eq!(calls.len(), 2);
+    let entries: Vec<usize> = calls.iter().map(|c| c.entries).collect();
+    assert_eq!(
+        entries,
+        [3, 1, 2],
+        "records per call: after the timeout half as many, doubling back as calls are answered at once"
+    );
     assert!(
         calls[1].at - calls[0].at >= Duration::from_secs(5),
         "resent after the call timeout"
     );
     assert_eq!(rig.stream_events()[&sent.submission_id], [0, 1, 2, 0, 1, 2]);
+    assert_eq!(
+        rig.metric("telemetry_collector_put_records_calls_made_smaller_total{reason=\"timed_out\"}"),
+        1.0
+    );
     rig.stop().await;
 }
 

@@ -101,8 +101,8 @@ pub(crate) async fn run_lane(
 struct Lane {
     buffer: VecDeque<OutboundRecord>,
     buffered_bytes: usize,
-    /// Records per call: the configured maximum, halved while looking for a record the stream
-    /// refuses without saying which.
+    /// Records per call: the configured maximum, made smaller after a call timed out or while
+    /// looking for a record the stream refuses without saying which.
     batch_cap: usize,
     /// Submissions dropped as refused with no record written in between: a refusal that every
     /// record meets is the stream's problem, not the records'.
@@ -211,6 +211,25 @@ impl Lane {
         self.hold_until = self.reaches(records, bytes, 3, 4).then(|| Instant::now() + took / 2);
     }
 
+    /// Makes the next calls half as large as one of `records` records, for `reason`.
+    fn shrink_calls(&mut self, records: usize, reason: &'static str) {
+        let cap = (records / 2).max(1);
+        if cap < self.batch_cap {
+            self.context.metrics.calls_made_smaller(reason);
+        }
+        self.batch_cap = cap;
+    }
+
+    /// After a call answered in `took` with every record written: calls made smaller (after
+    /// a timeout, or to find a refused record) double back up to the maximum once a call is
+    /// answered within a quarter of the call timeout (AWS answers in tens of milliseconds). A
+    /// slower answer keeps the size: doubled, the next call could time out again.
+    fn grow_calls_after(&mut self, took: std::time::Duration) {
+        if took <= self.context.call_timeout / 4 {
+            self.batch_cap = (self.batch_cap * 2).min(self.context.settings.max_records);
+        }
+    }
+
     /// Puts records back at the head of the buffer, keeping their order.
     fn push_front_in_order(&mut self, records: Vec<OutboundRecord>) {
         for record in records.into_iter().rev() {
@@ -290,14 +309,14 @@ impl Lane {
         match result {
             Ok(results) => {
                 self.hold_after(batch.len(), bytes, took);
-                self.settle_answer(batch, &results)
+                self.settle_answer(batch, &results, took)
             }
             Err(failure) => self.call_failed(batch, failure).await,
         }
     }
 
     /// An answered call: confirms what was written, puts back what was not.
-    fn settle_answer(&mut self, batch: Vec<OutboundRecord>, answer: &RecordResults) {
+    fn settle_answer(&mut self, batch: Vec<OutboundRecord>, answer: &RecordResults, took: std::time::Duration) {
         let metrics = self.context.metrics.clone();
         let sent = batch.len();
         // What each shard took, for the shard supervisor: every written record counts,
@@ -325,8 +344,7 @@ impl Lane {
         if settled.resend.is_empty() {
             metrics.put_records_call("ok");
             self.episode.succeeded();
-            // Calls were halved to find a refused record; grow them back.
-            self.batch_cap = (self.batch_cap * 2).min(self.context.settings.max_records);
+            self.grow_calls_after(took);
             return;
         }
         metrics.put_records_call("partial");
@@ -365,7 +383,7 @@ impl Lane {
                     // No record named: the request or the stream is at fault. Smaller calls
                     // get past a request-size limit; anything else waits with backoff like any
                     // failed call, and nothing is dropped for it.
-                    self.batch_cap = (batch.len() / 2).max(1);
+                    self.shrink_calls(batch.len(), "refused_naming_none");
                     self.context.breaker.failed();
                     metrics.put_records_call("error");
                     metrics.records_retried("call_failed", batch.len() as u64);
@@ -400,6 +418,15 @@ impl Lane {
             CallFailure::Transient(reason) => {
                 self.context.breaker.failed();
                 reason
+            }
+            CallFailure::TimedOut(reason) => {
+                // An endpoint whose answer takes longer the more records a call carries (an
+                // overloaded stream, a slow network, LocalStack's Kinesis) times out on every
+                // full call; sent again whole, with the abandoned calls' work still piled on
+                // the endpoint, no record would ever get through. Smaller calls do.
+                self.shrink_calls(batch.len(), "timed_out");
+                self.context.breaker.failed();
+                format!("{reason}; retrying in calls of {}", self.batch_cap)
             }
         };
         metrics.put_records_call("error");

@@ -14,6 +14,7 @@ pub struct SinkMetrics {
     pub events_published: Counter,
     pub put_records_calls: Counters,
     pub put_records_duration: Histogram,
+    pub put_records_calls_made_smaller: Counters,
     pub records_retried: Counters,
     pub submissions_refused: Counters,
     pub events_in_flight: Gauge,
@@ -37,6 +38,12 @@ impl SinkMetrics {
                 Counters::default(),
             ),
             put_records_duration: call_duration(calls, "PutRecords"),
+            put_records_calls_made_smaller: add(
+                registry,
+                "put_records_calls_made_smaller",
+                "Times a lane halved its PutRecords calls, by reason (timed_out, refused_naming_none); they grow back once answered within a quarter of the call timeout",
+                Counters::default(),
+            ),
             records_retried: add(
                 registry,
                 "records_retried",
@@ -73,11 +80,22 @@ impl SinkMetrics {
             &["ok", "partial", "error", "refused"],
         );
         start_at_zero(&section.records_retried, "error_code", &RETRY_CODES);
+        start_at_zero(
+            &section.put_records_calls_made_smaller,
+            "reason",
+            &["timed_out", "refused_naming_none"],
+        );
         section
     }
 
     pub(crate) fn put_records_call(&self, outcome: &'static str) {
         self.put_records_calls.get_or_create(&[("outcome", outcome)]).inc();
+    }
+
+    pub(crate) fn calls_made_smaller(&self, reason: &'static str) {
+        self.put_records_calls_made_smaller
+            .get_or_create(&[("reason", reason)])
+            .inc();
     }
 
     pub(crate) fn records_retried(&self, code: &str, n: u64) {

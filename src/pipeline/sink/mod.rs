@@ -135,6 +135,8 @@ pub(crate) struct LaneContext {
     pub client: Client,
     pub stream_name: String,
     pub settings: SinkSettings,
+    /// The PutRecords attempt timeout (`AWS_CALL_TIMEOUT_SEC`), which paces the size of calls.
+    pub call_timeout: Duration,
     pub retry: RetryPolicy,
     pub breaker: Arc<Breaker>,
     /// Receipts of messages to give back to the queue (the visibility keeper's input).

@@ -30,9 +30,11 @@ pub(super) const MAX_REFUSALS_IN_A_ROW: u32 = 3;
 /// What a failed PutRecords call means for its records.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum CallFailure {
-    /// Throttling, 5xx, timeouts, network trouble, anything unknown: the same call can
-    /// succeed later.
+    /// Throttling, 5xx, network trouble, anything unknown: the same call can succeed later.
     Transient(String),
+    /// No answer within the call timeout: the same call can succeed later, and a smaller one
+    /// sooner.
+    TimedOut(String),
     /// The stream refuses the call (`ValidationException`, `InvalidArgumentException`);
     /// `record` is the position of the record it names, when it names one.
     Refused { record: Option<usize>, reason: String },
@@ -53,6 +55,7 @@ where
             let message = service.err().message().unwrap_or_default();
             classify(code, message, text)
         }
+        SdkError::TimeoutError(_) => CallFailure::TimedOut(text),
         _ => CallFailure::Transient(text),
     }
 }

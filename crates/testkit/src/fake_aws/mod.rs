@@ -11,7 +11,8 @@
 //! with its own validation message), and a log of every call. What it does not: ordering across
 //! shards, resharding, message attributes beyond `SentTimestamp`, FIFO queues.
 //!
-//! Fault switches, each until cleared or for the next N: per-call latency ([`FakeAws::set_latency`]),
+//! Fault switches, each until cleared or for the next N: per-call latency ([`FakeAws::set_latency`],
+//! [`FakeAws::set_latency_per_entry`]),
 //! whole-call errors by code ([`FakeAws::fail_calls`]), per-record and per-entry failures by
 //! code ([`FakeAws::fail_records`], [`FakeAws::fail_entries`]), throttling (a per-record or
 //! whole-call code), a black hole ([`FakeAws::set_black_hole`]: requests never answered),
@@ -144,6 +145,8 @@ struct Pending<T> {
 #[derive(Default)]
 struct Faults {
     latency: HashMap<Op, Duration>,
+    /// Added to a call's latency for each of its records or entries.
+    latency_per_entry: HashMap<Op, Duration>,
     call_errors: HashMap<Op, VecDeque<Pending<AwsError>>>,
     black_hole: HashMap<Op, bool>,
     lost_answers: HashMap<Op, usize>,
@@ -323,6 +326,13 @@ impl FakeAws {
     /// effect, half after).
     pub fn set_latency(&self, op: Op, latency: Duration) {
         self.world().faults.latency.insert(op, latency);
+    }
+
+    /// Holds every call of `op` back this much longer for each record or entry it carries (on
+    /// top of [`FakeAws::set_latency`]): an endpoint slower the larger the call, as an
+    /// overloaded stream or LocalStack's Kinesis.
+    pub fn set_latency_per_entry(&self, op: Op, latency: Duration) {
+        self.world().faults.latency_per_entry.insert(op, latency);
     }
 
     /// Answers the next `times` calls of `op` with `error` (`usize::MAX`: until cleared).

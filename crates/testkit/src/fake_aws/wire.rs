@@ -58,14 +58,16 @@ async fn answer(inner: &Inner, target: Option<&str>, body: &[u8]) -> HttpRespons
         let mut world = lock(inner);
         let index = world.calls.len();
         let requested = request["Records"].as_array().or(request["Entries"].as_array());
+        let entries = requested.map_or(0, Vec::len);
         world.calls.push(CallLog {
             op,
             at: Instant::now(),
-            entries: requested.map_or(0, Vec::len),
+            entries,
             error: None,
         });
         let faults = &mut world.faults;
-        let latency = faults.latency.get(&op).copied().unwrap_or_default();
+        let per_entry = faults.latency_per_entry.get(&op).copied().unwrap_or_default();
+        let latency = faults.latency.get(&op).copied().unwrap_or_default() + per_entry * entries as u32;
         let black_hole = faults.black_hole.get(&op).copied().unwrap_or(false);
         let error = if black_hole {
             None
