@@ -228,6 +228,17 @@ mod tests {
     }
 
     #[test]
+    fn a_call_with_no_answer_in_time_is_told_from_other_transient_failures() {
+        type Error = SdkError<aws_sdk_kinesis::operation::put_records::PutRecordsError, ()>;
+        let timed_out: Error = SdkError::timeout_error("operation attempt timeout");
+        assert!(matches!(classify_call(&timed_out), CallFailure::TimedOut(_)));
+        let cut: Error = SdkError::dispatch_failure(aws_smithy_runtime_api::client::result::ConnectorError::io(
+            "connection reset".into(),
+        ));
+        assert!(matches!(classify_call(&cut), CallFailure::Transient(_)));
+    }
+
+    #[test]
     fn call_errors_are_classified_by_what_can_fix_them() {
         let too_large = "1 validation error detected: Value at 'records.3.member.data' failed to satisfy constraint: Member must have length less than or equal to 1048576";
         assert_eq!(
