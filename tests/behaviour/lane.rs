@@ -324,6 +324,49 @@ async fn a_stream_too_slow_for_full_calls_gets_half_calls_after_a_timeout_and_ev
 }
 
 #[tokio::test(start_paused = true)]
+async fn calls_made_smaller_grow_back_only_on_quick_answers_to_calls_that_filled_them() {
+    let rig = Rig::start(&[ONE_LANE]).await;
+    // A lost answer: the call of one record times out, and calls are made smaller (one
+    // record); the resend fills that and is answered at once, so they may carry two.
+    rig.fake.lose_answers(Op::PutRecords, 1);
+    let mut sent = vec![rig.send(1, 1)];
+    rig.wait_until_queue_empty().await;
+    assert_eq!(rig.fake.entries(Op::PutRecords), [1, 1]);
+    // A trickle, answered at once, in calls of one record: none fills two, so none grows them.
+    for n in 2..=6 {
+        sent.push(rig.send(n, 1));
+        rig.wait_until_queue_empty().await;
+    }
+    let before_burst = rig.fake.entries(Op::PutRecords).len();
+    assert_eq!(before_burst, 7);
+
+    // A burst, each call taking 100 ms so that records wait: calls start at two records and
+    // double as each fills and is answered within a quarter of the timeout.
+    rig.fake.set_latency(Op::PutRecords, Duration::from_millis(100));
+    sent.extend((7..=10).map(|n| rig.send(n, 300)));
+    rig.wait_until_queue_empty().await;
+    let burst = rig.fake.entries(Op::PutRecords)[before_burst..].to_vec();
+    assert!(burst[0] <= 2, "the first call of the burst: {burst:?}");
+    for pair in burst.windows(2) {
+        assert!(pair[1] <= (pair[0] * 2).max(2), "calls at most double: {burst:?}");
+    }
+    assert_eq!(burst.iter().max(), Some(&500), "and grow back to full: {burst:?}");
+    exactly_once_in_order_after_a_lost_answer(&rig, &sent);
+    rig.stop().await;
+}
+
+/// Every event on the stream in order, once, but for the one record whose answer was lost
+/// (written twice).
+fn exactly_once_in_order_after_a_lost_answer(rig: &Rig, sent: &[crate::rig::Sent]) {
+    let written = rig.stream_events();
+    assert_eq!(written[&sent[0].submission_id], [0, 0]);
+    for submission in &sent[1..] {
+        let expected: Vec<u64> = (0..submission.events as u64).collect();
+        assert_eq!(written[&submission.submission_id], expected);
+    }
+}
+
+#[tokio::test(start_paused = true)]
 async fn without_a_dead_letter_queue_a_refused_submission_stays_in_the_queue_for_its_redrive_policy() {
     let rig = Rig::start(&[ONE_LANE]).await;
     let sent: Vec<_> = (1..=3).map(|n| rig.send(n, 5)).collect();

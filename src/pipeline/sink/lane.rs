@@ -220,12 +220,15 @@ impl Lane {
         self.batch_cap = cap;
     }
 
-    /// After a call answered in `took` with every record written: calls made smaller (after
-    /// a timeout, or to find a refused record) double back up to the maximum once a call is
-    /// answered within a quarter of the call timeout (AWS answers in tens of milliseconds). A
-    /// slower answer keeps the size: doubled, the next call could time out again.
-    fn grow_calls_after(&mut self, took: std::time::Duration) {
-        if took <= self.context.call_timeout / 4 {
+    /// After a call of `records` records answered in `took` with every record written: calls
+    /// made smaller (after a timeout, or to find a refused record) double back up to the
+    /// maximum once a call as large as they may be is answered within a quarter of the call
+    /// timeout (AWS answers in tens of milliseconds). A slower answer keeps the size: doubled,
+    /// the next call could time out again. So does a smaller call: its quick answer says
+    /// nothing of a larger one, and lanes that grew on a trickle would all send full calls
+    /// to a slow endpoint at the next burst.
+    fn grow_calls_after(&mut self, records: usize, took: std::time::Duration) {
+        if records >= self.batch_cap && took <= self.context.call_timeout / 4 {
             self.batch_cap = (self.batch_cap * 2).min(self.context.settings.max_records);
         }
     }
@@ -344,7 +347,7 @@ impl Lane {
         if settled.resend.is_empty() {
             metrics.put_records_call("ok");
             self.episode.succeeded();
-            self.grow_calls_after(took);
+            self.grow_calls_after(sent, took);
             return;
         }
         metrics.put_records_call("partial");
