@@ -41,7 +41,7 @@ impl SinkMetrics {
             put_records_calls_made_smaller: add(
                 registry,
                 "put_records_calls_made_smaller",
-                "Times a lane halved its PutRecords calls, by reason (timed_out, refused_naming_none); they grow back once answered within a quarter of the call timeout",
+                "Times a lane halved its PutRecords calls, by reason (timed_out, refused_naming_none); they grow back as calls that fill them are answered within a quarter of the call timeout",
                 Counters::default(),
             ),
             records_retried: add(
