@@ -382,37 +382,35 @@ impl Lane {
                 // get it through, and the refusals-in-a-row guard below still tells a stream
                 // that refuses everything from a record it refuses.
                 let named = record.or((batch.len() == 1).then_some(0));
-                let Some(culprit) = named.filter(|i| *i < batch.len()) else {
+                match named.filter(|i| *i < batch.len()) {
                     // No record named: the request or the stream is at fault. Smaller calls
                     // get past a request-size limit; anything else waits with backoff like any
                     // failed call, and nothing is dropped for it.
-                    self.shrink_calls(batch.len(), "refused_naming_none");
-                    self.context.breaker.failed();
-                    metrics.put_records_call("error");
-                    metrics.records_retried("call_failed", batch.len() as u64);
-                    let reason = format!(
-                        "PutRecords refused naming no record ({reason}); retrying in calls of {}",
-                        self.batch_cap
-                    );
-                    self.push_front_in_order(batch);
-                    let delay = self.episode.failed(&reason);
-                    self.retry_at = Some(Instant::now() + delay);
-                    return;
-                };
-                self.refusals_in_a_row += 1;
-                if self.refusals_in_a_row <= MAX_REFUSALS_IN_A_ROW {
-                    let message = batch[culprit].message.clone();
-                    self.refuse(&message, &reason).await;
-                    let (_dropped, rest): (Vec<_>, Vec<_>) =
-                        batch.into_iter().partition(|r| Arc::ptr_eq(&r.message, &message));
-                    // The others were not written either: they go again at once.
-                    self.push_front_in_order(rest);
-                    return;
+                    None => {
+                        self.shrink_calls(batch.len(), "refused_naming_none");
+                        self.context.breaker.failed();
+                        format!(
+                            "PutRecords refused naming no record ({reason}); retrying in calls of {}",
+                            self.batch_cap
+                        )
+                    }
+                    Some(culprit) => {
+                        self.refusals_in_a_row += 1;
+                        if self.refusals_in_a_row <= MAX_REFUSALS_IN_A_ROW {
+                            let message = batch[culprit].message.clone();
+                            self.refuse(&message, &reason).await;
+                            let (_dropped, rest): (Vec<_>, Vec<_>) =
+                                batch.into_iter().partition(|r| Arc::ptr_eq(&r.message, &message));
+                            // The others were not written either: they go again at once.
+                            self.push_front_in_order(rest);
+                            return;
+                        }
+                        // Every record meets it: not the records' fault. Keep them and wait.
+                        let reason = format!("PutRecords refuses every record: {reason}");
+                        self.context.breaker.open_because(reason.clone());
+                        reason
+                    }
                 }
-                // Every record meets it: not the records' fault. Keep them and wait.
-                let reason = format!("PutRecords refuses every record: {reason}");
-                self.context.breaker.open_because(reason.clone());
-                reason
             }
             CallFailure::StreamUnusable(reason) => {
                 self.context.breaker.open_because(reason.clone());

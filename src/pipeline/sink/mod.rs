@@ -12,7 +12,8 @@
 //!
 //! Failures are classified. Throttling, 5xx, timeouts and network errors are retried with
 //! backoff; a call that timed out is sent again in calls of half as many records, which grow
-//! back once answered quickly, so that an endpoint slower the larger the call still takes them. A record the stream refuses for good, named by the error (too large for it,
+//! back once answered quickly, so that an endpoint slower the larger the call still takes them.
+//! A record the stream refuses for good, named by the error (too large for it,
 //! invalid), stops its submission so that one poison record cannot stop its lane: with a
 //! dead-letter queue the body is forwarded there and the message deleted once that send
 //! succeeded; without one the message stays in the queue, its visibility left to expire, for
