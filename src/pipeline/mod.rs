@@ -180,7 +180,7 @@ fn spawn_lanes(
     deleter: &DeleteQueue,
     keeper: &Keeper,
     dead_letter: &Option<dead_letter::DeadLetterQueue>,
-) -> Vec<mpsc::Sender<sink::OutboundRecord>> {
+) -> Vec<mpsc::Sender<sink::OutboundRun>> {
     let context = sink::LaneContext {
         client: shared.clients.kinesis.clone(),
         stream_name: stream_name.to_owned(),
@@ -197,6 +197,8 @@ fn spawn_lanes(
     };
     (0..settings.sink.lanes)
         .map(|lane| {
+            // In runs of records, each at least one: what waits here is bounded in bytes by the
+            // byte cap the source takes before decoding, this only paces the source.
             let (tx, rx) = mpsc::channel(settings.sink.max_records);
             let name = format!("sink lane {lane}");
             let activity = shared.liveness.stage(name.clone());

@@ -17,7 +17,6 @@ use tokio::time::Instant;
 
 use aws_sdk_sqs::error::DisplayErrorContext;
 use aws_sdk_sqs::types::MessageSystemAttributeName;
-use bytes::Bytes;
 use chrono::Utc;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
@@ -32,7 +31,7 @@ use super::dead_letter::{DeadLetterQueue, Disposal, dispose};
 use super::deleter::DeleteQueue;
 use super::message::{GiveUp, InFlightMessage, InFlightMetrics, NewMessage, Receipt};
 use super::receive_answer::{ReceiveMessageAnswer, ReceivedMessage, messages};
-use super::sink::{OutboundRecord, lane_for};
+use super::sink::{OutboundRun, lane_for};
 use crate::answer_reader::AnswerSlot;
 use crate::liveness::Activity;
 use crate::metrics::kit::{CallDurations, Counters, add, call_duration, start_at_zero, timed};
@@ -82,7 +81,7 @@ pub struct SourceSettings {
 /// Where the source's output goes, and the limits it respects.
 #[derive(Clone)]
 pub(crate) struct Outputs {
-    pub lanes: Vec<mpsc::Sender<OutboundRecord>>,
+    pub lanes: Vec<mpsc::Sender<OutboundRun>>,
     pub deleter: DeleteQueue,
     /// The visibility keeper watches every message in flight.
     pub keeper: mpsc::UnboundedSender<std::sync::Weak<InFlightMessage>>,
@@ -447,24 +446,18 @@ async fn route(
     let enqueued_at = Instant::now();
     for buffer in records.buffers {
         let releases = buffer_heap_bytes(&buffer);
-        let data = Bytes::from(buffer.data);
-        let mut start = 0;
-        for (i, &end) in buffer.ends.iter().enumerate() {
-            let last_of_buffer = i + 1 == buffer.ends.len();
-            let record = OutboundRecord::new(
-                data.slice(start..end),
-                partition_key.clone(),
-                if last_of_buffer { releases } else { 0 },
-                entry.clone(),
-                &outputs.events_in_flight,
-                enqueued_at,
-            );
-            start = end;
-            if lane.send(record).await.is_err() {
-                // The lane is gone only when the collector is stopping; the entry is dropped
-                // unfinished and the message comes back.
-                return;
-            }
+        let run = OutboundRun::new(
+            buffer,
+            partition_key.clone(),
+            releases,
+            entry.clone(),
+            &outputs.events_in_flight,
+            enqueued_at,
+        );
+        if lane.send(run).await.is_err() {
+            // The lane is gone only when the collector is stopping; the entry is dropped
+            // unfinished and the message comes back.
+            return;
         }
     }
 }

@@ -16,7 +16,7 @@ use crate::retry::RetryEpisode;
 use super::answer::{PutRecordsAnswer, RecordResults};
 use super::request::put_records_body;
 use super::settle::{CallFailure, MAX_REFUSALS_IN_A_ROW, classify_call, refusal_label, settle, stream_unusable};
-use super::{LaneContext, OutboundRecord};
+use super::{LaneContext, OutboundRecord, OutboundRun};
 use crate::answer_reader::AnswerSlot;
 
 /// Runs one lane until its input is closed and everything it holds is published (or given up
@@ -24,16 +24,16 @@ use crate::answer_reader::AnswerSlot;
 pub(crate) async fn run_lane(
     lane: usize,
     context: LaneContext,
-    mut input: mpsc::Receiver<OutboundRecord>,
+    mut input: mpsc::Receiver<OutboundRun>,
     activity: Arc<Activity>,
 ) {
     let shutdown = context.shutdown.clone();
     let mut lane = Lane::new(lane, context, activity);
-    // Two calls' worth: one being sent, one filling. Beyond that the lane stops reading its
-    // channel, the channel fills, and the source stops receiving from SQS.
+    // Two calls' worth (and at most a run more): one being sent, one filling. Beyond that the
+    // lane stops reading its channel, the channel fills, and the source stops receiving from
+    // SQS.
     let capacity = lane.context.settings.max_records * 2;
     let mut closed = false;
-    let mut incoming = Vec::with_capacity(capacity);
     loop {
         if lane.buffer.is_empty() {
             lane.activity.idle();
@@ -47,16 +47,16 @@ pub(crate) async fn run_lane(
         if lane.stopping {
             // Take in whatever the sources still hand over, so that messages waiting in the
             // channel are given back now rather than after the lane's retries.
-            while let Ok(record) = input.try_recv() {
-                lane.push(record);
+            while let Ok(run) = input.try_recv() {
+                lane.take(run);
             }
         }
         if let Some(retry_at) = lane.retry_at {
             // Backing off after a failed call: keep taking records in meanwhile.
             tokio::select! {
                 _ = sleep_until(retry_at) => lane.retry_at = None,
-                record = input.recv(), if !closed && lane.buffer.len() < capacity => match record {
-                    Some(record) => lane.push(record),
+                run = input.recv(), if !closed && lane.buffer.len() < capacity => match run {
+                    Some(run) => lane.take(run),
                     None => closed = true,
                 },
                 _ = shutdown.cancelled(), if !lane.stopping => lane.stop(),
@@ -82,13 +82,17 @@ pub(crate) async fn run_lane(
             // What is already waiting comes in the same turn, not one record per turn of this
             // loop (a submission's events arrive together), and frees its room in the channel
             // at once rather than record by record.
-            taken = input.recv_many(&mut incoming, capacity - lane.buffer.len()), if lane.buffer.len() < capacity => {
-                if taken == 0 {
-                    closed = true;
+            run = input.recv(), if lane.buffer.len() < capacity => match run {
+                Some(run) => {
+                    lane.take(run);
+                    while lane.buffer.len() < capacity {
+                        match input.try_recv() {
+                            Ok(run) => lane.take(run),
+                            Err(_) => break,
+                        }
+                    }
                 }
-                for record in incoming.drain(..) {
-                    lane.push(record);
-                }
+                None => closed = true,
             },
             _ = shutdown.cancelled(), if !lane.stopping => lane.stop(),
             _ = sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
@@ -136,6 +140,11 @@ impl Lane {
             hold_until: None,
             context,
         }
+    }
+
+    /// Takes in a run's records, in order.
+    fn take(&mut self, run: OutboundRun) {
+        run.into_records(|record| self.push(record));
     }
 
     fn push(&mut self, record: OutboundRecord) {
@@ -278,7 +287,7 @@ impl Lane {
         }
     }
 
-    async fn send_batch(&mut self, input: &mut mpsc::Receiver<OutboundRecord>) {
+    async fn send_batch(&mut self, input: &mut mpsc::Receiver<OutboundRun>) {
         let (batch, bytes) = self.next_batch();
         if batch.is_empty() {
             return;
@@ -299,8 +308,8 @@ impl Lane {
                     result = &mut call => break result,
                     _ = self.context.shutdown.cancelled(), if !self.stopping => self.stop(),
                     // Stopping: what the sources still hand over is given back as it comes.
-                    record = input.recv(), if self.stopping && input_open => match record {
-                        Some(record) => self.push(record),
+                    run = input.recv(), if self.stopping && input_open => match run {
+                        Some(run) => self.take(run),
                         None => input_open = false,
                     },
                 }

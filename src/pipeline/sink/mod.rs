@@ -45,6 +45,7 @@ use super::deleter::DeleteQueue;
 use super::message::{InFlightMessage, Receipt};
 use super::shard_tally::ShardTally;
 use crate::retry::RetryPolicy;
+use telemetry_format::event::RecordBuffer;
 
 mod answer;
 mod lane;
@@ -56,7 +57,7 @@ pub(crate) use lane::run_lane;
 pub(crate) use metrics::SinkMetrics;
 /// One event on its way to the stream.
 ///
-/// It counts in `telemetry_collector_events_in_flight` from [`OutboundRecord::new`] until it is dropped,
+/// It counts in `telemetry_collector_events_in_flight` from [`OutboundRun::new`] until it is dropped,
 /// whichever way it leaves the pipeline (published, given back, expired, refused, or left
 /// unfinished at shutdown): no path has to remember to count it out.
 pub(crate) struct OutboundRecord {
@@ -82,9 +83,16 @@ impl Drop for CountedEvent {
 }
 
 impl OutboundRecord {
-    /// An event of `message` entering the pipeline at `enqueued_at` (read once for all the
-    /// events of a submission), counted in `in_flight` until dropped.
-    pub fn new(
+    /// A record of `data` for a test, counted in a gauge of its own.
+    #[cfg(test)]
+    pub fn for_test(data: Bytes, partition_key: Arc<str>, message: Arc<InFlightMessage>) -> Self {
+        let in_flight = Gauge::default();
+        in_flight.inc();
+        OutboundRecord::counted(data, partition_key, 0, message, &in_flight, Instant::now())
+    }
+
+    /// The record of an event already counted in `in_flight`, which it counts out when dropped.
+    fn counted(
         data: Bytes,
         partition_key: Arc<str>,
         releases: usize,
@@ -92,7 +100,6 @@ impl OutboundRecord {
         in_flight: &Gauge,
         enqueued_at: Instant,
     ) -> Self {
-        in_flight.inc();
         OutboundRecord {
             data,
             partition_key,
@@ -106,6 +113,76 @@ impl OutboundRecord {
     /// What the record counts against the PutRecords size limits: data plus partition key.
     pub(crate) fn size(&self) -> usize {
         self.data.len() + self.partition_key.len()
+    }
+}
+
+/// The records of one buffer of a submission, in order: what the source hands a lane in one
+/// message of its channel, and the lane makes into [`OutboundRecord`]s.
+///
+/// Handing over a run rather than each record crosses the channel, between the runtime's
+/// threads, once per buffer of records rather than once per event: that crossing, and the
+/// shared counts every record touched on one thread and dropped on the other, cost more than
+/// building the record. Its events count in `telemetry_collector_events_in_flight` from
+/// [`OutboundRun::new`], as the records do.
+pub(crate) struct OutboundRun {
+    data: Bytes,
+    /// Where each record ends in `data`; taken when the records are made.
+    ends: Vec<usize>,
+    partition_key: Arc<str>,
+    message: Arc<InFlightMessage>,
+    /// What the last record gives back of the byte cap when it is published.
+    releases: usize,
+    enqueued_at: Instant,
+    in_flight: Gauge,
+}
+
+impl OutboundRun {
+    /// The events of `buffer`, of `message`, entering the pipeline at `enqueued_at`; the last
+    /// one `releases` the buffer's share of the byte cap.
+    pub fn new(
+        buffer: RecordBuffer,
+        partition_key: Arc<str>,
+        releases: usize,
+        message: Arc<InFlightMessage>,
+        in_flight: &Gauge,
+        enqueued_at: Instant,
+    ) -> Self {
+        in_flight.inc_by(buffer.ends.len() as i64);
+        OutboundRun {
+            data: Bytes::from(buffer.data),
+            ends: buffer.ends,
+            partition_key,
+            message,
+            releases,
+            enqueued_at,
+            in_flight: in_flight.clone(),
+        }
+    }
+
+    /// Hands its records to `take`, in order.
+    pub fn into_records(mut self, mut take: impl FnMut(OutboundRecord)) {
+        let ends = std::mem::take(&mut self.ends);
+        let last = ends.len().saturating_sub(1);
+        let mut start = 0;
+        for (i, end) in ends.into_iter().enumerate() {
+            take(OutboundRecord::counted(
+                self.data.slice(start..end),
+                self.partition_key.clone(),
+                if i == last { self.releases } else { 0 },
+                self.message.clone(),
+                &self.in_flight,
+                self.enqueued_at,
+            ));
+            start = end;
+        }
+    }
+}
+
+impl Drop for OutboundRun {
+    /// Counts out the events of a run dropped before its records were made (a lane gone at
+    /// shutdown); a run made into records has none left.
+    fn drop(&mut self) {
+        self.in_flight.dec_by(self.ends.len() as i64);
     }
 }
 
@@ -156,6 +233,57 @@ pub(crate) struct LaneContext {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pipeline::message::test_message;
+
+    fn run_of(records: &[&[u8]], releases: usize, in_flight: &Gauge) -> OutboundRun {
+        let mut buffer = RecordBuffer::default();
+        for record in records {
+            buffer.data.extend_from_slice(record);
+            buffer.ends.push(buffer.data.len());
+        }
+        OutboundRun::new(
+            buffer,
+            "key".into(),
+            releases,
+            test_message("m", records.len()),
+            in_flight,
+            Instant::now(),
+        )
+    }
+
+    #[test]
+    fn a_run_makes_its_records_in_order_the_last_releasing_the_buffer() {
+        let in_flight = Gauge::default();
+        let run = run_of(&[b"one", b"", b"three"], 4096, &in_flight);
+        let mut records = Vec::new();
+        run.into_records(|record| records.push(record));
+        let made: Vec<_> = records
+            .iter()
+            .map(|r| (&r.data[..], &*r.partition_key, r.releases))
+            .collect();
+        assert_eq!(
+            made,
+            [(&b"one"[..], "key", 0), (b"", "key", 0), (b"three", "key", 4096)]
+        );
+    }
+
+    #[test]
+    fn a_runs_events_count_in_flight_from_its_making_until_their_records_are_dropped() {
+        let in_flight = Gauge::default();
+        let run = run_of(&[b"a", b"b", b"c"], 1, &in_flight);
+        assert_eq!(in_flight.get(), 3);
+        let mut records = Vec::new();
+        run.into_records(|record| records.push(record));
+        assert_eq!(in_flight.get(), 3, "the records carry the count on");
+        records.truncate(1);
+        assert_eq!(in_flight.get(), 1);
+        drop(records);
+        assert_eq!(in_flight.get(), 0);
+
+        // A run dropped before its records were made (its lane gone) counts its events out.
+        drop(run_of(&[b"a", b"b"], 1, &in_flight));
+        assert_eq!(in_flight.get(), 0);
+    }
 
     #[test]
     fn lanes_are_stable_per_key() {

@@ -55,21 +55,13 @@ fn body_size(stream_name: &str, records: &[OutboundRecord]) -> usize {
 mod tests {
     use base64::Engine;
     use base64::engine::general_purpose::STANDARD as BASE64;
-    use prometheus_client::metrics::gauge::Gauge;
     use serde_json::{Value, json};
 
     use super::*;
     use crate::pipeline::message::test_message;
 
     fn record(data: &[u8], key: &str) -> OutboundRecord {
-        OutboundRecord::new(
-            data.to_vec().into(),
-            key.into(),
-            0,
-            test_message("m", 1),
-            &Gauge::default(),
-            tokio::time::Instant::now(),
-        )
+        OutboundRecord::for_test(data.to_vec().into(), key.into(), test_message("m", 1))
     }
 
     #[test]

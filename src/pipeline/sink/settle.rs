@@ -165,19 +165,15 @@ pub(super) fn error_code_label(code: &str) -> &'static str {
 
 #[cfg(test)]
 mod tests {
-    use prometheus_client::metrics::gauge::Gauge;
 
     use super::*;
     use crate::pipeline::message::test_message as message;
 
     fn record(message: &Arc<InFlightMessage>, index: usize) -> OutboundRecord {
-        OutboundRecord::new(
+        OutboundRecord::for_test(
             format!("{}:{index}", message.message_id()).into_bytes().into(),
             message.message_id().into(),
-            0,
             message.clone(),
-            &Gauge::default(),
-            tokio::time::Instant::now(),
         )
     }
 
