@@ -197,9 +197,7 @@ fn spawn_lanes(
     };
     (0..settings.sink.lanes)
         .map(|lane| {
-            // In runs of records, each at least one: what waits here is bounded in bytes by the
-            // byte cap the source takes before decoding, this only paces the source.
-            let (tx, rx) = mpsc::channel(settings.sink.max_records);
+            let (tx, rx) = mpsc::channel(LANE_CHANNEL_RUNS);
             let name = format!("sink lane {lane}");
             let activity = shared.liveness.stage(name.clone());
             let stage = sink::run_lane(lane, context.clone(), rx, activity.clone());
@@ -208,6 +206,13 @@ fn spawn_lanes(
         })
         .collect()
 }
+
+/// Runs of records (a submission's, or a 64 KiB part of a large one) waiting for a lane beyond
+/// the two calls' worth it holds: enough to keep it fed while the sources decode, few enough
+/// that decoded events do not pile up in front of a busy lane (each waiting run holds its
+/// message's memory, and a deeper channel raised the collector's peak RSS at its ceiling by
+/// half).
+const LANE_CHANNEL_RUNS: usize = 16;
 
 fn spawn_receivers(
     stages: &mut Stages,
