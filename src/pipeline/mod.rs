@@ -180,7 +180,7 @@ fn spawn_lanes(
     deleter: &DeleteQueue,
     keeper: &Keeper,
     dead_letter: &Option<dead_letter::DeadLetterQueue>,
-) -> Vec<mpsc::Sender<sink::OutboundRun>> {
+) -> Vec<sink::LaneInput> {
     let context = sink::LaneContext {
         client: shared.clients.kinesis.clone(),
         stream_name: stream_name.to_owned(),
@@ -197,7 +197,7 @@ fn spawn_lanes(
     };
     (0..settings.sink.lanes)
         .map(|lane| {
-            let (tx, rx) = mpsc::channel(settings.sink.max_records.div_ceil(RECORDS_PER_LANE_CHANNEL_RUN));
+            let (tx, rx) = sink::LaneInput::channel(settings.sink.max_records);
             let name = format!("sink lane {lane}");
             let activity = shared.liveness.stage(name.clone());
             let stage = sink::run_lane(lane, context.clone(), rx, activity.clone());
@@ -206,14 +206,6 @@ fn spawn_lanes(
         })
         .collect()
 }
-
-/// A lane's channel holds a run of records (a submission's, or a 64 KiB part of a large one)
-/// for every this many records of a call (16 runs at the default 500): about a call's worth of
-/// the fleet's submissions (29 events each on average) waiting beyond the two calls' worth the
-/// lane holds. Enough to keep it fed while the sources decode; few enough that decoded events
-/// do not pile up in front of a busy lane (each waiting run holds its message's memory: a
-/// channel of 500 runs raised the collector's peak RSS at its ceiling by half).
-const RECORDS_PER_LANE_CHANNEL_RUN: usize = 32;
 
 fn spawn_receivers(
     stages: &mut Stages,

@@ -31,7 +31,7 @@ use super::dead_letter::{DeadLetterQueue, Disposal, dispose};
 use super::deleter::DeleteQueue;
 use super::message::{GiveUp, InFlightMessage, InFlightMetrics, NewMessage, Receipt};
 use super::receive_answer::{ReceiveMessageAnswer, ReceivedMessage, messages};
-use super::sink::{OutboundRun, lane_for};
+use super::sink::{LaneInput, OutboundRun, lane_for};
 use crate::answer_reader::AnswerSlot;
 use crate::liveness::Activity;
 use crate::metrics::kit::{CallDurations, Counters, add, call_duration, start_at_zero, timed};
@@ -81,7 +81,7 @@ pub struct SourceSettings {
 /// Where the source's output goes, and the limits it respects.
 #[derive(Clone)]
 pub(crate) struct Outputs {
-    pub lanes: Vec<mpsc::Sender<OutboundRun>>,
+    pub lanes: Vec<LaneInput>,
     pub deleter: DeleteQueue,
     /// The visibility keeper watches every message in flight.
     pub keeper: mpsc::UnboundedSender<std::sync::Weak<InFlightMessage>>,

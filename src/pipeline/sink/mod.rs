@@ -36,7 +36,7 @@ use tokio::time::Instant;
 
 use aws_sdk_kinesis::Client;
 use prometheus_client::metrics::gauge::Gauge;
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use super::breaker::Breaker;
@@ -134,6 +134,9 @@ pub(crate) struct OutboundRun {
     releases: usize,
     enqueued_at: Instant,
     in_flight: Gauge,
+    /// Its records' room in its lane's channel, from [`LaneInput::send`] until the lane takes
+    /// them.
+    room: Option<OwnedSemaphorePermit>,
 }
 
 impl OutboundRun {
@@ -156,7 +159,13 @@ impl OutboundRun {
             releases,
             enqueued_at,
             in_flight: in_flight.clone(),
+            room: None,
         }
+    }
+
+    /// How many records it holds.
+    pub fn len(&self) -> usize {
+        self.ends.len()
     }
 
     /// Hands its records to `take`, in order.
@@ -185,6 +194,53 @@ impl Drop for OutboundRun {
         self.in_flight.dec_by(self.ends.len() as i64);
     }
 }
+
+/// Where the source hands a lane its runs of records.
+///
+/// The channel is bounded in records, not runs: a run goes in while fewer than a call's worth
+/// of records (`DATA_STREAM_MAX_BUFFER_SIZE`) wait in it, whatever the size of the
+/// submissions, so that a lane is fed as deeply by submissions of a few events as by large
+/// ones, and decoded events do not pile up in front of a busy lane (a channel of 500 runs
+/// raised the collector's peak RSS at its ceiling by half, and one of 16 starved the lanes of
+/// small submissions at 80 ms round trips). The run that fills it goes in whole, so that what
+/// waits while a call is in flight fills the next call, as when records went one by one.
+#[derive(Clone)]
+pub(crate) struct LaneInput {
+    runs: mpsc::Sender<OutboundRun>,
+    room: Arc<Semaphore>,
+}
+
+impl LaneInput {
+    /// The input of a lane whose calls carry up to `call_records` records, and the lane's end
+    /// of it.
+    pub fn channel(call_records: usize) -> (LaneInput, mpsc::Receiver<OutboundRun>) {
+        let call_records = call_records.clamp(1, Semaphore::MAX_PERMITS);
+        // Every run holds room for at least one record, so the channel itself never fills.
+        let (runs, receiver) = mpsc::channel(call_records);
+        let room = Arc::new(Semaphore::new(call_records));
+        (LaneInput { runs, room }, receiver)
+    }
+
+    /// Hands `run` to the lane once fewer than a call's worth of records wait for it: the run
+    /// takes what room is left, up to its records, and goes in whole. `Err` when the lane is
+    /// gone, which happens only at shutdown.
+    pub async fn send(&self, mut run: OutboundRun) -> Result<(), LaneGone> {
+        let mut room = self.room.clone().acquire_owned().await.map_err(|_| LaneGone)?;
+        let more = run.len().saturating_sub(1).min(self.room.available_permits()) as u32;
+        // Another source may take the room first; the run then goes in with what it has.
+        if more > 0
+            && let Ok(taken) = self.room.clone().try_acquire_many_owned(more)
+        {
+            room.merge(taken);
+        }
+        run.room = Some(room);
+        self.runs.send(run).await.map_err(|_| LaneGone)
+    }
+}
+
+/// The lane a run was handed to has ended.
+#[derive(Debug)]
+pub(crate) struct LaneGone;
 
 /// The lane a partition key's records go to: stable, so that one submission never spans lanes.
 pub(crate) fn lane_for(partition_key: &uuid::Uuid, lanes: usize) -> usize {
@@ -283,6 +339,38 @@ mod tests {
         // A run dropped before its records were made (its lane gone) counts its events out.
         drop(run_of(&[b"a", b"b"], 1, &in_flight));
         assert_eq!(in_flight.get(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lanes_input_takes_runs_while_fewer_than_a_calls_worth_of_records_wait() {
+        let in_flight = Gauge::default();
+        let (input, mut lane) = LaneInput::channel(10);
+        for _ in 0..4 {
+            input.send(run_of(&[b"a", b"b"], 1, &in_flight)).await.unwrap();
+        }
+        // Two records of room left: a run of five goes in whole, and fills it.
+        input.send(run_of(&[&b"c"[..]; 5], 1, &in_flight)).await.unwrap();
+        let next = run_of(&[b"d"], 1, &in_flight);
+        assert!(
+            tokio::time::timeout(Duration::from_secs(1), input.send(next))
+                .await
+                .is_err(),
+            "a call's worth of records waits"
+        );
+        lane.recv().await.unwrap().into_records(drop);
+        input.send(run_of(&[b"d"], 1, &in_flight)).await.unwrap();
+        let mut taken = Vec::new();
+        while let Ok(run) = lane.try_recv() {
+            taken.push(run.len());
+        }
+        assert_eq!(taken, [2, 2, 2, 5, 1]);
+    }
+
+    #[tokio::test]
+    async fn a_run_sent_to_a_lane_that_is_gone_is_refused() {
+        let (input, lane) = LaneInput::channel(10);
+        drop(lane);
+        assert!(input.send(run_of(&[b"a"], 1, &Gauge::default())).await.is_err());
     }
 
     #[test]
