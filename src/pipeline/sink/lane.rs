@@ -79,9 +79,8 @@ pub(crate) async fn run_lane(
         // the lane to a crawl just when it has the most to send.
         tokio::select! {
             biased;
-            // What is already waiting comes in the same turn, not one record per turn of this
-            // loop (a submission's events arrive together), and frees its room in the channel
-            // at once rather than record by record.
+            // What is already waiting comes in the same turn, not one run per turn of this
+            // loop, and frees its room in the channel at once.
             run = input.recv(), if lane.buffer.len() < capacity => match run {
                 Some(run) => {
                     lane.take(run);

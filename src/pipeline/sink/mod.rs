@@ -88,25 +88,13 @@ impl OutboundRecord {
     pub fn for_test(data: Bytes, partition_key: Arc<str>, message: Arc<InFlightMessage>) -> Self {
         let in_flight = Gauge::default();
         in_flight.inc();
-        OutboundRecord::counted(data, partition_key, 0, message, &in_flight, Instant::now())
-    }
-
-    /// The record of an event already counted in `in_flight`, which it counts out when dropped.
-    fn counted(
-        data: Bytes,
-        partition_key: Arc<str>,
-        releases: usize,
-        message: Arc<InFlightMessage>,
-        in_flight: &Gauge,
-        enqueued_at: Instant,
-    ) -> Self {
         OutboundRecord {
             data,
             partition_key,
             message,
-            releases,
-            enqueued_at,
-            _counted: CountedEvent(in_flight.clone()),
+            releases: 0,
+            enqueued_at: Instant::now(),
+            _counted: CountedEvent(in_flight),
         }
     }
 
@@ -174,14 +162,15 @@ impl OutboundRun {
         let last = ends.len().saturating_sub(1);
         let mut start = 0;
         for (i, end) in ends.into_iter().enumerate() {
-            take(OutboundRecord::counted(
-                self.data.slice(start..end),
-                self.partition_key.clone(),
-                if i == last { self.releases } else { 0 },
-                self.message.clone(),
-                &self.in_flight,
-                self.enqueued_at,
-            ));
+            // Counted in flight already, by the run; the record counts itself out when dropped.
+            take(OutboundRecord {
+                data: self.data.slice(start..end),
+                partition_key: self.partition_key.clone(),
+                message: self.message.clone(),
+                releases: if i == last { self.releases } else { 0 },
+                enqueued_at: self.enqueued_at,
+                _counted: CountedEvent(self.in_flight.clone()),
+            });
             start = end;
         }
     }
