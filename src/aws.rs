@@ -5,6 +5,9 @@
 //! attempt timeout (`AWS_CALL_TIMEOUT_SEC`): without one, a request swallowed by the network (a
 //! NAT or load balancer that lost the connection's state) is never answered and its caller waits
 //! forever. A timed-out attempt is dropped with its connection, so the retry opens a new one.
+//! The SDK's stalled-stream protection is off for the same reason: the attempt timeout already
+//! bounds a body that stops flowing, and the protection's watch on every body and call was
+//! about 1% of the collector's work at its ceiling (`docs/performance.md`).
 //!
 //! Also here: SQS's limits, and the calls more than one stage makes (resolving the queue,
 //! describing the stream).
@@ -68,12 +71,14 @@ impl Clients {
             aws_sdk_sqs::config::Builder::from(sdk_config)
                 .http_client(sqs_http.clone())
                 .retry_config(aws_sdk_sqs::config::retry::RetryConfig::disabled())
+                .stalled_stream_protection(aws_sdk_sqs::config::StalledStreamProtectionConfig::disabled())
                 .timeout_config(timeouts.clone())
                 .build(),
         );
         let kinesis = aws_sdk_kinesis::Client::from_conf(
             aws_sdk_kinesis::config::Builder::from(sdk_config)
                 .retry_config(aws_sdk_kinesis::config::retry::RetryConfig::disabled())
+                .stalled_stream_protection(aws_sdk_kinesis::config::StalledStreamProtectionConfig::disabled())
                 .timeout_config(timeouts)
                 .build(),
         );
