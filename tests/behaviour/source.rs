@@ -41,6 +41,51 @@ async fn a_receive_swallowed_by_the_network_times_out_and_receiving_goes_on() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_receive_whose_answer_stalls_mid_body_times_out_and_its_message_comes_back_once() {
+    let rig = Rig::start(&[("AWS_CALL_TIMEOUT_SEC", "5"), ("QUEUE_VISIBILITY_TIMEOUT_SEC", "30")]).await;
+    // SQS hands the message over and the answer's headers arrive; its body never does.
+    rig.fake.stall_answer_bodies(Op::ReceiveMessage, 1);
+    let sent = rig.send(1, 2);
+    rig.wait_until("the stalled receive timed out", |rig| {
+        rig.metric("telemetry_collector_receive_errors_total") >= 1.0
+    })
+    .await;
+    assert!(rig.stream_events().is_empty());
+    // Hidden by the stalled receive, the message comes back after its visibility timeout.
+    rig.wait_until_queue_empty().await;
+
+    exactly_once_in_order(&rig, &[sent]);
+    assert!(
+        rig.fake.deliveries().len() >= 2,
+        "received again after the stall: {:?}",
+        rig.fake.deliveries()
+    );
+    rig.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_put_records_answer_that_stalls_mid_body_is_timed_out_and_its_records_sent_again() {
+    let rig = Rig::start(&[("AWS_CALL_TIMEOUT_SEC", "5"), ("DATA_STREAM_CONCURRENCY", "1")]).await;
+    rig.fake.stall_answer_bodies(Op::PutRecords, 1);
+    let sent = rig.send(1, 3);
+    rig.wait_until_queue_empty().await;
+
+    let calls = rig.fake.calls(Op::PutRecords);
+    assert!(
+        calls.len() >= 2 && calls[1].at - calls[0].at >= Duration::from_secs(5),
+        "sent again once the call timed out: {:?}",
+        calls.iter().map(|c| (c.at, c.entries)).collect::<Vec<_>>()
+    );
+    // The stalled call took effect: its records are on the stream twice, in order each time.
+    assert_eq!(rig.stream_events()[&sent.submission_id], [0, 1, 2, 0, 1, 2]);
+    assert_eq!(
+        rig.metric("telemetry_collector_put_records_calls_made_smaller_total{reason=\"timed_out\"}"),
+        1.0
+    );
+    rig.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_put_records_answer_lost_after_the_write_sends_only_that_calls_records_again_in_smaller_calls() {
     let rig = Rig::start(&[("AWS_CALL_TIMEOUT_SEC", "5"), ("DATA_STREAM_CONCURRENCY", "1")]).await;
     rig.fake.lose_answers(Op::PutRecords, 1);

@@ -16,7 +16,8 @@
 //! whole-call errors by code ([`FakeAws::fail_calls`]), per-record and per-entry failures by
 //! code ([`FakeAws::fail_records`], [`FakeAws::fail_entries`]), throttling (a per-record or
 //! whole-call code), a black hole ([`FakeAws::set_black_hole`]: requests never answered),
-//! answers lost after the call took effect ([`FakeAws::lose_answers`]), receipt expiry
+//! answers lost after the call took effect ([`FakeAws::lose_answers`]), answers whose body
+//! stalls after their headers ([`FakeAws::stall_answer_bodies`]), receipt expiry
 //! ([`FakeAws::expire_receipts`]), duplicate delivery ([`FakeAws::deliver_twice`]) and records
 //! the stream refuses ([`FakeAws::refuse_records`]).
 
@@ -150,6 +151,7 @@ struct Faults {
     call_errors: HashMap<Op, VecDeque<Pending<AwsError>>>,
     black_hole: HashMap<Op, bool>,
     lost_answers: HashMap<Op, usize>,
+    stalled_bodies: HashMap<Op, usize>,
     /// Per-record PutRecords failures, by error code.
     record_failures: VecDeque<Pending<String>>,
     /// Per-entry SQS batch failures, by error code.
@@ -385,6 +387,12 @@ impl FakeAws {
     /// The next `calls` calls of `op` take effect, but their answers never arrive.
     pub fn lose_answers(&self, op: Op, calls: usize) {
         *self.world().faults.lost_answers.entry(op).or_default() += calls;
+    }
+
+    /// The next `calls` calls of `op` take effect and their answers' status and headers arrive,
+    /// but their bodies never do: a connection that stops mid-answer.
+    pub fn stall_answer_bodies(&self, op: Op, calls: usize) {
+        *self.world().faults.stalled_bodies.entry(op).or_default() += calls;
     }
 
     /// PutRecords calls holding a record whose data `refused` picks are refused whole with

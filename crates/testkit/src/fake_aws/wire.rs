@@ -54,7 +54,7 @@ async fn answer(inner: &Inner, target: Option<&str>, body: &[u8]) -> HttpRespons
             );
         }
     };
-    let (index, latency, black_hole, error, lose) = {
+    let (index, latency, black_hole, error, lose, stall) = {
         let mut world = lock(inner);
         let index = world.calls.len();
         let requested = request["Records"].as_array().or(request["Entries"].as_array());
@@ -81,7 +81,14 @@ async fn answer(inner: &Inner, target: Option<&str>, body: &[u8]) -> HttpRespons
             }
             _ => false,
         };
-        (index, latency, black_hole, error, lose)
+        let stall = match faults.stalled_bodies.get_mut(&op) {
+            Some(n) if *n > 0 && !black_hole && !lose && error.is_none() => {
+                *n -= 1;
+                true
+            }
+            _ => false,
+        };
+        (index, latency, black_hole, error, lose, stall)
     };
     sleep(latency / 2).await;
     if black_hole {
@@ -124,7 +131,26 @@ async fn answer(inner: &Inner, target: Option<&str>, body: &[u8]) -> HttpRespons
     if lose {
         return std::future::pending().await;
     }
-    respond(op.is_kinesis(), result.map(|(value, _)| value))
+    let mut response = respond(op.is_kinesis(), result.map(|(value, _)| value));
+    if stall {
+        *response.body_mut() = SdkBody::from_body_1_x(StalledBody);
+    }
+    response
+}
+
+/// A body none of which ever arrives.
+struct StalledBody;
+
+impl http_body::Body for StalledBody {
+    type Data = bytes::Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, Self::Error>>> {
+        std::task::Poll::Pending
+    }
 }
 
 fn lock(inner: &Inner) -> std::sync::MutexGuard<'_, super::World> {
