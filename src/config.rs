@@ -93,7 +93,7 @@ pub(crate) const QUEUE_VISIBILITY_MAX_TOTAL_SEC: Setting = setting(
 );
 pub const QUEUE_RECEIVERS: Setting = setting(
     "QUEUE_RECEIVERS",
-    "32",
+    "48",
     "1-64",
     "Concurrent long-poll loops. Each brings at most 10 messages per round trip, so this many keep receiving ahead of the sink at up to ~80 ms of network round-trip time; on an empty queue each costs one ReceiveMessage call per QUEUE_WAIT_TIME_SEC.",
 );
