@@ -74,20 +74,9 @@ async fn answer(inner: &Inner, target: Option<&str>, body: &[u8]) -> HttpRespons
         } else {
             faults.call_errors.get_mut(&op).and_then(take_one)
         };
-        let lose = match faults.lost_answers.get_mut(&op) {
-            Some(n) if *n > 0 && !black_hole && error.is_none() => {
-                *n -= 1;
-                true
-            }
-            _ => false,
-        };
-        let stall = match faults.stalled_bodies.get_mut(&op) {
-            Some(n) if *n > 0 && !black_hole && !lose && error.is_none() => {
-                *n -= 1;
-                true
-            }
-            _ => false,
-        };
+        let answered = !black_hole && error.is_none();
+        let lose = answered && take_count(&mut faults.lost_answers, op);
+        let stall = answered && !lose && take_count(&mut faults.stalled_bodies, op);
         (index, latency, black_hole, error, lose, stall)
     };
     sleep(latency / 2).await;
@@ -150,6 +139,17 @@ impl http_body::Body for StalledBody {
         _: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, Self::Error>>> {
         std::task::Poll::Pending
+    }
+}
+
+/// Takes one of the next calls of `op` that `counts` holds for a fault.
+fn take_count(counts: &mut std::collections::HashMap<Op, usize>, op: Op) -> bool {
+    match counts.get_mut(&op) {
+        Some(n) if *n > 0 => {
+            *n -= 1;
+            true
+        }
+        _ => false,
     }
 }
 
