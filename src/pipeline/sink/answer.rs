@@ -57,8 +57,8 @@ impl RecordResults {
         }
     }
 
-    /// The answer of a call whose every record was written, when it is written as Kinesis
-    /// writes it: `{"SequenceNumber":"…","ShardId":"…"}` for every record, then
+    /// The answer of a call whose every record was written, in the compact layout:
+    /// `{"SequenceNumber":"…","ShardId":"…"}` for every record, with no spaces, and
     /// `"FailedRecordCount":0` in the document around them. `None` for any other answer, which
     /// is parsed entry by entry.
     ///
