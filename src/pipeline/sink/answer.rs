@@ -57,10 +57,10 @@ impl RecordResults {
         }
     }
 
-    /// The answer of a call whose every record was written, in the compact layout:
-    /// `{"SequenceNumber":"…","ShardId":"…"}` for every record, with no spaces, and
-    /// `"FailedRecordCount":0` in the document around them. `None` for any other answer, which
-    /// is parsed entry by entry.
+    /// The answer of a call whose every record was written, with the members of each entry in
+    /// the order Kinesis and the emulators write them: `{"SequenceNumber":"…","ShardId":"…"}`
+    /// for every record, and `"FailedRecordCount":0` in the document around them. `None` for
+    /// any other answer, which is parsed entry by entry.
     ///
     /// Parsing a full call's answer, about 50 KiB of mostly sequence numbers, entry by entry
     /// was about a twentieth of the collector's work at its ceiling; stepping over the entries
@@ -68,27 +68,30 @@ impl RecordResults {
     /// string checked as a JSON parser checks it, and the document around them is parsed whole
     /// with the array left empty, so an answer is taken here only as the full parse reads it.
     fn all_written(body: &[u8]) -> Option<RecordResults> {
-        const RECORDS: &[u8] = br#""Records":["#;
-        const ENTRY: &[u8] = br#"{"SequenceNumber":""#;
-        const SHARD: &[u8] = br#","ShardId":""#;
-        // The first `"Records":[` is a key: the quote before its colon would end any string.
-        let records_at = memmem::find(body, RECORDS)? + RECORDS.len();
+        const RECORDS: &[u8] = br#""Records""#;
+        // The first `"Records"` followed by a colon is a key, for no string holds a bare quote.
+        let records_at = memmem::find(body, RECORDS)?;
+        let mut answer = JsonTokens(&body[records_at + RECORDS.len()..]);
+        answer.token(b":")?;
+        answer.token(b"[")?;
+        let entries_at = body.len() - answer.0.len();
         let mut results = RecordResults {
             shards: Vec::new(),
             results: Vec::with_capacity(PUT_RECORDS_MAX_RECORDS),
         };
-        let mut rest = &body[records_at..];
         loop {
-            rest = rest.strip_prefix(ENTRY)?;
-            let sequence_number = plain_json_string(rest)?;
-            rest = rest[sequence_number.len() + 1..].strip_prefix(SHARD)?;
-            let shard = plain_json_string(rest)?;
-            results.push(None, Some(shard));
-            rest = rest[shard.len() + 1..].strip_prefix(b"}")?;
-            match rest.split_first()? {
-                (b',', after) => rest = after,
-                (b']', _) => break,
-                _ => return None,
+            answer.token(b"{")?;
+            answer.token(br#""SequenceNumber""#)?;
+            answer.token(b":")?;
+            answer.string()?;
+            answer.token(b",")?;
+            answer.token(br#""ShardId""#)?;
+            answer.token(b":")?;
+            results.push(None, Some(answer.string()?));
+            answer.token(b"}")?;
+            if answer.token(b",").is_none() {
+                answer.token(b"]")?;
+                break;
             }
         }
         #[derive(Deserialize)]
@@ -98,9 +101,10 @@ impl RecordResults {
             #[serde(rename = "Records")]
             records: Vec<serde::de::IgnoredAny>,
         }
-        let mut around = Vec::with_capacity(records_at + rest.len());
-        around.extend_from_slice(&body[..records_at]);
-        around.extend_from_slice(rest);
+        let mut around = Vec::with_capacity(entries_at + 1 + answer.0.len());
+        around.extend_from_slice(&body[..entries_at]);
+        around.push(b']');
+        around.extend_from_slice(answer.0);
         let around: Around = serde_json::from_slice(&around).ok()?;
         (around.failed == 0 && around.records.is_empty()).then_some(results)
     }
@@ -160,17 +164,37 @@ impl RecordResults {
     }
 }
 
-/// The JSON string at the start of `text` (just after its opening quote) when it has no
-/// escapes: its contents, checked as a JSON parser checks them (no control characters, UTF-8).
-fn plain_json_string(text: &[u8]) -> Option<&str> {
-    let len = memchr::memchr2(b'"', b'\\', text)?;
-    let contents = &text[..len];
-    // Folded rather than searched: without an early exit the check is vectorised.
-    let control = contents.iter().fold(false, |found, &b| found | (b < 0x20));
-    if text[len] != b'"' || control {
-        return None;
+/// What is left of a JSON text, taken token by token.
+struct JsonTokens<'a>(&'a [u8]);
+
+impl<'a> JsonTokens<'a> {
+    /// Takes `token` after any JSON whitespace; `None` when something else comes first.
+    fn token(&mut self, token: &[u8]) -> Option<()> {
+        // Compact JSON first, as Kinesis writes it.
+        if let Some(rest) = self.0.strip_prefix(token) {
+            self.0 = rest;
+            return Some(());
+        }
+        let start = self.0.iter().position(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r'))?;
+        self.0 = self.0[start..].strip_prefix(token)?;
+        Some(())
     }
-    std::str::from_utf8(contents).ok()
+
+    /// Takes a string without escapes, checked as a JSON parser checks it (no control
+    /// characters, UTF-8); `None` for anything else.
+    fn string(&mut self) -> Option<&'a str> {
+        self.token(b"\"")?;
+        let text = self.0;
+        let len = memchr::memchr2(b'"', b'\\', text)?;
+        let contents = &text[..len];
+        // Folded rather than searched: without an early exit the check is vectorised.
+        let control = contents.iter().fold(false, |found, &b| found | (b < 0x20));
+        if text[len] != b'"' || control {
+            return None;
+        }
+        self.0 = &text[len + 1..];
+        std::str::from_utf8(contents).ok()
+    }
 }
 
 /// Each entry is read into its result as it comes, without a vector of entries between.
@@ -324,7 +348,15 @@ mod tests {
         let at_the_end = body
             .replace(r#""FailedRecordCount":0,"#, "")
             .replace("]}", r#"],"FailedRecordCount":0}"#);
-        assert_eq!(RecordResults::all_written(at_the_end.as_bytes()), Some(shortcut));
+        assert_eq!(
+            RecordResults::all_written(at_the_end.as_bytes()),
+            Some(shortcut.clone())
+        );
+        // As moto and LocalStack write it: a space after each colon and comma.
+        let spaced = body.replace(':', ": ").replace(',', ", ");
+        assert_eq!(RecordResults::all_written(spaced.as_bytes()), Some(shortcut.clone()));
+        let indented = body.replace('{', "{\n\t").replace(',', ",\r\n  ").replace('}', "\n}");
+        assert_eq!(RecordResults::all_written(indented.as_bytes()), Some(shortcut));
     }
 
     #[test]
@@ -339,10 +371,10 @@ mod tests {
             written.replace(r#""FailedRecordCount":0"#, r#""FailedRecordCount":01"#),
             written.replace(r#""FailedRecordCount":0,"#, ""),
             written.replace(r#""EncryptionType""#, r#""FailedRecordCount":0,"EncryptionType""#),
-            written.replacen(r#""ShardId":"#, r#""ShardId" : "#, 1),
             written.replacen("shardId-000000000000", r"shardId-00000000000\u0030", 1),
             written.replacen(r#","ShardId":"shardId-000000000000""#, "", 1),
-            written.replacen(r#""SequenceNumber":"#, r#""SequenceNumber" :"#, 1),
+            written.replacen(r#"{"SequenceNumber":"#, r#"{"ShardId":"0","SequenceNumber":"#, 1),
+            written.replacen(r#","ShardId":"#, "\u{c},\"ShardId\":", 1),
             written.replace(r#""Records":["#, r#""Records":[{"SequenceNumber":"0"},"#),
             written.trim_end_matches('}').to_owned(),
             written.replacen("shardId-000000000000", "shardId-\u{1}", 1),
