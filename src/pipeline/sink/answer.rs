@@ -360,6 +360,15 @@ mod tests {
     }
 
     #[test]
+    fn an_answer_as_localstack_writes_it_is_read_by_its_shard_ids() {
+        let body = br#"{"FailedRecordCount": 0, "Records": [{"SequenceNumber": "49680930356648693023035791622138910935112672849378148354", "ShardId": "shardId-000000000000"}, {"SequenceNumber": "49680930356670993768234322245280446653385321210884128786", "ShardId": "shardId-000000000001"}], "EncryptionType": "NONE"}"#;
+        let shortcut = RecordResults::all_written(body).expect("read by its shard ids");
+        let shards: Vec<_> = shortcut.results.iter().map(|r| shortcut.shard_name(r)).collect();
+        assert_eq!(shards, [Some("shardId-000000000000"), Some("shardId-000000000001")]);
+        assert_eq!(Some(shortcut), RecordResults::parse_entries(body).ok());
+    }
+
+    #[test]
     fn answers_the_shortcut_cannot_vouch_for_are_read_entry_by_entry() {
         let written = written_answer(3, &["shardId-000000000000"]);
         let failed = r#"{"FailedRecordCount":1,"Records":[{"SequenceNumber":"1","ShardId":"shardId-000000000000"},{"ErrorCode":"InternalFailure","ErrorMessage":"x"}]}"#;
