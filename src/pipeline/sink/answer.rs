@@ -69,7 +69,9 @@ impl RecordResults {
     /// with the array left empty, so an answer is taken here only as the full parse reads it.
     fn all_written(body: &[u8]) -> Option<RecordResults> {
         const RECORDS: &[u8] = br#""Records""#;
-        // The first `"Records"` followed by a colon is a key, for no string holds a bare quote.
+        // The first `"Records"` followed by a colon is a key, for no string holds a bare quote;
+        // it is the answer's own if no other follows the entries (checked below) and the
+        // document around them has its `Records`.
         let records_at = memmem::find(body, RECORDS)?;
         let mut answer = JsonTokens(&body[records_at + RECORDS.len()..]);
         answer.token(b":")?;
@@ -93,6 +95,9 @@ impl RecordResults {
                 answer.token(b"]")?;
                 break;
             }
+        }
+        if memmem::find(answer.0, RECORDS).is_some() {
+            return None;
         }
         #[derive(Deserialize)]
         struct Around {
@@ -389,6 +394,14 @@ mod tests {
             written.replacen("shardId-000000000000", "shardId-\u{1}", 1),
             written.replace(r#""EncryptionType":"NONE""#, r#""Nested":{"Records":[]}"#),
             written.replace(r#""EncryptionType":"NONE""#, r#""Records":[]"#),
+            // Entries under a key that ends in `"Records`, the answer's own empty.
+            written
+                .replace(r#""Records":["#, r#""x\"Records":["#)
+                .replace("]}", r#"],"Records":[]}"#),
+            // Entries in a nested `Records`, the answer's own empty.
+            written
+                .replace(r#""Records":["#, r#""Nested":{"Records":["#)
+                .replace("]}", r#"]},"Records":[]}"#),
             r#"{"FailedRecordCount":0,"Records":[]}"#.to_owned(),
         ]
         .into_iter()
