@@ -58,7 +58,7 @@ impl RecordResults {
     }
 
     /// The answer of a call whose every record was written, with the members of each entry in
-    /// the order Kinesis and the emulators write them: `{"SequenceNumber":"…","ShardId":"…"}`
+    /// the order of Kinesis's API reference and the emulators' answers: `{"SequenceNumber":"…","ShardId":"…"}`
     /// for every record, and `"FailedRecordCount":0` in the document around them. `None` for
     /// any other answer, which is parsed entry by entry.
     ///
@@ -175,7 +175,7 @@ struct JsonTokens<'a>(&'a [u8]);
 impl<'a> JsonTokens<'a> {
     /// Takes `token` after any JSON whitespace; `None` when something else comes first.
     fn token(&mut self, token: &[u8]) -> Option<()> {
-        // Compact JSON first, as Kinesis writes it.
+        // Compact JSON first, as the instant fake writes it; whitespace as the emulators do.
         if let Some(rest) = self.0.strip_prefix(token) {
             self.0 = rest;
             return Some(());
@@ -327,7 +327,7 @@ mod tests {
         );
     }
 
-    /// A PutRecords answer as Kinesis writes it: every record written, to `shards` in turn.
+    /// A compact PutRecords answer: every record written, to `shards` in turn.
     fn written_answer(records: usize, shards: &[&str]) -> String {
         let entries: Vec<String> = (0..records)
             .map(|i| {
